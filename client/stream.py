@@ -1,0 +1,77 @@
+"""Streaming a musicgen request over Triton's gRPC bidirectional stream (asyncio)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from grpc.aio import AioRpcError
+from tritonclient.grpc.aio import InferenceServerClient
+
+from ensemble import tensors as T
+
+from .errors import error_from_rpc, error_from_stream
+from .request import MusicRequest, build_inputs
+from .response import AudioChunk, ChunkSequence, parse_result
+from .stats import StreamStats
+
+
+async def stream_music(
+    url: str | InferenceServerClient,
+    request: MusicRequest,
+    *,
+    model: str = T.MUSICGEN,
+    request_id: str | None = None,
+    timeout: float | None = None,
+    stats: StreamStats | None = None,
+) -> AsyncIterator[AudioChunk]:
+    """Send `request` and yield its audio chunks in arrival order.
+
+    `url` is "host:port" or an open aio client (reused, not closed). `timeout` is a
+    deadline in seconds for the whole stream. Raises GenerationError for server
+    errors, ServerUnavailableError, and StreamContractError when chunks arrive out
+    of order, twice, or without a final response. Closing the iterator or
+    cancelling its task cancels the gRPC stream, so the server stops generating.
+    """
+    inputs = build_inputs(request)
+    sequence = ChunkSequence(expect_codes=request.return_codes)
+    owns_client = isinstance(url, str)
+    client = InferenceServerClient(url) if owns_client else url
+    target = url if owns_client else "the given client's server"
+    responses = None
+
+    async def requests():
+        yield {
+            "model_name": model,
+            "inputs": inputs,
+            "request_id": request_id or uuid.uuid4().hex,
+            "parameters": {"triton_enable_empty_final_response": True},
+        }
+
+    try:
+        if stats is not None:
+            stats.start()
+        responses = client.stream_infer(requests(), stream_timeout=timeout)
+        while not sequence.done:
+            try:
+                result, error = await anext(responses)
+            except StopAsyncIteration:
+                break
+            except AioRpcError as exc:
+                raise error_from_rpc(exc, target) from None
+            if error is not None:
+                raise error_from_stream(error)
+            chunk = parse_result(result)
+            sequence.accept(chunk)
+            if chunk is not None:
+                if stats is not None:
+                    stats.record(len(chunk.audio), chunk.sample_rate)
+                yield chunk
+        sequence.finish()
+        if stats is not None:
+            stats.finish()
+    finally:
+        if responses is not None:
+            responses.cancel()
+        if owns_client:
+            await client.close()

@@ -1,0 +1,80 @@
+"""When to cut generated frames into audio chunks, and which codes to decode for each.
+
+Chunks start small (first audio fast) and grow (fewer decoder calls, less overhead):
+sizes are first_frames * growth**i, capped at max_frames. The codec decoder is not causal
+(non-causal convolutions and an LSTM), so a chunk decoded alone would click at its edges.
+Each chunk is therefore decoded inside a window that adds up to `left_context` frames before
+it and `lookahead` frames after it, and only the chunk's own samples are kept. The lookahead
+delays a chunk by `lookahead` frames; the left context costs decoder time, not latency.
+Concatenated chunks have exactly frames * hop samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChunkPolicy:
+    first_frames: int = 10  # 0.2 s at 50 Hz: the time-to-first-audio knob
+    growth: float = 2.0
+    max_frames: int = 100  # 2 s: caps decoder work per chunk
+    left_context: int = 25  # frames of history decoded with each chunk (seam quality)
+    lookahead: int = 5  # frames of future decoded with each chunk (seam quality, adds latency)
+
+    def __post_init__(self):
+        if self.first_frames < 1 or self.max_frames < self.first_frames or self.growth < 1.0:
+            raise ValueError(f"invalid chunk policy {self}")
+        if self.left_context < 0 or self.lookahead < 0:
+            raise ValueError(f"invalid chunk policy {self}")
+
+    def size(self, index: int) -> int:
+        return int(min(self.max_frames, self.first_frames * self.growth**index))
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    index: int
+    start: int  # first frame of the chunk
+    end: int  # one past its last frame
+    window_start: int  # frames [window_start, window_end) are decoded
+    window_end: int
+    final: bool
+
+    def trim(self, audio, hop: int):
+        """Keep the chunk's own samples out of the decoded window's audio."""
+        offset = (self.start - self.window_start) * hop
+        return audio[offset : offset + (self.end - self.start) * hop]
+
+
+class Chunker:
+    """Per-stream cursor: call `next_chunk(frames_complete)` after each decode step."""
+
+    def __init__(self, policy: ChunkPolicy, total_frames: int):
+        self.policy = policy
+        self.total = total_frames
+        self.emitted = 0
+        self.index = 0
+
+    @property
+    def done(self) -> bool:
+        return self.emitted >= self.total
+
+    def next_chunk(self, frames_complete: int) -> ChunkWindow | None:
+        if self.done:
+            return None
+        end = min(self.emitted + self.policy.size(self.index), self.total)
+        window_end = min(end + self.policy.lookahead, self.total)
+        if frames_complete < window_end:
+            return None
+        chunk = ChunkWindow(
+            index=self.index,
+            start=self.emitted,
+            end=end,
+            window_start=max(0, self.emitted - self.policy.left_context),
+            window_end=window_end,
+            final=end == self.total,
+        )
+        self.emitted = end
+        self.index += 1
+        return chunk

@@ -1,0 +1,91 @@
+"""The MusicGen pipeline: prompt -> tokens -> text encoder -> in-flight batched LM -> audio chunks.
+
+The Triton model `musicgen` is thin glue around this class: it passes in text-encoder and
+codec-decoder callables that call the `musicgen_text_encoder` and `musicgen_codec_decoder`
+Triton models (BLS, dynamically batched). Tests build it with local ONNX Runtime sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ensemble import tensors as T
+from ensemble.chunker import ChunkPolicy
+from ensemble.musicgen_model import LM_CROSS_KV_FILE, LM_STEP_FILE, ONNX_FILE, TOKENIZER_DIR, MusicgenModel
+from ensemble.musicgen_request import GenerationParams, Limits, validate
+from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
+from ensemble.scheduler import Engine, Job, Stream
+from ensemble.text_conditioning import PromptTokenizer
+
+TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
+CodecDecoder = Callable[[np.ndarray], np.ndarray]  # codes [B, K, T] -> audio [B, T * hop]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Serving knobs; the Triton config's `parameters` set them by field name."""
+
+    max_slots: int = 8
+    max_queue: int = 32
+    policy: ChunkPolicy = field(default_factory=ChunkPolicy)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> "PipelineSettings":
+        """Build from Triton config parameters (strings), each converted to its default's type."""
+
+        def typed(kind):
+            defaults = kind()
+            return {f.name: type(getattr(defaults, f.name))(parameters[f.name]) for f in fields(kind) if f.name in parameters}
+
+        known = {"max_slots", "max_queue"} | {f.name for kind in (ChunkPolicy, Limits) for f in fields(kind)}
+        unknown = sorted(set(parameters) - known)
+        if unknown:
+            raise ValueError(f"unknown musicgen parameters {unknown}; known: {sorted(known)}")
+        own = {name: int(parameters[name]) for name in ("max_slots", "max_queue") if name in parameters}
+        return cls(**own, policy=ChunkPolicy(**typed(ChunkPolicy)), limits=Limits(**typed(Limits)))
+
+
+class MusicgenPipeline:
+    def __init__(
+        self,
+        repository: Path,
+        settings: PipelineSettings = PipelineSettings(),
+        *,
+        encode_text: TextEncoder | None = None,
+        decode_codes: CodecDecoder | None = None,
+        on_step=None,
+    ):
+        repository = Path(repository)
+        version = repository / T.MUSICGEN / "1"
+        self.model = MusicgenModel.load(version)
+        self.settings = settings
+        self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
+        self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)
+        decode = decode_codes or OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
+        self.engine = Engine(
+            OnnxLanguageModel(version / LM_CROSS_KV_FILE, version / LM_STEP_FILE),
+            lambda codes: decode(codes[None])[0],
+            self.model,
+            max_slots=settings.max_slots,
+            max_queue=settings.max_queue,
+            policy=settings.policy,
+            on_step=on_step,
+        )
+
+    def validate(self, raw: dict) -> GenerationParams:
+        """Raises InvalidRequest naming the bad field."""
+        return validate(raw, self.settings.limits, self.model.codebook_size)
+
+    def submit(self, requests: list[tuple[GenerationParams, Stream]]) -> None:
+        """Tokenize and encode a batch of prompts in one text-encoder call, then queue each request.
+
+        Raises InvalidRequest (a prompt too long) before anything is queued, or AtCapacity."""
+        input_ids, mask = self.tokenizer([params.text for params, _ in requests])
+        hidden = self.encode_text(input_ids, mask)  # [B, E, D]
+        for row, (params, stream) in enumerate(requests):
+            self.engine.submit(Job(params, hidden[row], mask[row], stream))

@@ -1,0 +1,96 @@
+"""A MusicGen generation request: its parameters, their defaults and limits, and validation.
+
+Every check names the field it rejects; the Triton glue turns `InvalidRequest` into
+INVALID_ARGUMENT and the gateway into HTTP 422.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ensemble import tensors as T
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_duration_s: float = 30.0
+    max_text_chars: int = 2000
+    max_text_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    text: str
+    duration: float
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 1.0
+    guidance_scale: float = 3.0
+    seed: int | None = None
+    return_codes: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Decoder rows: the conditional one, plus the unconditional one under guidance."""
+        return 2 if self.guidance_scale > 1.0 else 1
+
+
+def _finite(field: str, value) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidRequest(field, f"must be a finite number, got {value}")
+    return value
+
+
+def validate(raw: dict, limits: Limits, codebook_size: int) -> GenerationParams:
+    """raw: field name -> python value (absent fields take defaults)."""
+    text = raw.get(T.TEXT)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(T.TEXT, "must be UTF-8 text") from None
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest(T.TEXT, "must be a non-empty prompt")
+    if len(text) > limits.max_text_chars:
+        raise InvalidRequest(T.TEXT, f"is {len(text)} characters; the limit is {limits.max_text_chars}")
+
+    if raw.get(T.DURATION) is None:
+        raise InvalidRequest(T.DURATION, "is required (seconds of audio)")
+    duration = _finite(T.DURATION, raw[T.DURATION])
+    if not 0.0 < duration <= limits.max_duration_s:
+        raise InvalidRequest(T.DURATION, f"must be in (0, {limits.max_duration_s:g}] seconds, got {duration:g}")
+
+    defaults = GenerationParams(text="", duration=0.0)
+    temperature = _finite(T.TEMPERATURE, raw.get(T.TEMPERATURE, defaults.temperature))
+    if not 0.0 <= temperature <= 10.0:
+        raise InvalidRequest(T.TEMPERATURE, f"must be in [0, 10] (0 is greedy), got {temperature:g}")
+    top_k = int(raw.get(T.TOP_K, defaults.top_k))
+    if not 0 <= top_k <= codebook_size:
+        raise InvalidRequest(T.TOP_K, f"must be in [0, {codebook_size}] (0 disables it), got {top_k}")
+    top_p = _finite(T.TOP_P, raw.get(T.TOP_P, defaults.top_p))
+    if not 0.0 < top_p <= 1.0:
+        raise InvalidRequest(T.TOP_P, f"must be in (0, 1] (1 disables it), got {top_p:g}")
+    guidance = _finite(T.GUIDANCE_SCALE, raw.get(T.GUIDANCE_SCALE, defaults.guidance_scale))
+    if not 1.0 <= guidance <= 20.0:
+        raise InvalidRequest(T.GUIDANCE_SCALE, f"must be in [1, 20] (1 disables guidance), got {guidance:g}")
+    seed = raw.get(T.SEED)
+    if seed is not None and int(seed) < 0:
+        raise InvalidRequest(T.SEED, f"must be >= 0, got {int(seed)}")
+    return GenerationParams(
+        text=text,
+        duration=duration,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        guidance_scale=guidance,
+        seed=None if seed is None else int(seed),
+        return_codes=bool(raw.get(T.RETURN_CODES, False)),
+    )

@@ -1,0 +1,48 @@
+"""Tensor and model names shared by export, the pipeline spec, the Triton glue and the clients.
+
+Every name that crosses a process boundary (an ONNX graph, a Triton model, a gRPC
+request) is spelled once, here.
+"""
+
+# --- Triton model names -------------------------------------------------------
+MUSICGEN = "musicgen"  # the pipeline a client calls (decoupled, streams audio)
+MUSICGEN_TEXT_ENCODER = "musicgen_text_encoder"  # token ids -> hidden states [dynamic batching]
+MUSICGEN_CODEC_DECODER = "musicgen_codec_decoder"  # codes -> waveform       [dynamic batching]
+
+# --- musicgen pipeline: request inputs -----------------------------------------
+TEXT = "text"  # BYTES [1]   UTF-8 prompt
+DURATION = "duration"  # FP32 [1]    seconds of audio to generate
+TEMPERATURE = "temperature"  # FP32 [1]    optional
+TOP_K = "top_k"  # INT32 [1]   optional, 0 disables
+TOP_P = "top_p"  # FP32 [1]    optional, 1.0 disables
+GUIDANCE_SCALE = "guidance_scale"  # FP32 [1]    optional, 1.0 disables classifier-free guidance
+SEED = "seed"  # INT64 [1]   optional, absent: a random seed
+RETURN_CODES = "return_codes"  # BOOL [1]    optional, also stream the generated codes
+
+# --- musicgen pipeline: streamed outputs (one response per audio chunk) ---------
+AUDIO = "audio"  # FP32 [samples]  mono PCM in [-1, 1] (also the codec decoder's output)
+CHUNK_INDEX = "chunk_index"  # INT32 [1]  0, 1, 2, ... in order
+SAMPLE_RATE = "sample_rate"  # INT32 [1]
+CODES = "codes"  # INT64 [codebooks, frames] the frames this chunk covers (return_codes)
+
+# --- text encoder (ONNX graph and Triton model) -----------------------------------
+INPUT_IDS = "input_ids"  # INT64 [batch, tokens]
+ATTENTION_MASK = "attention_mask"  # INT64 [batch, tokens]
+ENCODER_HIDDEN_STATES = "encoder_hidden_states"  # FP32 [batch, tokens, decoder_hidden]
+
+# --- codec decoder (ONNX graph and Triton model) ----------------------------------
+AUDIO_CODES = "audio_codes"  # INT64 [batch, codebooks, frames] -> AUDIO FP32 [batch, samples]
+
+# --- LM graphs (run inside the musicgen pipeline process, never over the wire) -----
+# lm_cross_kv.onnx: ENCODER_HIDDEN_STATES [rows, tokens, hidden] -> CROSS_KEYS, CROSS_VALUES
+CROSS_KEYS = "cross_keys"  # FP32 [layers, rows, heads, tokens, head_dim]
+CROSS_VALUES = "cross_values"
+# lm_step.onnx: one decode step for rows that may sit at different positions
+CODE_IDS = "code_ids"  # INT64 [rows, codebooks] the token fed at this step
+POSITIONS = "positions"  # INT64 [rows] index of that token; also how many cache entries are valid
+PAST_KEYS = "past_keys"  # FP32 [layers, rows, heads, past, head_dim], entries >= positions[row] ignored
+PAST_VALUES = "past_values"
+ENCODER_MASK = "encoder_mask"  # INT64 [rows, tokens] 1 = attend (all 0 for the unconditional row)
+LOGITS = "logits"  # FP32 [rows, codebooks, vocab]
+NEW_KEYS = "new_keys"  # FP32 [layers, rows, heads, head_dim] to store at positions[row]
+NEW_VALUES = "new_values"

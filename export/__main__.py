@@ -1,0 +1,30 @@
+"""python -m export musicgen --checkpoint CHECKPOINT --out model_repository"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description="Export a model family for Triton.")
+    families = parser.add_subparsers(dest="family", required=True)
+    music = families.add_parser("musicgen", help="MusicGen: text encoder, LM decoder, EnCodec decoder to ONNX")
+    music.add_argument("--checkpoint", default="facebook/musicgen-small",
+                       help="local directory or hub id of a MusicGen checkpoint, or 'tiny-random'")
+    music.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
+    args = parser.parse_args(argv)
+
+    from export.musicgen import CheckpointUnavailable, export_musicgen
+
+    try:
+        export_musicgen(args.checkpoint, args.out)
+    except CheckpointUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
