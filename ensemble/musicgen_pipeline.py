@@ -22,7 +22,7 @@ from ensemble.scheduler import Engine, Job, Stream
 from ensemble.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
-CodecDecoder = Callable[[np.ndarray], np.ndarray]  # codes [B, K, T] -> audio [B, T * hop]
+CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], ...] -> [audio [T * hop], ...]
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ class MusicgenPipeline:
         self.settings = settings
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
         self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)
-        decode = decode_codes or OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
+        if decode_codes is None:
+            decode = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
+            decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
         self.engine = Engine(
             OnnxLanguageModel(version / LM_CROSS_KV_FILE, version / LM_STEP_FILE),
-            lambda codes: decode(codes[None])[0],
+            decode_codes,
             self.model,
             max_slots=settings.max_slots,
             max_queue=settings.max_queue,

@@ -72,7 +72,7 @@ def validate(raw: dict, limits: Limits, codebook_size: int) -> GenerationParams:
     temperature = _finite(T.TEMPERATURE, raw.get(T.TEMPERATURE, defaults.temperature))
     if not 0.0 <= temperature <= 10.0:
         raise InvalidRequest(T.TEMPERATURE, f"must be in [0, 10] (0 is greedy), got {temperature:g}")
-    top_k = int(raw.get(T.TOP_K, defaults.top_k))
+    top_k = int(raw.get(T.TOP_K, min(defaults.top_k, codebook_size)))
     if not 0 <= top_k <= codebook_size:
         raise InvalidRequest(T.TOP_K, f"must be in [0, {codebook_size}] (0 disables it), got {top_k}")
     top_p = _finite(T.TOP_P, raw.get(T.TOP_P, defaults.top_p))

@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ensemble.chunker import ChunkPolicy, Chunker, ChunkWindow
+from ensemble.chunker import ChunkPolicy, Chunker
 from ensemble.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
 from ensemble.musicgen_model import MusicgenModel
 from ensemble.musicgen_request import GenerationParams
@@ -116,7 +116,7 @@ class Engine:
     def __init__(
         self,
         lm: LanguageModel,
-        decode_codes: Callable[[np.ndarray], np.ndarray],
+        decode_codes: Callable[[list[np.ndarray]], list[np.ndarray]],
         model: MusicgenModel,
         *,
         max_slots: int = 8,
@@ -125,7 +125,7 @@ class Engine:
         on_step: Callable[[EngineStats], None] | None = None,
     ):
         self.lm = lm
-        self.decode_codes = decode_codes  # codes [K, T] -> audio [T * hop]
+        self.decode_codes = decode_codes  # [codes [K, T], ...] -> [audio [T * hop], ...]
         self.model = model
         self.max_slots = max_slots
         self.max_queue = max_queue
@@ -191,7 +191,13 @@ class Engine:
 
     def _emit_loop(self) -> None:
         while (item := self._outbox.get()) is not None:
-            self._emit(*item)
+            items = [item]
+            while not self._outbox.empty():  # everything queued meanwhile is decoded in one batch
+                items.append(self._outbox.get())
+            stop = items[-1] is None
+            self._emit_all([i for i in items if i is not None])
+            if stop:
+                return
 
     # --- one iteration --------------------------------------------------------------
     def run_once(self, emit_inline: bool = False) -> None:
@@ -208,9 +214,16 @@ class Engine:
                 self.stats.failed += len(self.active)
                 self.active = []
         self.stats.active = len(self.active)
+        if self.on_step is not None:
+            try:
+                self.on_step(self.stats)
+            except Exception:
+                log.exception("on_step hook failed")
         if emit_inline:
+            items = []
             while not self._outbox.empty():
-                self._emit(*self._outbox.get())
+                items.append(self._outbox.get())
+            self._emit_all(items)
 
     def _post(self, stream: Stream, kind: str, payload=None) -> None:
         self._outbox.put((stream, kind, payload))
@@ -309,8 +322,6 @@ class Engine:
         for slot in finished:
             self.active.remove(slot)
             self.stats.completed += 1
-        if self.on_step is not None:
-            self.on_step(self.stats)
 
     def _advance(self, slot: Slot, logits: np.ndarray) -> None:
         params = slot.job.params
@@ -327,24 +338,29 @@ class Engine:
             self._post(slot.job.stream, "chunk", (window, codes, params.return_codes))
 
     # --- emitter ------------------------------------------------------------------
-    def _emit(self, stream: Stream, kind: str, payload) -> None:
-        try:
-            if kind == "close":
-                stream.close()
-            elif kind == "fail":
-                stream.fail(payload)
-            elif not stream.cancelled():
-                window, codes, return_codes = payload
-                self._send_chunk(stream, window, codes, return_codes)
-        except Exception:
-            log.exception("sending a %s to a stream failed", kind)
-
-    def _send_chunk(self, stream: Stream, window: ChunkWindow, codes: np.ndarray, return_codes: bool) -> None:
-        try:
-            audio = window.trim(self.decode_codes(codes), self.model.hop_length)
-        except Exception as error:
-            log.exception("codec decode failed")
-            stream.fail(error)
-            return
-        own = codes[:, window.start - window.window_start : window.end - window.window_start]
-        stream.send(Chunk(window.index, audio.astype(np.float32), own if return_codes else None, window.final))
+    def _emit_all(self, items) -> None:
+        """Decode every live chunk in one call (the codec decoder batches them), then send in order."""
+        wanted = [i for i, (stream, kind, _) in enumerate(items) if kind == "chunk" and not stream.cancelled()]
+        audio, decode_error = {}, None
+        if wanted:
+            try:
+                decoded = self.decode_codes([items[i][2][1] for i in wanted])
+                audio = dict(zip(wanted, decoded))
+            except Exception as error:
+                log.exception("codec decode failed")
+                decode_error = error
+        for i, (stream, kind, payload) in enumerate(items):
+            try:
+                if kind == "close":
+                    stream.close()
+                elif kind == "fail":
+                    stream.fail(payload)
+                elif i in audio:
+                    window, codes, return_codes = payload
+                    own = codes[:, window.start - window.window_start : window.end - window.window_start]
+                    chunk_audio = window.trim(audio[i], self.model.hop_length).astype(np.float32)
+                    stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final))
+                elif decode_error is not None and i in wanted:
+                    stream.fail(decode_error)
+            except Exception:
+                log.exception("sending a %s to a stream failed", kind)

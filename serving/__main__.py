@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             log_verbose=args.log_verbose,
             log_file=args.log_file,
         )
-        print(f"tritonserver (nvidia-pytriton {server.installation.version}) starting (pid {server.pid}), log: {server.log_path}",
-              flush=True)
+        print(f"tritonserver (nvidia-pytriton {server.installation.version}) starting "
+              f"(pid {server.pid}), log: {server.log_path}", flush=True)
         deadline = time.monotonic() + args.ready_timeout
         while not server.is_ready():  # not wait_ready(): Ctrl-C must work while models load
             if stop.wait(0.25):

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -179,6 +180,11 @@ class TritonServer:
         """Environment for the server: wheel libraries loadable, this interpreter first on PATH."""
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = _prepend(self.installation.library_dir, env.get("LD_LIBRARY_PATH"))
+        # The stub links libpython3.X.so.1.0; it must be this interpreter's, or stdlib extension
+        # modules (e.g. _ssl, pulled in by transformers) fail with undefined symbols.
+        libdir = sysconfig.get_config_var("LIBDIR")
+        if libdir and any(Path(libdir).glob(f"libpython{sys.version_info.major}.{sys.version_info.minor}*.so*")):
+            env["LD_LIBRARY_PATH"] = _prepend(libdir, env["LD_LIBRARY_PATH"])
         env["PATH"] = _prepend(Path(sys.executable).parent, env.get("PATH"))
         return env
 
@@ -304,8 +310,12 @@ class TritonServer:
                 raise TritonServerError(f"tritonserver not ready after {timeout:.0f}s. Log tail:\n{tail}")
             time.sleep(interval)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self, timeout: float = 35.0) -> int | None:
         """Stop the server: SIGINT, then SIGKILL to its whole process group after ``timeout``.
+
+        On SIGINT tritonserver waits up to its ``--exit-timeout-secs`` (30 s by default)
+        for models to unload; a decoupled model holding a response sender that never got
+        its FINAL flag keeps it waiting that long, hence a default a little above 30 s.
 
         Returns the server's exit code (None if it was never started). Safe to call twice.
         """

@@ -1,0 +1,67 @@
+"""The MusicGen pipeline's Triton models, declared once for both targets."""
+
+from __future__ import annotations
+
+from ensemble import tensors as T
+from ensemble.spec import ModelSpec, Runtime, Tensor
+
+# Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
+CPU_PIPELINE = {"max_slots": "8", "max_queue": "32"}
+GPU_PIPELINE = {"max_slots": "32", "max_queue": "128"}
+STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_context": "25", "lookahead": "5"}
+LIMITS = {"max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
+
+TEXT_ENCODER = ModelSpec(
+    name=T.MUSICGEN_TEXT_ENCODER,
+    description="T5 text encoder (+ projection to the decoder width); prompts padded to bucket lengths batch together.",
+    inputs=(Tensor(T.INPUT_IDS, "INT64", (-1,)), Tensor(T.ATTENTION_MASK, "INT64", (-1,))),
+    outputs=(Tensor(T.ENCODER_HIDDEN_STATES, "FP32", (-1, -1)),),
+    targets={
+        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
+        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
+                       max_batch_size=32, max_queue_delay_us=1000),
+    },
+)
+
+CODEC_DECODER = ModelSpec(
+    name=T.MUSICGEN_CODEC_DECODER,
+    description="EnCodec decoder: codes [codebooks, frames] -> mono waveform [frames * hop].",
+    inputs=(Tensor(T.AUDIO_CODES, "INT64", (-1, -1)),),
+    outputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
+    targets={
+        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
+        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
+                       max_batch_size=32, max_queue_delay_us=1000),
+    },
+)
+
+PIPELINE = ModelSpec(
+    name=T.MUSICGEN,
+    description=(
+        "Text to music, streamed: one request, one response per audio chunk, the last one flagged final.\n"
+        "Decoupled python model holding the in-flight batched LM; calls the text encoder and codec decoder (BLS)."
+    ),
+    inputs=(
+        Tensor(T.TEXT, "BYTES", (1,)),
+        Tensor(T.DURATION, "FP32", (1,)),
+        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True),
+        Tensor(T.TOP_K, "INT32", (1,), optional=True),
+        Tensor(T.TOP_P, "FP32", (1,), optional=True),
+        Tensor(T.GUIDANCE_SCALE, "FP32", (1,), optional=True),
+        Tensor(T.SEED, "INT64", (1,), optional=True),
+        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
+    ),
+    outputs=(
+        Tensor(T.AUDIO, "FP32", (-1,)),
+        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
+        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
+        Tensor(T.CODES, "INT64", (-1, -1)),
+    ),
+    decoupled=True,
+    targets={
+        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **LIMITS}),
+        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **STREAMING, **LIMITS}),
+    },
+)
+
+MODELS = (TEXT_ENCODER, CODEC_DECODER, PIPELINE)

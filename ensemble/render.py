@@ -1,0 +1,56 @@
+"""Render every model's config.pbtxt (gpu) and configs/cpu.pbtxt (cpu) from the specs.
+
+    python -m ensemble.render               # write into model_repository/
+    python -m ensemble.render --check       # exit 1 if a committed config is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ensemble import musicgen_spec
+from ensemble.spec import CONFIG_PATHS, TARGETS, ModelSpec, render
+
+ALL_MODELS: tuple[ModelSpec, ...] = musicgen_spec.MODELS
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+def rendered_files(models=ALL_MODELS) -> dict[Path, str]:
+    return {Path(spec.name) / CONFIG_PATHS[target]: render(spec, target) for spec in models for target in TARGETS}
+
+
+def write(repository: Path) -> list[Path]:
+    written = []
+    for relative, text in rendered_files().items():
+        path = repository / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def stale(repository: Path) -> list[Path]:
+    return [rel for rel, text in rendered_files().items()
+            if not (repository / rel).exists() or (repository / rel).read_text() != text]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ensemble.render", description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--check", action="store_true", help="only report configs that differ from the specs")
+    args = parser.parse_args(argv)
+    if args.check:
+        out_of_date = stale(args.repository)
+        for path in out_of_date:
+            print(f"stale: {path} (run python -m ensemble.render)")
+        return 1 if out_of_date else 0
+    for path in write(args.repository):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

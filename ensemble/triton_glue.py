@@ -1,0 +1,253 @@
+"""Glue between Triton's python backend and the pure-Python pipeline.
+
+Imported only inside a Triton python-backend stub (`triton_python_backend_utils` exists there).
+The `model.py` files are a few lines that pick the class they need from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ensemble import tensors as T
+from ensemble.musicgen_model import ONNX_FILE
+from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
+from ensemble.musicgen_request import InvalidRequest
+from ensemble.onnx_models import open_session
+from ensemble.scheduler import AtCapacity, Chunk, EngineStats
+
+log = logging.getLogger("tritone")
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def error_status(error: Exception) -> tuple[str, int]:
+    if isinstance(error, InvalidRequest):
+        return "INVALID_ARGUMENT", pb_utils.TritonError.INVALID_ARG
+    if isinstance(error, AtCapacity):
+        return "UNAVAILABLE", pb_utils.TritonError.UNAVAILABLE
+    return "INTERNAL", pb_utils.TritonError.INTERNAL
+
+
+def error_response(error: Exception):
+    """Errors inside a gRPC stream reach the client as a message only (no status code, seen on
+    Triton 2.51), so the message starts with the status name: "INVALID_ARGUMENT: duration: ..."."""
+    status, code = error_status(error)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{status}: {error or type(error).__name__}", code))
+
+
+def read_scalars(request, names) -> dict:
+    """name -> python value for every input present; each must hold exactly one element."""
+    values = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            continue
+        array = tensor.as_numpy()
+        if array.size != 1:
+            raise InvalidRequest(name, f"must hold exactly one value, got shape {list(array.shape)}")
+        values[name] = array.reshape(-1)[0].item() if array.dtype != object else array.reshape(-1)[0]
+    return values
+
+
+class TritonStream:
+    """The scheduler's Stream over a decoupled response sender. The final flag is sent once."""
+
+    def __init__(self, sender, sample_rate: int):
+        self._sender = sender
+        self._sample_rate = np.array([sample_rate], np.int32)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def cancelled(self) -> bool:
+        return self._closed or self._sender.is_cancelled()
+
+    def _send(self, response=None, final: bool = False) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = final
+            if response is None:
+                self._sender.send(flags=FINAL)
+            else:
+                self._sender.send(response, flags=FINAL if final else 0)
+
+    def send(self, chunk: Chunk) -> None:
+        outputs = [
+            pb_utils.Tensor(T.AUDIO, chunk.audio),
+            pb_utils.Tensor(T.CHUNK_INDEX, np.array([chunk.index], np.int32)),
+            pb_utils.Tensor(T.SAMPLE_RATE, self._sample_rate),
+        ]
+        if chunk.codes is not None:
+            outputs.append(pb_utils.Tensor(T.CODES, chunk.codes))
+        self._send(pb_utils.InferenceResponse(output_tensors=outputs), final=chunk.final)
+
+    def fail(self, error: Exception) -> None:
+        self._send(error_response(error), final=True)
+
+    def close(self) -> None:
+        self._send(final=True)
+
+
+class BlsLoop:
+    """One thread running an asyncio loop that makes every BLS call of this process.
+
+    Concurrent `exec()` calls from several threads crash the 2.51 python backend (SIGSEGV seen
+    with 8 streams); `async_exec()` coroutines on one loop are stable and still reach the
+    callee's dynamic batcher together.
+    """
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="bls-loop", daemon=True).start()
+
+    def run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class BlsModel:
+    """Call another Triton model (dynamic batching happens there) as a plain function."""
+
+    def __init__(self, loop: BlsLoop, model_name: str, input_names: tuple[str, ...], output_name: str):
+        self.loop = loop
+        self.model_name, self.input_names, self.output_name = model_name, input_names, output_name
+
+    async def infer(self, *arrays: np.ndarray) -> np.ndarray:
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name,
+            requested_output_names=[self.output_name],
+            inputs=[pb_utils.Tensor(name, array) for name, array in zip(self.input_names, arrays)],
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.model_name}: {response.error().message()}")
+        return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        return self.loop.run(self.infer(*arrays))
+
+    def each(self, items: list[np.ndarray]) -> list[np.ndarray]:
+        """One request per item, all in flight at once; item [..] -> output [0] of a batch of one."""
+
+        async def gather():
+            return await asyncio.gather(*(self.infer(item[None]) for item in items))
+
+        return [output[0] for output in self.loop.run(gather())]
+
+
+class OnnxBatchModel:
+    """A stateless model: run the ONNX graph in its version folder over Triton's dynamic batches."""
+
+    input_names: tuple[str, ...] = ()
+    output_name: str = ""
+
+    def initialize(self, args):
+        directory = Path(args["model_repository"]) / args["model_version"]
+        self.session = open_session(directory / ONNX_FILE)
+
+    def execute(self, requests):
+        arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests]
+        responses = [None] * len(requests)
+        by_shape: dict[tuple, list[int]] = {}
+        for index, inputs in enumerate(arrays):
+            by_shape.setdefault(tuple(a.shape[1:] for a in inputs), []).append(index)
+        for indices in by_shape.values():  # the dynamic batcher groups equal shapes; be safe anyway
+            feed = {name: np.concatenate([arrays[i][n] for i in indices]) for n, name in enumerate(self.input_names)}
+            output = self.session.run([self.output_name], feed)[0]
+            offset = 0
+            for i in indices:
+                rows = arrays[i][0].shape[0]
+                tensor = pb_utils.Tensor(self.output_name, output[offset : offset + rows])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                offset += rows
+        return responses
+
+
+class EngineMetrics:
+    """The decode loop's counters as Triton custom metrics (served on the metrics port)."""
+
+    COUNTERS = {
+        "steps": ("tritone_decode_steps_total", "Decode steps run"),
+        "request_steps": ("tritone_decode_request_steps_total", "Sum over decode steps of the requests in the step"),
+        "joined_running": ("tritone_requests_joined_running_total", "Requests admitted while others were mid-generation"),
+        "completed": ("tritone_streams_completed_total", "Streams that generated all their audio"),
+        "cancelled": ("tritone_streams_cancelled_total", "Streams cancelled by their client"),
+        "failed": ("tritone_streams_failed_total", "Streams that ended with an error after admission"),
+    }
+    GAUGES = {
+        "max_batch_requests": ("tritone_decode_batch_requests_max", "Most requests decoded in one step"),
+        "active": ("tritone_decode_slots_active", "Decode slots in use"),
+        "waiting": ("tritone_requests_waiting", "Requests waiting for a decode slot"),
+    }
+
+    def __init__(self, model: str):
+        labels = {"model": model}
+        self._seen = EngineStats()
+        self._metrics = {}
+        self._families = []  # a Metric dies with its family: keep both
+        for kind, table in ((pb_utils.MetricFamily.COUNTER, self.COUNTERS), (pb_utils.MetricFamily.GAUGE, self.GAUGES)):
+            for field_name, (name, description) in table.items():
+                family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+                self._families.append(family)
+                self._metrics[field_name] = family.Metric(labels=labels)
+
+    def update(self, stats: EngineStats) -> None:
+        for field_name in self.COUNTERS:
+            delta = getattr(stats, field_name) - getattr(self._seen, field_name)
+            if delta:
+                self._metrics[field_name].increment(delta)
+                setattr(self._seen, field_name, getattr(stats, field_name))
+        for field_name in self.GAUGES:
+            self._metrics[field_name].set(getattr(stats, field_name))
+
+
+class MusicgenModel:
+    """The decoupled `musicgen` pipeline model."""
+
+    INPUTS = (T.TEXT, T.DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES)
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        repository = Path(args["model_repository"]).parent
+        self.metrics = EngineMetrics(T.MUSICGEN)
+        self.bls = BlsLoop()
+        self.pipeline = MusicgenPipeline(
+            repository,
+            PipelineSettings.from_parameters(parameters),
+            encode_text=BlsModel(self.bls, T.MUSICGEN_TEXT_ENCODER, (T.INPUT_IDS, T.ATTENTION_MASK), T.ENCODER_HIDDEN_STATES),
+            decode_codes=BlsModel(self.bls, T.MUSICGEN_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
+            on_step=self.metrics.update,
+        )
+        self.pipeline.engine.start()
+        settings, model = self.pipeline.settings, self.pipeline.model
+        slot_mb = self.pipeline.engine.slot_bytes(settings.limits.max_duration_s) / 2**20
+        log.warning(
+            "musicgen ready: %s, %d decode slots (KV cache up to %.0f MiB each at %gs with guidance), queue %d",
+            model.checkpoint, settings.max_slots, slot_mb, settings.limits.max_duration_s, settings.max_queue,
+        )
+
+    def execute(self, requests):
+        for request in requests:
+            stream = TritonStream(request.get_response_sender(), self.pipeline.model.sample_rate)
+            try:
+                params = self.pipeline.validate(read_scalars(request, self.INPUTS))
+                self.pipeline.submit([(params, stream)])
+            except (InvalidRequest, AtCapacity) as error:
+                stream.fail(error)
+            except Exception as error:
+                log.exception("musicgen request failed before admission")
+                stream.fail(error)
+        return None
+
+    def finalize(self):
+        self.pipeline.engine.stop()
+        self.bls.stop()
