@@ -61,7 +61,7 @@ class Chunk:
     final: bool
 
 
-@dataclass
+@dataclass(eq=False)  # identity: jobs hold arrays, and two equal requests are still two jobs
 class Job:
     """A validated, text-encoded request waiting for a decode slot."""
 
@@ -147,7 +147,7 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         with self._wake:
-            if len(self._waiting) >= self.max_queue and len(self.active) >= self.max_slots:
+            if len(self.active) + len(self._waiting) >= self.max_slots + self.max_queue:
                 raise AtCapacity(
                     f"musicgen is at capacity: {len(self.active)} streams generating and "
                     f"{len(self._waiting)} waiting; retry later"
@@ -230,11 +230,13 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         with self._wake:
-            kept = deque(job for job in self._waiting if not job.stream.cancelled())
+            kept = deque()
             for job in self._waiting:
-                if job not in kept:
+                if job.stream.cancelled():
                     self._post(job.stream, "close")
                     self.stats.cancelled += 1
+                else:
+                    kept.append(job)
             self._waiting = kept
         for slot in [s for s in self.active if s.job.stream.cancelled()]:
             self.active.remove(slot)
@@ -332,8 +334,8 @@ class Engine:
             slot.codes[k, slot.step - k] = tokens[k]
         slot.tokens = np.where(valid, tokens, self.model.pad_token_id).astype(np.int64)
         slot.step += 1
-        window = slot.chunker.next_chunk(frames_complete(slot.step, slot.frames, self.model.num_codebooks))
-        if window is not None:
+        complete = frames_complete(slot.step, slot.frames, self.model.num_codebooks)
+        while (window := slot.chunker.next_chunk(complete)) is not None:  # the last step can finish two
             codes = slot.codes[:, window.window_start : window.window_end].copy()
             self._post(slot.job.stream, "chunk", (window, codes, params.return_codes))
 

@@ -38,7 +38,7 @@ def error_response(error: Exception):
     """Errors inside a gRPC stream reach the client as a message only (no status code, seen on
     Triton 2.51), so the message starts with the status name: "INVALID_ARGUMENT: duration: ..."."""
     status, code = error_status(error)
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{status}: {error or type(error).__name__}", code))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{status}: {str(error) or type(error).__name__}", code))
 
 
 def read_scalars(request, names) -> dict:

@@ -14,12 +14,13 @@ def main(argv=None) -> int:
     music.add_argument("--checkpoint", default="facebook/musicgen-small",
                        help="local directory or hub id of a MusicGen checkpoint, or 'tiny-random'")
     music.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
+    music.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     args = parser.parse_args(argv)
 
     from export.musicgen import CheckpointUnavailable, export_musicgen
 
     try:
-        export_musicgen(args.checkpoint, args.out)
+        export_musicgen(args.checkpoint, args.out, force=args.force)
     except CheckpointUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ Writes, each checked against the torch module:
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -83,9 +82,24 @@ def describe(model, tokenizer, checkpoint: str) -> MusicgenModel:
     )
 
 
-def export_musicgen(checkpoint: str, out: Path) -> MusicgenModel:
+def exported(checkpoint: str, out: Path) -> MusicgenModel | None:
+    """The repository's MusicGen export if it is complete and came from `checkpoint`."""
+    version = Path(out) / T.MUSICGEN / "1"
+    graphs = [version / LM_STEP_FILE, version / LM_CROSS_KV_FILE,
+              Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE]
+    try:
+        spec = MusicgenModel.load(version)
+    except (OSError, ValueError, TypeError):
+        return None
+    return spec if spec.checkpoint == checkpoint and all(g.exists() for g in graphs) else None
+
+
+def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> MusicgenModel:
     started = time.perf_counter()
     out = Path(out)
+    if not force and (current := exported(checkpoint, out)) is not None:
+        print(f"{out} already holds an export of {checkpoint} (--force to export again)")
+        return current
     print(f"loading {checkpoint} ...")
     model, tokenizer = load_checkpoint(checkpoint, out)
     spec = describe(model, tokenizer, checkpoint)

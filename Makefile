@@ -1,0 +1,42 @@
+# tritone: `make serve` runs Triton (CPU) serving MusicGen; `make test` runs the test suite.
+# Both set up what they need first (virtual environment, packages, the Triton binary, an export).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL ?= facebook/musicgen-small
+REPOSITORY ?= model_repository
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+PYTEST_ARGS ?=
+
+.PHONY: serve test export render venv clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch 2.13.0 is the CPU wheel; numpy<2 keeps the python backend stub working
+	$(BIN)/pip install --quiet -e '.[export,test]'
+	# only the tritonserver binary and python backend are used from this wheel
+	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	touch $@
+
+venv: $(BIN)/.installed
+
+export: venv
+	$(BIN)/python -m export musicgen --checkpoint $(MODEL) --out $(REPOSITORY)
+
+render: venv
+	$(BIN)/python -m ensemble.render
+
+serve: export
+	$(BIN)/python -m serving --model-repository $(REPOSITORY) --model-config-name cpu \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find $(REPOSITORY) -path '*/1/*' ! -name model.py -delete

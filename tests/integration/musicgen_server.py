@@ -1,0 +1,43 @@
+"""Helpers for tests against a real tritonserver serving a tiny-random MusicGen export."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import urllib.request
+from pathlib import Path
+
+from ensemble import musicgen_spec, tensors as T
+from ensemble.spec import CONFIG_PATHS, render
+from export.musicgen import export_musicgen
+from serving.triton import TritonServer, free_port
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+# Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
+CAPACITY = {"max_slots": "4", "max_queue": "4"}
+
+
+def tiny_repository(root: Path, **parameters: str) -> Path:
+    """Copy the committed repository (configs, model.py), export tiny-random into it."""
+    repository = root / "model_repository"
+    shutil.copytree(REPOSITORY, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    export_musicgen("tiny-random", repository, force=True)
+    if parameters:
+        pipeline = musicgen_spec.PIPELINE
+        cpu = pipeline.targets["cpu"]
+        cpu = dataclasses.replace(cpu, parameters={**cpu.parameters, **parameters})
+        pipeline = dataclasses.replace(pipeline, targets={**pipeline.targets, "cpu": cpu})
+        (repository / T.MUSICGEN / CONFIG_PATHS["cpu"]).write_text(render(pipeline, "cpu"))
+    return repository
+
+
+def read_metrics(server) -> dict[str, float]:
+    """tritone_* metric name -> value (label sets are unique per name here)."""
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("tritone_"):
+            name_labels, value = line.rsplit(" ", 1)
+            values[name_labels.split("{")[0]] = float(value)
+    return values

@@ -1,0 +1,206 @@
+"""MusicGen served by a real tritonserver on CPU (tiny-random weights), over real gRPC streams."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.grpc import InferInput
+
+from client import GenerationError, MusicRequest, stream_music
+from ensemble import tensors as T
+
+from .musicgen_server import read_metrics
+from .reference import reference_generate
+
+pytestmark = pytest.mark.integration
+
+SAMPLE_RATE, HOP, FRAME_RATE = 32000, 640, 50
+# Chunked decoding with 25 frames of left context and 5 of lookahead reproduces the
+# one-shot decode of the tiny EnCodec to float rounding (measured 3e-7); without context
+# the seams differ by ~8e-2. The test holds streaming to this bound.
+STREAMING_TOLERANCE = 1e-4
+
+
+async def collect(url, request: MusicRequest, first_chunk: asyncio.Event | None = None):
+    chunks = []
+    async for chunk in stream_music(url, request):
+        chunks.append(chunk)
+        if first_chunk is not None:
+            first_chunk.set()
+    return chunks
+
+
+def greedy(text: str, duration: float) -> MusicRequest:
+    return MusicRequest(text=text, duration=duration, top_k=1, guidance_scale=3.0, return_codes=True)
+
+
+def test_served_codes_equal_transformers_generate_for_requests_that_join_mid_generation(
+    musicgen_server, musicgen_repository
+):
+    url = musicgen_server.grpc_url
+    before = read_metrics(musicgen_server)
+    first = greedy("lo-fi piano with rain", 8.0)
+    joiners = [greedy("drums", 1.0), greedy("calm ambient pads over a slow string melody with brass", 2.5)]
+
+    async def scenario():
+        started = asyncio.Event()
+        running = asyncio.create_task(collect(url, first, started))
+        await started.wait()  # the first request is mid-generation: the others join its batch
+        results = await asyncio.gather(*(collect(url, request) for request in joiners))
+        return [await running, *results]
+
+    results = asyncio.run(scenario())
+    after = read_metrics(musicgen_server)
+
+    for request, chunks in zip([first, *joiners], results):
+        codes = np.concatenate([chunk.codes for chunk in chunks], axis=1)
+        frames = round(request.duration * FRAME_RATE)
+        expected_codes, _ = reference_generate(musicgen_repository, request.text, frames)
+        assert codes.shape == (4, frames)
+        np.testing.assert_array_equal(codes, expected_codes, err_msg=request.text)
+    assert after["tritone_requests_joined_running_total"] - before["tritone_requests_joined_running_total"] >= 2
+    assert after["tritone_decode_batch_requests_max"] >= 2
+
+
+def test_concurrent_streams_share_decode_steps(musicgen_server):
+    url = musicgen_server.grpc_url
+    before = read_metrics(musicgen_server)
+    requests = [MusicRequest(text=f"jazz trio {i}", duration=3.0, seed=i) for i in range(4)]
+
+    async def scenario():
+        return await asyncio.gather(*(collect(url, request) for request in requests))
+
+    results = asyncio.run(scenario())
+    after = read_metrics(musicgen_server)
+    steps = after["tritone_decode_steps_total"] - before["tritone_decode_steps_total"]
+    request_steps = after["tritone_decode_request_steps_total"] - before["tritone_decode_request_steps_total"]
+    # 4 requests of 153 steps each: alone that is 612 steps; sharing makes it far fewer.
+    assert request_steps == 4 * (3 * FRAME_RATE + 3)
+    assert steps < request_steps / 2, f"{steps} steps for {request_steps} request-steps: batches were not shared"
+    assert [sum(len(c.audio) for c in chunks) for chunks in results] == [3 * SAMPLE_RATE] * 4
+
+
+def test_streamed_chunks_arrive_in_order_once_and_match_the_one_shot_waveform(musicgen_server, musicgen_repository):
+    request = greedy("orchestral film score with brass and timpani", 6.0)
+    chunks = asyncio.run(collect(musicgen_server.grpc_url, request))
+
+    assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert [chunk.final for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert {chunk.sample_rate for chunk in chunks} == {SAMPLE_RATE}
+    assert len(chunks[0].audio) == 10 * HOP  # the small first chunk: 0.2 s
+    audio = np.concatenate([chunk.audio for chunk in chunks])
+    assert audio.shape == (6 * SAMPLE_RATE,)
+    _, expected_audio = reference_generate(musicgen_repository, request.text, 6 * FRAME_RATE)
+    assert np.max(np.abs(audio - expected_audio)) < STREAMING_TOLERANCE
+
+
+def test_many_concurrent_streams_lose_no_chunk(musicgen_server):
+    requests = [MusicRequest(text="upbeat electronic dance music", duration=1.0 + 0.25 * i, seed=i) for i in range(8)]
+
+    async def scenario():
+        return await asyncio.gather(*(collect(musicgen_server.grpc_url, r) for r in requests))
+
+    for request, chunks in zip(requests, asyncio.run(scenario())):
+        assert [c.index for c in chunks] == list(range(len(chunks)))
+        assert sum(len(c.audio) for c in chunks) == round(request.duration * FRAME_RATE) * HOP
+        assert chunks[-1].final
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"text": "   "}, "INVALID_ARGUMENT: text: must be a non-empty prompt"),
+        ({"duration": 1000.0}, "INVALID_ARGUMENT: duration: must be in (0, 30] seconds, got 1000"),
+        ({"duration": 0.0}, "INVALID_ARGUMENT: duration: must be in (0, 30] seconds, got 0"),
+        ({"temperature": -1.0}, "INVALID_ARGUMENT: temperature: must be in [0, 10] (0 is greedy), got -1"),
+        ({"top_p": 1.5}, "INVALID_ARGUMENT: top_p: must be in (0, 1] (1 disables it), got 1.5"),
+        ({"top_k": 100000}, "INVALID_ARGUMENT: top_k: must be in [0, 64] (0 disables it), got 100000"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_naming_the_field(musicgen_server, overrides, message):
+    request = MusicRequest(**{"text": "lo-fi piano", "duration": 1.0, **overrides})
+    with pytest.raises(GenerationError) as error:
+        asyncio.run(collect(musicgen_server.grpc_url, request))
+    assert error.value.status == "INVALID_ARGUMENT"
+    assert message.split(": ", 1)[1] in str(error.value)
+    # and the server keeps serving
+    chunks = asyncio.run(collect(musicgen_server.grpc_url, MusicRequest(text="lo-fi piano", duration=0.5)))
+    assert sum(len(c.audio) for c in chunks) == SAMPLE_RATE // 2
+
+
+async def raw_stream(url: str, inputs: list[InferInput]):
+    """Send hand-built inputs; return the first error message the stream reports."""
+    client = grpcaio.InferenceServerClient(url)
+
+    async def requests():
+        yield {"model_name": T.MUSICGEN, "inputs": inputs}
+
+    try:
+        async for result, error in client.stream_infer(requests()):
+            return None if error is None else error.message()
+    finally:
+        await client.close()
+
+
+def scalar(name, dtype, value):
+    tensor = InferInput(name, [1], dtype)
+    tensor.set_data_from_numpy(np.array([value], dtype=object if dtype == "BYTES" else None))
+    return tensor
+
+
+def test_a_wrong_dtype_is_refused_naming_the_input(musicgen_server):
+    inputs = [scalar(T.TEXT, "BYTES", b"lo-fi"), InferInput(T.DURATION, [1], "INT32")]
+    inputs[1].set_data_from_numpy(np.array([5], np.int32))
+    message = asyncio.run(raw_stream(musicgen_server.grpc_url, inputs))
+    assert "'duration'" in message and "FP32" in message and "INT32" in message
+
+
+def test_a_missing_duration_is_refused_naming_it(musicgen_server):
+    message = asyncio.run(raw_stream(musicgen_server.grpc_url, [scalar(T.TEXT, "BYTES", b"lo-fi")]))
+    assert "duration" in message
+
+
+def test_a_cancelled_stream_frees_its_decode_slot(musicgen_server):
+    url = musicgen_server.grpc_url
+    before = read_metrics(musicgen_server)
+
+    async def scenario():
+        stream = stream_music(url, MusicRequest(text="long ambient drone", duration=30.0))
+        await anext(stream)  # generation is running
+        await stream.aclose()  # cancels the gRPC stream
+        for _ in range(100):  # the slot is freed at the next step; allow the metrics a moment
+            metrics = read_metrics(musicgen_server)
+            if metrics["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
+                return metrics
+            await asyncio.sleep(0.05)
+        return read_metrics(musicgen_server)
+
+    after = asyncio.run(scenario())
+    assert after["tritone_streams_cancelled_total"] == before["tritone_streams_cancelled_total"] + 1
+    assert after["tritone_decode_slots_active"] == 0
+    full = 30 * FRAME_RATE + 3
+    assert after["tritone_decode_steps_total"] - before["tritone_decode_steps_total"] < full
+
+
+def test_requests_beyond_capacity_are_refused_cleanly_and_the_rest_complete(musicgen_server):
+    # 4 slots + 4 waiting (conftest.CAPACITY): of 10 long requests sent at once, 2 are refused.
+    requests = [MusicRequest(text=f"drone {i}", duration=4.0, seed=i) for i in range(10)]
+
+    async def attempt(request):
+        try:
+            return await collect(musicgen_server.grpc_url, request)
+        except GenerationError as error:
+            return error
+
+    async def scenario():
+        return await asyncio.gather(*(attempt(r) for r in requests))
+
+    outcomes = asyncio.run(scenario())
+    refused = [o for o in outcomes if isinstance(o, GenerationError)]
+    served = [o for o in outcomes if not isinstance(o, GenerationError)]
+    assert len(refused) == 2
+    assert all(e.status == "UNAVAILABLE" and "musicgen is at capacity" in str(e) for e in refused)
+    assert all(sum(len(c.audio) for c in chunks) == 4 * SAMPLE_RATE for chunks in served)

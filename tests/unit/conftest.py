@@ -1,0 +1,13 @@
+"""Shared fixtures for the unit tests."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory):
+    """A model repository exported from the tiny-random MusicGen (about 5 s, once per session)."""
+    from export.musicgen import export_musicgen
+
+    repository = tmp_path_factory.mktemp("repo")
+    export_musicgen("tiny-random", repository)
+    return repository

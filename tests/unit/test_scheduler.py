@@ -1,0 +1,295 @@
+"""The in-flight batched engine, driven step by step (no threads) on the tiny-random export."""
+
+import numpy as np
+import pytest
+
+from ensemble import tensors as T
+from ensemble.chunker import ChunkPolicy
+from ensemble.delay_pattern import frames_for, num_steps
+from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
+from ensemble.scheduler import AtCapacity
+
+POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)
+DURATION = 0.5  # 25 frames at 50 Hz: chunks of 4, 8, 8, 5 frames
+PROMPT_A = "lo-fi piano with rain"
+PROMPT_B = "90s rock song with loud guitars and heavy drums"
+
+
+class ListStream:
+    """A Stream that records everything the engine does to it, in order."""
+
+    def __init__(self, cancel_after_chunks: int | None = None):
+        self.events: list[tuple] = []
+        self.cancel = False
+        self.cancel_after_chunks = cancel_after_chunks
+
+    @property
+    def chunks(self):
+        return [payload for kind, payload in self.events if kind == "chunk"]
+
+    @property
+    def ended(self) -> bool:
+        return any(kind in ("close", "fail") or (kind == "chunk" and payload.final) for kind, payload in self.events)
+
+    def codes(self) -> np.ndarray:
+        return np.concatenate([chunk.codes for chunk in self.chunks], axis=1)
+
+    def cancelled(self) -> bool:
+        return self.cancel
+
+    def send(self, chunk) -> None:
+        self.events.append(("chunk", chunk))
+        if self.cancel_after_chunks is not None and len(self.chunks) >= self.cancel_after_chunks:
+            self.cancel = True
+
+    def fail(self, error) -> None:
+        self.events.append(("fail", error))
+
+    def close(self) -> None:
+        self.events.append(("close", None))
+
+
+@pytest.fixture
+def make_pipeline(tiny_repository):
+    def make(max_slots=4, max_queue=4):
+        settings = PipelineSettings(max_slots=max_slots, max_queue=max_queue, policy=POLICY)
+        return MusicgenPipeline(tiny_repository, settings)
+
+    return make
+
+
+@pytest.fixture
+def pipeline(make_pipeline):
+    return make_pipeline()
+
+
+def submit(pipeline, text=PROMPT_A, duration=DURATION, stream=None, **fields):
+    fields = {T.TOP_K: 1, T.RETURN_CODES: True, **fields}
+    params = pipeline.validate({T.TEXT: text, T.DURATION: duration, **fields})
+    stream = stream or ListStream()
+    pipeline.submit([(params, stream)])
+    return stream
+
+
+def run_until_ended(pipeline, *streams, limit=500):
+    for _ in range(limit):
+        if all(stream.ended for stream in streams):
+            return
+        pipeline.engine.run_once(emit_inline=True)
+    raise AssertionError(f"streams did not end within {limit} engine iterations")
+
+
+def run_steps(pipeline, steps):
+    for _ in range(steps):
+        pipeline.engine.run_once(emit_inline=True)
+
+
+def alone(make_pipeline, **fields) -> np.ndarray:
+    pipeline = make_pipeline()
+    stream = submit(pipeline, **fields)
+    run_until_ended(pipeline, stream)
+    assert pipeline.engine.stats.max_batch_requests == 1
+    return stream.codes()
+
+
+FRAMES = frames_for(DURATION, 50)
+STEPS = num_steps(FRAMES, 4)
+
+
+def test_two_requests_submitted_together_share_every_decode_step(pipeline):
+    a = submit(pipeline, PROMPT_A)
+    b = submit(pipeline, PROMPT_B)
+    run_until_ended(pipeline, a, b)
+    stats = pipeline.engine.stats
+    assert stats.max_batch_requests == 2
+    assert stats.steps == STEPS
+    assert stats.request_steps == 2 * STEPS
+    assert (stats.admitted, stats.completed, stats.joined_running) == (2, 2, 0)
+    assert pipeline.engine.active == []
+
+
+def test_a_stream_gets_ordered_chunks_with_exactly_one_final_and_all_its_audio(pipeline):
+    stream = submit(pipeline)
+    run_until_ended(pipeline, stream)
+    chunks = stream.chunks
+    assert [kind for kind, _ in stream.events] == ["chunk"] * 4
+    assert [chunk.index for chunk in chunks] == [0, 1, 2, 3]
+    assert [chunk.final for chunk in chunks] == [False, False, False, True]
+    assert [chunk.codes.shape for chunk in chunks] == [(4, 4), (4, 8), (4, 8), (4, 5)]
+    hop = pipeline.model.hop_length
+    assert [chunk.audio.shape[0] for chunk in chunks] == [4 * hop, 8 * hop, 8 * hop, 5 * hop]
+    assert sum(chunk.audio.shape[0] for chunk in chunks) == FRAMES * hop
+    assert all(chunk.audio.dtype == np.float32 for chunk in chunks)
+    codes = stream.codes()
+    assert codes.shape == (4, FRAMES)
+    assert ((codes >= 0) & (codes < pipeline.model.codebook_size)).all()  # never the pad token
+
+
+def test_chunks_carry_no_codes_unless_asked(pipeline):
+    stream = submit(pipeline, return_codes=False)
+    run_until_ended(pipeline, stream)
+    assert [chunk.codes for chunk in stream.chunks] == [None] * 4
+
+
+def test_different_prompts_give_different_codes(make_pipeline):
+    # otherwise the in-flight batching tests below could not tell requests apart
+    assert not np.array_equal(alone(make_pipeline, text=PROMPT_A), alone(make_pipeline, text=PROMPT_B))
+
+
+@pytest.mark.parametrize(
+    "first_guidance, joiner_guidance",
+    [(3.0, 3.0), (1.0, 3.0), (3.0, 1.0), (1.0, 1.0)],
+    ids=["guided+guided", "unguided+guided", "guided+unguided", "unguided+unguided"],
+)
+def test_a_request_joining_mid_generation_produces_the_same_codes_as_alone(make_pipeline, first_guidance, joiner_guidance):
+    expected_first = alone(make_pipeline, text=PROMPT_A, guidance_scale=first_guidance)
+    expected_joiner = alone(make_pipeline, text=PROMPT_B, guidance_scale=joiner_guidance)
+
+    pipeline = make_pipeline()
+    first = submit(pipeline, PROMPT_A, guidance_scale=first_guidance)
+    run_steps(pipeline, 7)
+    joiner = submit(pipeline, PROMPT_B, guidance_scale=joiner_guidance)
+    run_until_ended(pipeline, first, joiner)
+
+    stats = pipeline.engine.stats
+    assert stats.joined_running == 1
+    assert stats.max_batch_requests == 2
+    assert stats.steps == STEPS + 7
+    np.testing.assert_array_equal(first.codes(), expected_first)
+    np.testing.assert_array_equal(joiner.codes(), expected_joiner)
+
+
+def test_seeded_sampling_is_reproducible_whatever_else_is_in_the_batch(make_pipeline):
+    seeded = {T.TOP_K: 50, T.TEMPERATURE: 1.0, T.SEED: 7, T.GUIDANCE_SCALE: 3.0}
+    expected = alone(make_pipeline, text=PROMPT_A, **seeded)
+    assert np.array_equal(alone(make_pipeline, text=PROMPT_A, **seeded), expected)
+    assert not np.array_equal(alone(make_pipeline, text=PROMPT_A, **{**seeded, T.SEED: 8}), expected)
+
+    pipeline = make_pipeline()
+    other = submit(pipeline, PROMPT_B, top_k=50, temperature=1.0, seed=99, guidance_scale=1.0)
+    run_steps(pipeline, 3)
+    mine = submit(pipeline, PROMPT_A, **seeded)
+    late = submit(pipeline, PROMPT_B, top_k=50, temperature=1.0, seed=5)
+    run_until_ended(pipeline, other, mine, late)
+    assert pipeline.engine.stats.max_batch_requests == 3
+    np.testing.assert_array_equal(mine.codes(), expected)
+
+
+def test_a_cancelled_stream_frees_its_slot_before_the_next_step_and_is_closed_once(pipeline):
+    leaving = submit(pipeline, PROMPT_A, stream=ListStream(cancel_after_chunks=1))
+    staying = submit(pipeline, PROMPT_B)
+    engine = pipeline.engine
+    while not leaving.chunks:
+        engine.run_once(emit_inline=True)
+    assert leaving.cancelled() and len(engine.active) == 2
+    request_steps = engine.stats.request_steps
+
+    engine.run_once(emit_inline=True)
+    assert [slot.job.stream for slot in engine.active] == [staying]
+    assert engine.stats.request_steps == request_steps + 1  # the step ran for the other request only
+    run_until_ended(pipeline, staying)
+
+    assert [kind for kind, _ in leaving.events] == ["chunk", "close"]
+    assert engine.stats.cancelled == 1
+    assert engine.stats.completed == 1
+    assert staying.chunks[-1].final
+
+
+def test_a_request_cancelled_while_waiting_is_closed_without_being_admitted(make_pipeline):
+    pipeline = make_pipeline(max_slots=1)
+    running = submit(pipeline, PROMPT_A)
+    waiting = submit(pipeline, PROMPT_B)
+    run_steps(pipeline, 2)
+    waiting.cancel = True
+    run_until_ended(pipeline, running)
+    assert [kind for kind, _ in waiting.events] == ["close"]
+    assert pipeline.engine.stats.admitted == 1
+    assert pipeline.engine.stats.cancelled == 1
+
+
+def test_a_waiting_request_is_admitted_when_a_slot_frees(make_pipeline):
+    pipeline = make_pipeline(max_slots=1)
+    first = submit(pipeline, PROMPT_A)
+    second = submit(pipeline, PROMPT_B)
+    run_until_ended(pipeline, first, second)
+    stats = pipeline.engine.stats
+    assert (stats.admitted, stats.completed, stats.max_batch_requests) == (2, 2, 1)
+    assert stats.steps == 2 * STEPS
+
+
+def test_submitting_beyond_slots_plus_queue_raises_at_capacity(make_pipeline):
+    pipeline = make_pipeline(max_slots=2, max_queue=1)
+    # distinct seeds: identical waiting requests trip the bug shown below
+    streams = [submit(pipeline, seed=seed) for seed in range(2)]
+    pipeline.engine.run_once(emit_inline=True)  # both admitted
+    streams.append(submit(pipeline, seed=2))  # queued
+    with pytest.raises(AtCapacity, match="at capacity: 2 streams generating and 1 waiting"):
+        submit(pipeline, seed=3)
+    run_until_ended(pipeline, *streams)
+    assert pipeline.engine.stats.completed == 3
+
+
+def test_a_burst_before_admission_is_still_capped_at_slots_plus_queue(make_pipeline):
+    pipeline = make_pipeline(max_slots=2, max_queue=1)
+    for seed in range(3):
+        submit(pipeline, seed=seed)
+    with pytest.raises(AtCapacity):
+        submit(pipeline, seed=3)
+
+
+def test_two_identical_requests_waiting_at_once_are_both_served(pipeline):
+    first = submit(pipeline, PROMPT_A)
+    second = submit(pipeline, PROMPT_A)
+    run_until_ended(pipeline, first, second)
+    np.testing.assert_array_equal(first.codes(), second.codes())
+
+
+class FailingOnce:
+    """Wraps the LM; its next step raises."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.armed = False
+
+    def cross_kv(self, hidden):
+        return self.lm.cross_kv(hidden)
+
+    def step(self, *args):
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("lm step exploded")
+        return self.lm.step(*args)
+
+
+def test_a_failing_step_fails_the_active_streams_and_the_engine_serves_the_next_request(pipeline):
+    engine = pipeline.engine
+    engine.lm = lm = FailingOnce(engine.lm)
+    a = submit(pipeline, PROMPT_A)
+    b = submit(pipeline, PROMPT_B)
+    run_steps(pipeline, 3)
+    lm.armed = True
+    engine.run_once(emit_inline=True)
+    for stream in (a, b):
+        assert [kind for kind, _ in stream.events] == ["fail"]
+        assert str(stream.events[0][1]) == "lm step exploded"
+    assert engine.active == []
+    assert engine.stats.failed == 2
+
+    run_steps(pipeline, 2)
+    assert [kind for kind, _ in a.events] == ["fail"]  # nothing more reaches a failed stream
+
+    c = submit(pipeline, PROMPT_A)
+    run_until_ended(pipeline, c)
+    assert [chunk.index for chunk in c.chunks] == [0, 1, 2, 3]
+    assert c.chunks[-1].final
+    assert engine.stats.completed == 1
+
+
+def test_when_the_last_step_completes_two_chunks_both_are_sent(tiny_repository):
+    # Default policy, 1.5 s = 75 frames: chunks end at 10, 30, 70, 75. The chunk [30, 70) needs
+    # 5 frames of lookahead, so it and the final [70, 75) both become ready at the last step.
+    pipeline = MusicgenPipeline(tiny_repository, PipelineSettings())
+    stream = submit(pipeline, duration=1.5)
+    run_until_ended(pipeline, stream)
+    assert [(c.index, len(c.codes[0]), c.final) for c in stream.chunks] == [
+        (0, 10, False), (1, 20, False), (2, 40, False), (3, 5, True)]

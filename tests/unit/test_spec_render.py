@@ -1,0 +1,116 @@
+"""Triton model specs and their rendered config.pbtxt files."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from ensemble import musicgen_spec, render, tensors as T
+from ensemble.chunker import ChunkPolicy
+from ensemble.musicgen_pipeline import PipelineSettings
+from ensemble.musicgen_request import Limits
+from ensemble.spec import CONFIG_PATHS, TARGETS, to_proto
+from ensemble.spec import render as render_config
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+TENSOR_NAMES = {value for name, value in vars(T).items() if name.isupper() and isinstance(value, str)}
+STATELESS = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("spec", musicgen_spec.MODELS, ids=lambda s: s.name)
+def test_a_rendered_config_parses_back_into_triton_model_config(spec, target):
+    config = text_format.Parse(render_config(spec, target), pb.ModelConfig())
+    assert config == to_proto(spec, target)
+    assert config.name == spec.name
+    assert [i.name for i in config.input] == [t.name for t in spec.inputs]
+    assert [o.name for o in config.output] == [t.name for t in spec.outputs]
+
+
+def test_the_committed_model_repository_configs_are_up_to_date():
+    assert render.stale(REPOSITORY) == []
+
+
+def test_every_model_has_a_config_per_target():
+    files = render.rendered_files()
+    expected = {Path(spec.name) / CONFIG_PATHS[t] for spec in musicgen_spec.MODELS for t in TARGETS}
+    assert set(files) == expected
+    assert len(files) == 6
+
+
+def test_stale_lists_a_config_that_differs_from_its_spec(tmp_path):
+    render.write(tmp_path)
+    assert render.stale(tmp_path) == []
+    edited = tmp_path / T.MUSICGEN / CONFIG_PATHS["gpu"]
+    edited.write_text(edited.read_text() + "\n# hand edit\n")
+    (tmp_path / T.MUSICGEN_CODEC_DECODER / CONFIG_PATHS["cpu"]).unlink()
+    assert sorted(render.stale(tmp_path)) == sorted(
+        [Path(T.MUSICGEN) / CONFIG_PATHS["gpu"], Path(T.MUSICGEN_CODEC_DECODER) / CONFIG_PATHS["cpu"]]
+    )
+
+
+@pytest.mark.parametrize("spec", musicgen_spec.MODELS, ids=lambda s: s.name)
+def test_every_model_and_tensor_name_comes_from_ensemble_tensors(spec):
+    assert spec.name in TENSOR_NAMES
+    for tensor in spec.inputs + spec.outputs:
+        assert tensor.name in TENSOR_NAMES, tensor.name
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_pipeline_is_decoupled_and_not_batched_by_triton(target):
+    config = to_proto(musicgen_spec.PIPELINE, target)
+    assert config.model_transaction_policy.decoupled is True
+    assert config.max_batch_size == 0
+    assert not config.HasField("dynamic_batching")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("spec", STATELESS, ids=lambda s: s.name)
+def test_stateless_models_have_dynamic_batching_and_are_not_decoupled(spec, target):
+    config = to_proto(spec, target)
+    assert config.HasField("dynamic_batching")
+    assert config.max_batch_size > 0
+    assert config.model_transaction_policy.decoupled is False
+
+
+def test_the_pipeline_text_input_is_string_typed_and_options_are_optional():
+    config = to_proto(musicgen_spec.PIPELINE, "cpu")
+    inputs = {i.name: i for i in config.input}
+    assert inputs[T.TEXT].data_type == pb.TYPE_STRING
+    assert not inputs[T.TEXT].optional and not inputs[T.DURATION].optional
+    optional = {name for name, i in inputs.items() if i.optional}
+    assert optional == {T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pipeline_settings_round_trip_the_spec_parameters(target):
+    parameters = musicgen_spec.PIPELINE.targets[target].parameters
+    settings = PipelineSettings.from_parameters(parameters)
+    assert settings.max_slots == int(parameters["max_slots"])
+    assert settings.max_queue == int(parameters["max_queue"])
+    flat = {
+        "max_slots": settings.max_slots,
+        "max_queue": settings.max_queue,
+        **dataclasses.asdict(settings.policy),
+        **dataclasses.asdict(settings.limits),
+    }
+    assert {key: type(flat[key])(value) for key, value in parameters.items()} == {key: flat[key] for key in parameters}
+    assert set(parameters) == set(flat)  # every knob is set in the config
+
+
+def test_pipeline_settings_convert_each_parameter_to_its_default_type():
+    settings = PipelineSettings.from_parameters({"growth": "1.5", "first_frames": "4", "max_duration_s": "12"})
+    assert settings.policy == ChunkPolicy(first_frames=4, growth=1.5)
+    assert settings.limits == Limits(max_duration_s=12.0)
+    assert isinstance(settings.policy.first_frames, int) and isinstance(settings.limits.max_duration_s, float)
+
+
+def test_pipeline_settings_reject_unknown_parameters_naming_them():
+    with pytest.raises(ValueError, match=r"unknown musicgen parameters \['max_slot', 'zzz'\]"):
+        PipelineSettings.from_parameters({"max_slot": "4", "zzz": "1", "max_queue": "2"})
+
+
+def test_pipeline_settings_from_no_parameters_are_the_defaults():
+    assert PipelineSettings.from_parameters({}) == PipelineSettings()
