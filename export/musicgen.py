@@ -39,24 +39,56 @@ class CheckpointUnavailable(RuntimeError):
     pass
 
 
-def load_checkpoint(checkpoint: str, out: Path):
-    """Load model and tokenizer; tiny-random is built and saved under musicgen/1/checkpoint."""
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str):
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
+    model = MusicgenForConditionalGeneration.from_pretrained(source, attn_implementation="eager")
+    return model.eval(), AutoTokenizer.from_pretrained(source)
+
+
+def load_checkpoint(checkpoint: str, out: Path):
+    """Load model and tokenizer: a directory, the local hub cache, then the hub itself.
+
+    tiny-random is built and saved under musicgen/1/checkpoint first."""
     if checkpoint == TINY_RANDOM:
-        source = save_tiny_random(out / T.MUSICGEN / "1" / CHECKPOINT_DIR)
-    else:
-        source = checkpoint
+        return _from_pretrained(str(save_tiny_random(out / T.MUSICGEN / "1" / CHECKPOINT_DIR)))
+    if Path(checkpoint).is_dir():
+        return _from_pretrained(checkpoint)
+
     try:
-        model = MusicgenForConditionalGeneration.from_pretrained(source, attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        import huggingface_hub
+
+        huggingface_hub.snapshot_download(checkpoint, local_files_only=True)
+        return _from_pretrained(checkpoint)  # cached: no network needed
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise CheckpointUnavailable(
+            f"cannot load MusicGen checkpoint {checkpoint!r}: it is not a local directory, not in the "
+            f"local hub cache, and the model hub cannot be reached. Pass a local checkpoint directory, "
+            f"or use tiny-random (random weights of the real architecture): make serve MODEL={TINY_RANDOM}"
+        )
+    try:
+        return _from_pretrained(checkpoint)
     except OSError as err:
         raise CheckpointUnavailable(
-            f"cannot load MusicGen checkpoint {checkpoint!r}: it is not a local directory and the model hub "
-            f"could not provide it ({str(err).splitlines()[0]}). Pass a local checkpoint directory, or use "
-            f"MODEL={TINY_RANDOM} for random weights of the real architecture."
+            f"cannot load MusicGen checkpoint {checkpoint!r}: {str(err).splitlines()[0]} "
+            f"(or use tiny-random: make serve MODEL={TINY_RANDOM})"
         ) from err
-    return model.eval(), tokenizer
 
 
 def describe(model, tokenizer, checkpoint: str) -> MusicgenModel:
