@@ -11,16 +11,22 @@ GPU_PIPELINE = {"max_slots": "32", "max_queue": "128"}
 STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_context": "25", "lookahead": "5"}
 LIMITS = {"max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
 
+
+def stateless_targets() -> dict[str, Runtime]:
+    """A stateless model: ONNX Runtime in the python backend on CPU, a TensorRT plan on GPU."""
+    return {
+        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
+        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
+                       max_batch_size=32, max_queue_delay_us=1000),
+    }
+
+
 TEXT_ENCODER = ModelSpec(
     name=T.MUSICGEN_TEXT_ENCODER,
     description="T5 text encoder (+ projection to the decoder width); prompts padded to bucket lengths batch together.",
     inputs=(Tensor(T.INPUT_IDS, "INT64", (-1,)), Tensor(T.ATTENTION_MASK, "INT64", (-1,))),
     outputs=(Tensor(T.ENCODER_HIDDEN_STATES, "FP32", (-1, -1)),),
-    targets={
-        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
-        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
-                       max_batch_size=32, max_queue_delay_us=1000),
-    },
+    targets=stateless_targets(),
 )
 
 CODEC_DECODER = ModelSpec(
@@ -28,11 +34,7 @@ CODEC_DECODER = ModelSpec(
     description="EnCodec decoder: codes [codebooks, frames] -> mono waveform [frames * hop].",
     inputs=(Tensor(T.AUDIO_CODES, "INT64", (-1, -1)),),
     outputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
-    targets={
-        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
-        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
-                       max_batch_size=32, max_queue_delay_us=1000),
-    },
+    targets=stateless_targets(),
 )
 
 PIPELINE = ModelSpec(
