@@ -31,6 +31,7 @@ class PipelineSettings:
 
     max_slots: int = 8
     max_queue: int = 32
+    sample_rate: int = 32000  # declared in the config so clients can read it; must match the export
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     limits: Limits = field(default_factory=Limits)
 
@@ -42,11 +43,12 @@ class PipelineSettings:
             defaults = kind()
             return {f.name: type(getattr(defaults, f.name))(parameters[f.name]) for f in fields(kind) if f.name in parameters}
 
-        known = {"max_slots", "max_queue"} | {f.name for kind in (ChunkPolicy, Limits) for f in fields(kind)}
+        own_names = ("max_slots", "max_queue", "sample_rate")
+        known = set(own_names) | {f.name for kind in (ChunkPolicy, Limits) for f in fields(kind)}
         unknown = sorted(set(parameters) - known)
         if unknown:
             raise ValueError(f"unknown musicgen parameters {unknown}; known: {sorted(known)}")
-        own = {name: int(parameters[name]) for name in ("max_slots", "max_queue") if name in parameters}
+        own = {name: int(parameters[name]) for name in own_names if name in parameters}
         return cls(**own, policy=ChunkPolicy(**typed(ChunkPolicy)), limits=Limits(**typed(Limits)))
 
 
@@ -63,6 +65,9 @@ class MusicgenPipeline:
         repository = Path(repository)
         version = repository / T.MUSICGEN / "1"
         self.model = MusicgenModel.load(version)
+        if self.model.sample_rate != settings.sample_rate:
+            raise ValueError(f"the export in {version} is {self.model.sample_rate} Hz but the musicgen config declares "
+                             f"sample_rate {settings.sample_rate}")
         self.settings = settings
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
         self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)

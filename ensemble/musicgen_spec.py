@@ -9,7 +9,7 @@ from ensemble.spec import ModelSpec, Runtime, Tensor
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32"}
 GPU_PIPELINE = {"max_slots": "32", "max_queue": "128"}
 STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_context": "25", "lookahead": "5"}
-LIMITS = {"max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
+LIMITS = {"sample_rate": "32000", "max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
 
 
 def stateless_targets() -> dict[str, Runtime]:

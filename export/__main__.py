@@ -12,7 +12,8 @@ def main(argv=None) -> int:
     families = parser.add_subparsers(dest="family", required=True)
     music = families.add_parser("musicgen", help="MusicGen: text encoder, LM decoder, EnCodec decoder to ONNX")
     music.add_argument("--checkpoint", default="facebook/musicgen-small",
-                       help="local directory or hub id of a MusicGen checkpoint, or 'tiny-random'")
+                       help="local directory or hub id of a MusicGen checkpoint, 'tiny-random' (toy sizes) "
+                            "or 'small-random' (musicgen-small's architecture, random weights)")
     music.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
     music.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ from ensemble.musicgen_model import (
 )
 from export.musicgen_graphs import CodecDecoder, CrossKV, LmStep, TextEncoder
 from export.onnx_graph import export_graph
-from export.tiny import TINY_RANDOM, save_tiny_random
+from export.tiny import RANDOM_CHECKPOINTS, TINY_RANDOM, save_random
 
 DEFAULT_CHECKPOINT = "facebook/musicgen-small"
 
@@ -63,9 +63,9 @@ def _from_pretrained(source: str):
 def load_checkpoint(checkpoint: str, out: Path):
     """Load model and tokenizer: a directory, the local hub cache, then the hub itself.
 
-    tiny-random is built and saved under musicgen/1/checkpoint first."""
-    if checkpoint == TINY_RANDOM:
-        return _from_pretrained(str(save_tiny_random(out / T.MUSICGEN / "1" / CHECKPOINT_DIR)))
+    tiny-random and small-random are built and saved under musicgen/1/checkpoint first."""
+    if checkpoint in RANDOM_CHECKPOINTS:
+        return _from_pretrained(str(save_random(out / T.MUSICGEN / "1" / CHECKPOINT_DIR, size=checkpoint)))
     if Path(checkpoint).is_dir():
         return _from_pretrained(checkpoint)
 

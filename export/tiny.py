@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 TINY_RANDOM = "tiny-random"
+SMALL_RANDOM = "small-random"  # musicgen-small's exact architecture, random weights: real cost per step
+RANDOM_CHECKPOINTS = (TINY_RANDOM, SMALL_RANDOM)
 
 # Prompts words the tiny tokenizer learns; anything else maps to <unk>, which is fine for tests.
 _CORPUS = [
@@ -38,8 +40,8 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_model(vocab_size: int, seed: int = 0):
-    """A random-weight MusicgenForConditionalGeneration with tiny T5, decoder and EnCodec."""
+def build_model(vocab_size: int, seed: int = 0, size: str = TINY_RANDOM):
+    """A random-weight MusicgenForConditionalGeneration: tiny, or musicgen-small's architecture."""
     import torch
     from transformers import (
         EncodecConfig,
@@ -50,32 +52,47 @@ def build_model(vocab_size: int, seed: int = 0):
     )
 
     torch.manual_seed(seed)
-    codebook_size = 64
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        upsampling_ratios=[8, 5, 4, 4],  # hop 640: 50 frames per second, as encodec_32khz
-        target_bandwidths=[1.2],  # 4 codebooks of 64 entries at 50 Hz
-        codebook_size=codebook_size,
-        codebook_dim=8,
-        num_filters=4,
-        hidden_size=8,
-        use_causal_conv=False,
-        use_conv_shortcut=False,
-        normalize=False,
-        chunk_length_s=None,
-    )
-    text = T5Config(vocab_size=vocab_size, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8, feed_forward_proj="relu")
-    decoder = MusicgenDecoderConfig(
-        vocab_size=codebook_size,
-        hidden_size=32,
-        ffn_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_codebooks=4,
-        pad_token_id=codebook_size,
-        bos_token_id=codebook_size,
-        max_position_embeddings=2048,
-    )
+    if size == SMALL_RANDOM:  # the released facebook/musicgen-small configuration
+        codebook_size = 2048
+        audio = EncodecConfig(
+            sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_size=codebook_size,
+            codebook_dim=128, num_filters=64, hidden_size=128, use_causal_conv=False, use_conv_shortcut=False,
+            normalize=False, chunk_length_s=None,
+        )
+        text = T5Config(vocab_size=32128, d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64,
+                        feed_forward_proj="relu")
+        decoder = MusicgenDecoderConfig(
+            vocab_size=codebook_size, hidden_size=1024, ffn_dim=4096, num_hidden_layers=24, num_attention_heads=16,
+            num_codebooks=4, pad_token_id=codebook_size, bos_token_id=codebook_size, max_position_embeddings=2048,
+        )
+    else:
+        codebook_size = 64
+        audio = EncodecConfig(
+            sampling_rate=32000,
+            upsampling_ratios=[8, 5, 4, 4],  # hop 640: 50 frames per second, as encodec_32khz
+            target_bandwidths=[1.2],  # 4 codebooks of 64 entries at 50 Hz
+            codebook_size=codebook_size,
+            codebook_dim=8,
+            num_filters=4,
+            hidden_size=8,
+            use_causal_conv=False,
+            use_conv_shortcut=False,
+            normalize=False,
+            chunk_length_s=None,
+        )
+        text = T5Config(vocab_size=vocab_size, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8,
+                        feed_forward_proj="relu")
+        decoder = MusicgenDecoderConfig(
+            vocab_size=codebook_size,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_codebooks=4,
+            pad_token_id=codebook_size,
+            bos_token_id=codebook_size,
+            max_position_embeddings=2048,
+        )
     config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     config.decoder_start_token_id = codebook_size
     config.pad_token_id = codebook_size
@@ -86,10 +103,10 @@ def build_model(vocab_size: int, seed: int = 0):
     return model
 
 
-def save_tiny_random(directory: Path, seed: int = 0) -> Path:
-    """Write a tiny-random checkpoint (weights, config, tokenizer) that from_pretrained loads."""
+def save_random(directory: Path, size: str = TINY_RANDOM, seed: int = 0) -> Path:
+    """Write a random-weight checkpoint (weights, config, tokenizer) that from_pretrained loads."""
     tokenizer = build_tokenizer()
-    model = build_model(vocab_size=len(tokenizer), seed=seed)
+    model = build_model(vocab_size=len(tokenizer), seed=seed, size=size)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

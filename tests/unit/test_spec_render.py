@@ -93,6 +93,7 @@ def test_pipeline_settings_round_trip_the_spec_parameters(target):
     flat = {
         "max_slots": settings.max_slots,
         "max_queue": settings.max_queue,
+        "sample_rate": settings.sample_rate,
         **dataclasses.asdict(settings.policy),
         **dataclasses.asdict(settings.limits),
     }
