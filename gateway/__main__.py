@@ -1,0 +1,25 @@
+"""python -m gateway [--host H] [--port P]   (settings also from TRITONE_* environment variables)"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from gateway.main import create_app
+from gateway.settings import Settings
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description="tritone HTTP gateway")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--triton-grpc-url")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

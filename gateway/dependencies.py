@@ -1,0 +1,25 @@
+"""Objects the lifespan creates, injected into routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.auth import StreamLimiter
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from gateway.triton import Triton
+
+
+def _state(name: str):
+    def get(request: Request):
+        return getattr(request.app.state, name)
+
+    return get
+
+
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+TritonDep = Annotated[Triton, Depends(_state("triton"))]
+MetricsDep = Annotated[GatewayMetrics, Depends(_state("metrics"))]
+LimiterDep = Annotated[StreamLimiter, Depends(_state("limiter"))]

@@ -1,0 +1,68 @@
+"""One generation stream to Triton, opened far enough that its errors can still be HTTP statuses.
+
+`Generation.open` waits for the first chunk: a bad prompt or a full server is a 4xx/429 before
+any byte of a 200 response is sent; afterwards the stream is consumed chunk by chunk and
+closing it (client gone, error, done) cancels the gRPC stream so Triton frees the decode slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from client import AudioChunk, ClientError, MusicRequest, StreamStats
+from gateway.errors import from_client_error
+from gateway.metrics import GatewayMetrics
+from gateway.triton import Triton
+
+log = logging.getLogger("tritone.gateway")
+
+
+class Generation:
+    def __init__(self, stream: AsyncIterator[AudioChunk], first: AudioChunk, stats: StreamStats, metrics):
+        self._stream, self.first, self.stats, self._metrics = stream, first, stats, metrics
+        self.sample_rate = first.sample_rate
+        self.completed = first.final
+        self._closed = False
+
+    @classmethod
+    async def open(cls, triton: Triton, request: MusicRequest, metrics: GatewayMetrics) -> "Generation":
+        stats = StreamStats()
+        stream = triton.stream(request, stats)
+        metrics.active_streams.inc()
+        try:
+            first = await anext(stream)
+        except BaseException as error:
+            await stream.aclose()
+            metrics.active_streams.dec()
+            if isinstance(error, ClientError):
+                api_error = from_client_error(error)
+                metrics.errors.labels(api_error.code or "error").inc()
+                raise api_error from None
+            raise
+        if stats.time_to_first_audio is not None:
+            metrics.time_to_first_audio.observe(stats.time_to_first_audio)
+        return cls(stream, first, stats, metrics)
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        """Every chunk, the first included, in order. Raises ClientError if the stream fails midway."""
+        yield self.first
+        try:
+            async for chunk in self._stream:
+                self.completed = chunk.final
+                yield chunk
+        except ClientError as error:
+            self._metrics.errors.labels(from_client_error(error).code or "error").inc()
+            log.warning("generation failed mid-stream: %s", error)
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._stream.aclose()  # cancels the gRPC stream if it is still running
+        self._metrics.active_streams.dec()
+        if self.completed and self.stats.real_time_factor is not None:
+            self._metrics.real_time_factor.observe(self.stats.real_time_factor)
+        elif not self.completed:
+            self._metrics.errors.labels("stream_cancelled").inc()

@@ -1,0 +1,46 @@
+"""The tritone HTTP gateway: HTTP requests in, gRPC streams to Triton, audio out."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from gateway import errors
+from gateway.auth import StreamLimiter
+from gateway.metrics import GatewayMetrics
+from gateway.model_manager import ModelManager
+from gateway.routes import health, models, music
+from gateway.settings import Settings
+from gateway.triton import Triton
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.triton = Triton(settings)
+        app.state.models = ModelManager(app.state.triton, settings.idle_unload_s)
+        app.state.models.start()
+        yield
+        await app.state.models.stop()
+        await app.state.triton.close()
+
+    app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan,
+                  description="Streaming audio generation on NVIDIA Triton Inference Server.")
+    app.state.settings = settings
+    app.state.metrics = GatewayMetrics()
+    app.state.limiter = StreamLimiter(settings.max_streams_per_key)
+    errors.install(app)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    for module in (music, models, health):
+        app.include_router(module.router)
+    return app

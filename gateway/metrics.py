@@ -1,0 +1,22 @@
+"""The gateway's Prometheus metrics (Triton's own are on its metrics port)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tritone_gateway_requests_total", "HTTP requests", ["route", "status"],
+                                registry=self.registry)
+        self.errors = Counter("tritone_gateway_errors_total", "Errors by kind", ["kind"], registry=self.registry)
+        self.time_to_first_audio = Histogram(
+            "tritone_gateway_time_to_first_audio_seconds", "Request received to first audio chunk from Triton",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=self.registry)
+        self.real_time_factor = Histogram(
+            "tritone_gateway_real_time_factor", "Wall seconds per audio second of a completed stream",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8), registry=self.registry)
+        self.active_streams = Gauge("tritone_gateway_active_streams", "Generation streams open to Triton",
+                                    registry=self.registry)
+        self.queued_jobs = Gauge("tritone_gateway_jobs_queued", "Jobs waiting to run", registry=self.registry)

@@ -1,0 +1,49 @@
+"""Models: what Triton has (ready or not), and load/unload through its repository API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gateway.dependencies import SettingsDep, TritonDep
+from gateway.errors import APIError
+from gateway.schemas import ERROR_RESPONSES
+
+router = APIRouter(tags=["models"])
+
+# Pipeline parameters worth showing a client (from the model's config).
+PUBLIC_PARAMETERS = {"sample_rate": int, "max_duration_s": float, "max_text_chars": int, "max_text_tokens": int,
+                     "max_slots": int, "max_queue": int}
+
+
+@router.get("/v1/models", summary="Models on the Triton server, ready or not, with the pipeline's limits")
+async def list_models(triton: TritonDep, settings: SettingsDep):
+    data = []
+    for model in await triton.models():
+        entry = {"id": model.name, "object": "model", "owned_by": "tritone", "version": model.version,
+                 "state": model.state or "UNLOADED", "ready": model.state == "READY", "reason": model.reason}
+        if model.name == settings.pipeline and entry["ready"]:
+            parameters = await triton.parameters(model.name)
+            entry.update({k: cast(parameters[k]) for k, cast in PUBLIC_PARAMETERS.items() if k in parameters})
+        data.append(entry)
+    return {"object": "list", "data": data}
+
+
+async def _known(triton, name: str) -> None:
+    if name not in {model.name for model in await triton.models()}:
+        raise APIError(404, f"no model named {name!r} in the repository", type="not_found_error", param="name",
+                       code="model_not_found")
+
+
+@router.post("/v1/models/{name}/load", responses=ERROR_RESPONSES, summary="Load a model (explicit model control)")
+async def load_model(name: str, triton: TritonDep, request: Request):
+    await _known(triton, name)
+    await triton.load(name)
+    request.app.state.models.touch(name)
+    return {"id": name, "ready": await triton.model_ready(name)}
+
+
+@router.post("/v1/models/{name}/unload", responses=ERROR_RESPONSES, summary="Unload a model (explicit model control)")
+async def unload_model(name: str, triton: TritonDep):
+    await _known(triton, name)
+    await triton.unload(name)
+    return {"id": name, "ready": await triton.model_ready(name)}

@@ -1,0 +1,88 @@
+"""The gateway's one connection to Triton: generation streams, health, models, metrics.
+
+Created once in the app's lifespan and injected into routes (`TritonDep`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+from tritonclient.grpc import aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from client import AudioChunk, MusicRequest, StreamStats, stream_music
+from gateway.errors import APIError, triton_unavailable
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelState:
+    name: str
+    version: str
+    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING, or "" when never loaded
+    reason: str
+
+
+class Triton:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.grpc = grpcaio.InferenceServerClient(settings.triton_grpc_url)
+        self.http = httpx.AsyncClient(timeout=settings.triton_timeout_s)
+
+    async def close(self) -> None:
+        await self.grpc.close()
+        await self.http.aclose()
+
+    async def _call(self, coroutine):
+        """A unary call with the configured timeout; unreachable Triton becomes a 503, never a hang."""
+        try:
+            return await asyncio.wait_for(coroutine, self.settings.triton_timeout_s)
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as error:
+            raise triton_unavailable(type(error).__name__) from None
+        except InferenceServerException as error:
+            if "failed to connect" in str(error).lower() or "unavailable" in str(error.status() or "").lower():
+                raise triton_unavailable(error.message()) from None
+            raise APIError(400, error.message(), code="triton_error") from None
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self.grpc.is_server_ready()))
+        except APIError:
+            return False
+
+    async def model_ready(self, name: str) -> bool:
+        try:
+            return bool(await self._call(self.grpc.is_model_ready(name)))
+        except APIError:
+            return False
+
+    async def models(self) -> list[ModelState]:
+        index = await self._call(self.grpc.get_model_repository_index(as_json=True))
+        return [ModelState(m["name"], m.get("version", ""), m.get("state", ""), m.get("reason", ""))
+                for m in index.get("models", [])]
+
+    async def parameters(self, name: str) -> dict[str, str]:
+        config = await self._call(self.grpc.get_model_config(name, as_json=True))
+        return {key: value.get("string_value", "") for key, value in config["config"].get("parameters", {}).items()}
+
+    async def load(self, name: str) -> None:
+        await self._call(self.grpc.load_model(name))
+
+    async def unload(self, name: str) -> None:
+        await self._call(self.grpc.unload_model(name))
+
+    async def metrics_text(self) -> str:
+        try:
+            response = await self.http.get(self.settings.triton_metrics_url)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise triton_unavailable(f"metrics: {error}") from None
+        return response.text
+
+    def stream(self, request: MusicRequest, stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
+        return stream_music(self.grpc, request, model=self.settings.pipeline,
+                            timeout=self.settings.stream_timeout_s, stats=stats)
