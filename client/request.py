@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tritonclient.grpc import InferInput
@@ -22,6 +22,8 @@ class MusicRequest:
     guidance_scale: float | None = None
     seed: int | None = None
     return_codes: bool = False
+    # codes [codebooks, frames] of earlier audio to continue from; duration counts new audio only
+    prompt_codes: np.ndarray | None = field(default=None, compare=False)
 
 
 def _input(name: str, datatype: str, value: np.ndarray) -> InferInput:
@@ -48,4 +50,6 @@ def build_inputs(request: MusicRequest) -> list[InferInput]:
             inputs.append(_input(name, datatype, np.array([value], dtype=dtype)))
     if request.return_codes:
         inputs.append(_input(T.RETURN_CODES, "BOOL", np.array([True], dtype=np.bool_)))
+    if request.prompt_codes is not None:
+        inputs.append(_input(T.PROMPT_CODES, "INT64", np.ascontiguousarray(request.prompt_codes, dtype=np.int64)))
     return inputs

@@ -48,12 +48,15 @@ class ChunkWindow:
 
 
 class Chunker:
-    """Per-stream cursor: call `next_chunk(frames_complete)` after each decode step."""
+    """Per-stream cursor: call `next_chunk(frames_complete)` after each decode step.
 
-    def __init__(self, policy: ChunkPolicy, total_frames: int):
+    `start` > 0 skips frames that are not to be emitted (a continuation's prompt); they still
+    serve as left context of the first chunk, so it joins the earlier audio without a seam."""
+
+    def __init__(self, policy: ChunkPolicy, total_frames: int, start: int = 0):
         self.policy = policy
         self.total = total_frames
-        self.emitted = 0
+        self.emitted = start
         self.index = 0
 
     @property

@@ -86,7 +86,8 @@ class MusicgenPipeline:
 
     def validate(self, raw: dict) -> GenerationParams:
         """Raises InvalidRequest naming the bad field."""
-        return validate(raw, self.settings.limits, self.model.codebook_size)
+        model = self.model
+        return validate(raw, self.settings.limits, model.codebook_size, model.num_codebooks, model.frame_rate)
 
     def submit(self, requests: list[tuple[GenerationParams, Stream]]) -> None:
         """Tokenize and encode a batch of prompts in one text-encoder call, then queue each request.

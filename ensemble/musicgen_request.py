@@ -7,7 +7,9 @@ INVALID_ARGUMENT and the gateway into HTTP 422.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ensemble import tensors as T
 
@@ -35,6 +37,11 @@ class GenerationParams:
     guidance_scale: float = 3.0
     seed: int | None = None
     return_codes: bool = False
+    prompt_codes: np.ndarray | None = field(default=None, compare=False)  # int64 [K, P]: continue from these
+
+    @property
+    def prompt_frames(self) -> int:
+        return 0 if self.prompt_codes is None else self.prompt_codes.shape[1]
 
     @property
     def rows(self) -> int:
@@ -49,8 +56,25 @@ def _finite(field: str, value) -> float:
     return value
 
 
-def validate(raw: dict, limits: Limits, codebook_size: int) -> GenerationParams:
-    """raw: field name -> python value (absent fields take defaults)."""
+def _prompt_codes(raw, codebooks: int, codebook_size: int, frame_rate: int, duration: float, limits: Limits):
+    codes = raw.get(T.PROMPT_CODES)
+    if codes is None:
+        return None
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != codebooks or codes.shape[1] < 1:
+        raise InvalidRequest(T.PROMPT_CODES, f"must have shape [{codebooks}, frames >= 1], got {list(codes.shape)}")
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise InvalidRequest(T.PROMPT_CODES, f"values must be in [0, {codebook_size}), got {codes.min()}..{codes.max()}")
+    total = codes.shape[1] / frame_rate + duration
+    if total > limits.max_duration_s + 1e-6:
+        raise InvalidRequest(
+            T.PROMPT_CODES, f"{codes.shape[1] / frame_rate:g} s of prompt plus {duration:g} s of new audio is "
+            f"{total:g} s; the limit is {limits.max_duration_s:g} s")
+    return codes.astype(np.int64)
+
+
+def validate(raw: dict, limits: Limits, codebook_size: int, codebooks: int = 4, frame_rate: int = 50) -> GenerationParams:
+    """raw: field name -> value (absent fields take defaults)."""
     text = raw.get(T.TEXT)
     if isinstance(text, bytes):
         try:
@@ -93,4 +117,5 @@ def validate(raw: dict, limits: Limits, codebook_size: int) -> GenerationParams:
         guidance_scale=guidance,
         seed=None if seed is None else int(seed),
         return_codes=bool(raw.get(T.RETURN_CODES, False)),
+        prompt_codes=_prompt_codes(raw, codebooks, codebook_size, frame_rate, duration, limits),
     )

@@ -52,6 +52,7 @@ PIPELINE = ModelSpec(
         Tensor(T.GUIDANCE_SCALE, "FP32", (1,), optional=True),
         Tensor(T.SEED, "INT64", (1,), optional=True),
         Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
+        Tensor(T.PROMPT_CODES, "INT64", (-1, -1), optional=True),
     ),
     outputs=(
         Tensor(T.AUDIO, "FP32", (-1,)),

@@ -93,7 +93,8 @@ class Slot:
         params = job.params
         self.job = job
         self.rows = params.rows
-        self.frames = frames_for(params.duration, model.frame_rate)
+        self.prompt = params.prompt_codes  # [K, P] teacher-forced before sampling starts, or None
+        self.frames = params.prompt_frames + frames_for(params.duration, model.frame_rate)
         self.total_steps = num_steps(self.frames, model.num_codebooks)
         cache = (model.num_layers, self.rows, model.num_heads, self.total_steps, model.head_dim)
         self.keys = np.zeros(cache, np.float32)
@@ -104,8 +105,10 @@ class Slot:
         self.step = 0
         self.tokens = np.full(model.num_codebooks, model.pad_token_id, np.int64)  # next input
         self.codes = np.zeros((model.num_codebooks, self.frames), np.int64)
+        if self.prompt is not None:
+            self.codes[:, : self.prompt.shape[1]] = self.prompt
         self.rng = np.random.default_rng(params.seed)
-        self.chunker = Chunker(policy, self.frames)
+        self.chunker = Chunker(policy, self.frames, start=params.prompt_frames)
 
     @property
     def finished(self) -> bool:
@@ -331,7 +334,11 @@ class Engine:
         tokens = sample(guided, params.temperature, params.top_k, params.top_p, slot.rng)
         valid = valid_codebooks(slot.step, slot.frames, self.model.num_codebooks)
         for k in np.flatnonzero(valid):
-            slot.codes[k, slot.step - k] = tokens[k]
+            frame = slot.step - k
+            if frame < params.prompt_frames:
+                tokens[k] = slot.prompt[k, frame]  # teacher-forced: the continuation's context
+            else:
+                slot.codes[k, frame] = tokens[k]
         slot.tokens = np.where(valid, tokens, self.model.pad_token_id).astype(np.int64)
         slot.step += 1
         complete = frames_complete(slot.step, slot.frames, self.model.num_codebooks)

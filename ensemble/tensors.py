@@ -18,6 +18,7 @@ TOP_P = "top_p"  # FP32 [1]    optional, 1.0 disables
 GUIDANCE_SCALE = "guidance_scale"  # FP32 [1]    optional, 1.0 disables classifier-free guidance
 SEED = "seed"  # INT64 [1]   optional, absent: a random seed
 RETURN_CODES = "return_codes"  # BOOL [1]    optional, also stream the generated codes
+PROMPT_CODES = "prompt_codes"  # INT64 [codebooks, frames] optional: continue from these codes
 
 # --- musicgen pipeline: streamed outputs (one response per audio chunk) ---------
 AUDIO = "audio"  # FP32 [samples]  mono PCM in [-1, 1] (also the codec decoder's output)

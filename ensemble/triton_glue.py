@@ -214,6 +214,14 @@ class MusicgenModel:
 
     INPUTS = (T.TEXT, T.DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES)
 
+    @staticmethod
+    def read_inputs(request) -> dict:
+        raw = read_scalars(request, MusicgenModel.INPUTS)
+        prompt = pb_utils.get_input_tensor_by_name(request, T.PROMPT_CODES)
+        if prompt is not None:
+            raw[T.PROMPT_CODES] = prompt.as_numpy()
+        return raw
+
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
@@ -239,7 +247,7 @@ class MusicgenModel:
         for request in requests:
             stream = TritonStream(request.get_response_sender(), self.pipeline.model.sample_rate)
             try:
-                params = self.pipeline.validate(read_scalars(request, self.INPUTS))
+                params = self.pipeline.validate(self.read_inputs(request))
                 self.pipeline.submit([(params, stream)])
             except (InvalidRequest, AtCapacity) as error:
                 stream.fail(error)

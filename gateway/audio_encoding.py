@@ -34,8 +34,13 @@ _AV_CODECS = {
     "mp3": ("mp3", "libmp3lame", "fltp", 128_000),
     "opus": ("ogg", "libopus", "flt", 64_000),
 }
-# One Opus packet (20 ms) per Ogg page: pages leave the muxer as soon as they are full, not once a second.
-_OGG_PAGE_DURATION_US = "20000"
+# flush_packets: hand every packet to the writer at once (not when FFmpeg's 32 KiB I/O buffer fills).
+_MUXER_OPTIONS = {
+    "flac": {"flush_packets": "1", "metadata_header_padding": "0"},  # no 8 KiB PADDING block up front
+    "mp3": {"flush_packets": "1", "id3v2_version": "0"},  # bare MPEG frames: an empty stream is b""
+    # One Opus packet (20 ms) per Ogg page: pages leave the muxer at once, not after a second of audio.
+    "ogg": {"flush_packets": "1", "page_duration": "20000"},
+}
 
 
 def _check_format(fmt: str) -> None:
@@ -51,7 +56,8 @@ def content_type(fmt: str, sample_rate: int) -> str:
         "flac": "audio/flac",
         "mp3": "audio/mpeg",
         "opus": "audio/ogg; codecs=opus",
-        "pcm": f"audio/L16;rate={int(sample_rate)};channels=1",
+        # raw s16le (as OpenAI's pcm); audio/L16 would promise big-endian (RFC 2586)
+        "pcm": f"audio/pcm;rate={int(sample_rate)};channels=1;format=s16le",
     }[fmt]
 
 
@@ -105,9 +111,7 @@ class _AvWriter:
         self.rate_in = sample_rate
         self.rate_out = OPUS_SAMPLE_RATE if fmt == "opus" else sample_rate
         self._s16 = sample_fmt == "s16"
-        options = {"flush_packets": "1"}
-        if container_fmt == "ogg":
-            options["page_duration"] = _OGG_PAGE_DURATION_US
+        options = _MUXER_OPTIONS[container_fmt]
         self._container = av.open(file, "w", format=container_fmt, container_options=options)
         self._stream = self._container.add_stream(codec, rate=self.rate_out, layout="mono")
         ctx = self._stream.codec_context
@@ -115,7 +119,7 @@ class _AvWriter:
         ctx.time_base = Fraction(1, self.rate_out)
         if bit_rate:
             ctx.bit_rate = bit_rate
-        self._container.start_encoding()  # opens the encoder (frame_size is known from here) and writes the header
+        self._container.start_encoding()  # opens the encoder (frame_size is set now), writes the header
         self._resampler = av.AudioResampler(
             format=sample_fmt, layout="mono", rate=self.rate_out, frame_size=ctx.frame_size or None
         )

@@ -10,7 +10,7 @@ from gateway import errors
 from gateway.auth import StreamLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.model_manager import ModelManager
-from gateway.routes import health, models, music
+from gateway.routes import health, models, music, web
 from gateway.settings import Settings
 from gateway.triton import Triton
 
@@ -41,6 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
-    for module in (music, models, health):
+    for module in (music, models, health, web):
         app.include_router(module.router)
     return app

@@ -25,5 +25,6 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".tritone"), description="job database and results")
     max_queued_jobs: int = 16
+    max_job_duration_s: float = Field(300.0, description="longest job; beyond 30 s a job is generated in windows")
     job_workers: int = Field(2, description="jobs generating at once")
     idle_unload_s: float = Field(0.0, description="unload models idle this long (explicit model control); 0: never")

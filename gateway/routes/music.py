@@ -17,7 +17,7 @@ from gateway.schemas import ERROR_RESPONSES, MusicBody
 
 router = APIRouter(tags=["music"])
 
-AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {}, "audio/L16": {},
+AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {}, "audio/pcm": {},
                "text/event-stream": {}}
 
 

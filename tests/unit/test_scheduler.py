@@ -7,6 +7,7 @@ from ensemble import tensors as T
 from ensemble.chunker import ChunkPolicy
 from ensemble.delay_pattern import frames_for, num_steps
 from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
+from ensemble.musicgen_request import InvalidRequest
 from ensemble.scheduler import AtCapacity
 
 POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)
@@ -293,3 +294,34 @@ def test_when_the_last_step_completes_two_chunks_both_are_sent(tiny_repository):
     run_until_ended(pipeline, stream)
     assert [(c.index, len(c.codes[0]), c.final) for c in stream.chunks] == [
         (0, 10, False), (1, 20, False), (2, 40, False), (3, 5, True)]
+
+
+def test_a_continuation_from_prompt_codes_equals_one_longer_generation(tiny_repository):
+    # Greedy: continuing from the first 0.5 s of a 0.8 s generation reproduces its last 0.3 s,
+    # codes exactly and audio within the streaming tolerance (the prompt is the left context).
+    pipeline = MusicgenPipeline(tiny_repository, PipelineSettings())  # default seams: 25 frames of context
+    whole = submit(pipeline, duration=0.8)
+    run_until_ended(pipeline, whole)
+    rest = submit(pipeline, duration=0.3, **{T.PROMPT_CODES: whole.codes()[:, :25]})
+    run_until_ended(pipeline, rest)
+
+    np.testing.assert_array_equal(rest.codes(), whole.codes()[:, 25:])
+    hop = pipeline.model.hop_length
+    continued = np.concatenate([c.audio for c in rest.chunks])
+    one_shot = np.concatenate([c.audio for c in whole.chunks])
+    assert len(continued) == 15 * hop  # only the new audio is streamed
+    np.testing.assert_allclose(continued, one_shot[25 * hop :], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        (np.zeros((3, 10), np.int64), "prompt_codes: must have shape [4, frames >= 1], got [3, 10]"),
+        (np.full((4, 10), 64, np.int64), "prompt_codes: values must be in [0, 64), got 64..64"),
+        (np.zeros((4, 1400), np.int64), "prompt_codes: 28 s of prompt plus 5 s of new audio is 33 s; the limit is 30 s"),
+    ],
+)
+def test_bad_prompt_codes_are_refused_naming_the_field(pipeline, codes, message):
+    with pytest.raises(InvalidRequest) as error:
+        pipeline.validate({T.TEXT: PROMPT_A, T.DURATION: 5.0, T.PROMPT_CODES: codes})
+    assert str(error.value) == message

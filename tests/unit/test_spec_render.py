@@ -81,7 +81,7 @@ def test_the_pipeline_text_input_is_string_typed_and_options_are_optional():
     assert inputs[T.TEXT].data_type == pb.TYPE_STRING
     assert not inputs[T.TEXT].optional and not inputs[T.DURATION].optional
     optional = {name for name, i in inputs.items() if i.optional}
-    assert optional == {T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES}
+    assert optional == {T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES, T.PROMPT_CODES}
 
 
 @pytest.mark.parametrize("target", TARGETS)

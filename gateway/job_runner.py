@@ -1,0 +1,238 @@
+"""Runs queued jobs: `job_workers` asyncio workers, each generating one job at a time over gRPC.
+
+A job longer than the pipeline's limit (30 s) is generated in windows: the first window is up to
+30 s; each later one continues from the last 10 s of codes generated so far (`prompt_codes`) and
+adds up to 20 s. Cancelling a running job cancels its task, which closes the gRPC stream, so
+Triton frees the decode slot at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+
+from client import ClientError, MusicRequest
+from gateway import job_store as js
+from gateway.errors import APIError
+from gateway.generation import Generation
+from gateway.job_store import Job, JobStore
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from gateway.triton import Triton
+
+log = logging.getLogger("tritone.gateway")
+
+MAX_WINDOW_S = 30.0  # the pipeline's max_duration_s: prompt + new audio per request
+CONTEXT_S = 10.0  # seconds of codes a continuation window is conditioned on
+MIN_WINDOW_S = 1.0  # a last window shorter than this borrows from the one before (no 0.02 s requests)
+PROGRESS_INTERVAL_S = 0.5  # progress is written at most this often
+RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # Triton at capacity or unreachable when a window starts
+CANCEL_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Window:
+    prompt_s: float  # seconds of earlier codes to continue from (0: a fresh start)
+    new_s: float  # seconds of new audio
+
+
+def window_plan(duration: float, max_window: float = MAX_WINDOW_S, context: float = CONTEXT_S,
+                min_window: float = MIN_WINDOW_S) -> list[Window]:
+    """How `duration` seconds are generated: min(duration, 30) first, then 20 s steps on 10 s of context."""
+    if duration <= 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    step = max_window - context
+    windows = [Window(0.0, min(duration, max_window))]
+    remaining = round(duration - windows[0].new_s, 6)
+    while remaining > 0:
+        windows.append(Window(context, min(remaining, step)))
+        remaining = round(remaining - windows[-1].new_s, 6)
+    if len(windows) > 1 and windows[-1].new_s < min_window:
+        short = min_window - windows[-1].new_s
+        windows[-2] = Window(windows[-2].prompt_s, round(windows[-2].new_s - short, 6))
+        windows[-1] = Window(context, min_window)
+    return windows
+
+
+def supports_continuation() -> bool:
+    return "prompt_codes" in MusicRequest.__dataclass_fields__
+
+
+class _Cancelled(Exception):
+    """The job was cancelled (seen in the database)."""
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, triton: Triton, metrics: GatewayMetrics, settings: Settings,
+                 ensure_ready: Callable | None = None):
+        self.store, self.triton, self.metrics, self.settings = store, triton, metrics, settings
+        self.ensure_ready = ensure_ready  # async (model name) -> None, e.g. ModelManager.ensure_ready
+        self._wake = asyncio.Event()
+        self._workers: list[asyncio.Task] = []
+        self._running: dict[str, asyncio.Task] = {}  # job id -> the task generating it
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        recovered = await asyncio.to_thread(self.store.recover)
+        if recovered:
+            log.info("re-queued %d job(s) left running by the last gateway: %s", len(recovered), ", ".join(recovered))
+        await self.refresh_gauge()
+        self._workers = [asyncio.create_task(self._worker(i), name=f"job-worker-{i}")
+                         for i in range(self.settings.job_workers)]
+
+    async def stop(self) -> None:
+        """Stop the workers; jobs they were generating go back to the queue (they restart from scratch)."""
+        self._stopping = True
+        running = dict(self._running)
+        for task in (*self._workers, *running.values()):
+            task.cancel()
+        await asyncio.gather(*self._workers, *running.values(), return_exceptions=True)
+        for job_id in running:
+            await asyncio.to_thread(self.store.requeue, job_id)
+        self._workers = []
+
+    def notify(self) -> None:
+        """A job was queued."""
+        self._wake.set()
+
+    async def refresh_gauge(self) -> None:
+        self.metrics.queued_jobs.set(await asyncio.to_thread(self.store.queued_count))
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop generating `job_id` (already marked cancelled in the store) and wait until its stream is closed."""
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        await self.refresh_gauge()
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            self._wake.clear()
+            job = await asyncio.to_thread(self.store.claim_next)
+            if job is None:
+                try:  # also poll: a job queued by another process, or a wake-up another worker consumed
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._running[job.id] = task
+            self._wake.set()  # other idle workers look for more
+            await self.refresh_gauge()
+            try:
+                await asyncio.shield(task)  # cancelling the worker (stop) cancels the job task itself
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise
+            except Exception:  # _run records its own failures; never let a worker die
+                log.exception("job %s: runner error", job.id)
+            finally:
+                self._running.pop(job.id, None)
+
+    async def _run(self, job: Job) -> None:
+        log.info("job %s: started (%.1f s)", job.id, job.duration)
+        try:
+            audio, sample_rate = await self._generate(job)
+            await asyncio.to_thread(self._save, job.id, audio, sample_rate)
+            if await asyncio.to_thread(self.store.finish, job.id, js.SUCCEEDED):
+                log.info("job %s: succeeded", job.id)
+            else:  # cancelled while the result was being written
+                self.store.result_path(job.id).unlink(missing_ok=True)
+        except _Cancelled:
+            log.info("job %s: cancelled", job.id)
+        except asyncio.CancelledError:
+            log.info("job %s: generation stopped (%s)", job.id, "shutdown" if self._stopping else "cancelled")
+            raise
+        except APIError as error:
+            await self._fail(job, error.message)
+        except ClientError as error:
+            await self._fail(job, f"generation failed: {error}")
+        except Exception as error:
+            log.exception("job %s: unexpected error", job.id)
+            await self._fail(job, f"internal error: {type(error).__name__}: {error}")
+
+    async def _fail(self, job: Job, message: str) -> None:
+        log.warning("job %s: failed: %s", job.id, message)
+        await asyncio.to_thread(self.store.finish, job.id, js.FAILED, message)
+
+    async def _open(self, job: Job, request: MusicRequest) -> Generation:
+        """Open a stream, waiting and retrying while Triton is at capacity or unreachable."""
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                if self.ensure_ready is not None:
+                    await self.ensure_ready(self.settings.pipeline)
+                return await Generation.open(self.triton, request, self.metrics)
+            except APIError as error:
+                if error.status not in (429, 503) or delay is None:
+                    raise
+                log.info("job %s: %s; retrying in %d s", job.id, error.message, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _generate(self, job: Job) -> tuple[np.ndarray, int]:
+        params = job.params
+        plan = window_plan(job.duration)
+        if len(plan) > 1 and not supports_continuation():
+            raise APIError(422, f"duration: jobs longer than {MAX_WINDOW_S:g} s need the pipeline's prompt_codes "
+                                "input, which this client does not have")
+        seed = params.get("seed")
+        parts: list[np.ndarray] = []
+        codes: np.ndarray | None = None  # [codebooks, frames] of everything generated so far
+        generated_s, sample_rate = 0.0, 0
+        started = time.monotonic()
+        last_update = started
+        for i, window in enumerate(plan):
+            fields = dict(text=params["prompt"], duration=window.new_s, temperature=params.get("temperature"),
+                          top_k=params.get("top_k"), top_p=params.get("top_p"),
+                          guidance_scale=params.get("guidance_scale"),
+                          seed=None if seed is None else (seed + i) % 2**63, return_codes=len(plan) > 1)
+            if window.prompt_s > 0:
+                assert codes is not None and generated_s > 0
+                frames = max(1, round(window.prompt_s * codes.shape[1] / generated_s))
+                fields["prompt_codes"] = np.ascontiguousarray(codes[:, -frames:])
+            generation = await self._open(job, MusicRequest(**fields))
+            sample_rate = generation.sample_rate
+            try:
+                async for chunk in generation.chunks():
+                    parts.append(chunk.audio)
+                    if chunk.codes is not None:
+                        codes = chunk.codes if codes is None else np.concatenate([codes, chunk.codes], axis=1)
+                    generated_s += chunk.seconds
+                    now = time.monotonic()
+                    if now - last_update >= PROGRESS_INTERVAL_S:
+                        last_update = now
+                        await self._progress(job, generated_s, now - started)
+            finally:
+                await generation.close()
+            if i + 1 < len(plan):
+                await self._progress(job, generated_s, time.monotonic() - started)
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return audio.astype(np.float32, copy=False), sample_rate
+
+    async def _progress(self, job: Job, generated_s: float, elapsed_s: float) -> None:
+        progress = 100.0 * generated_s / job.duration
+        eta = None
+        if generated_s > 0 and elapsed_s > 0:
+            eta = max(0.0, job.duration - generated_s) * elapsed_s / generated_s
+        status = await asyncio.to_thread(self.store.update_progress, job.id, progress, eta)
+        if status != js.RUNNING:
+            raise _Cancelled(job.id)
+
+    def _save(self, job_id: str, audio: np.ndarray, sample_rate: int) -> None:
+        """float32 WAV, written to a temporary name and renamed, so a result file is always complete."""
+        final = self.store.result_path(job_id)
+        partial = final.with_suffix(".tmp.wav")
+        soundfile.write(partial, audio, sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(partial, final)

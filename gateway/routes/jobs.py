@@ -1,0 +1,168 @@
+"""Jobs: long generations run in the background, polled, cancelled and downloaded.
+
+    POST /v1/jobs                  submit (202 + Location; Idempotency-Key makes retries safe)
+    GET  /v1/jobs                  newest first
+    GET  /v1/jobs/{id}             status, queue position, progress, ETA
+    POST /v1/jobs/{id}/cancel      stops the gRPC stream of a running job
+    GET  /v1/jobs/{id}/audio       the result, encoded on the fly (?format=wav|flac|mp3|opus|pcm)
+
+With API keys configured a key sees only its own jobs; without them every client sees all jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import soundfile
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway import job_store as js
+from gateway.audio_encoding import content_type, encode_audio
+from gateway.auth import ClientKey
+from gateway.errors import APIError
+from gateway.job_runner import JobRunner
+from gateway.job_store import JobStore
+from gateway.schemas import ERROR_RESPONSES, AudioFormat
+
+router = APIRouter(tags=["jobs"])
+
+QUEUE_FULL_RETRY_AFTER_S = "10"
+EXTENSIONS = {"wav": "wav", "flac": "flac", "mp3": "mp3", "opus": "ogg", "pcm": "pcm"}
+
+
+class JobBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=2000, description="What the music should sound like.",
+                        examples=["lo-fi piano with rain"])
+    duration: float = Field(8.0, gt=0, description="Seconds of audio to generate, up to max_job_duration_s "
+                                                    "(default 300); beyond 30 s it is generated in windows.")
+    temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 1.")
+    top_k: int | None = Field(None, ge=0, le=2048, description="Sample among the k likeliest codes; 0 disables. Default 250.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; 1 disables. Default 1.")
+    guidance_scale: float | None = Field(None, ge=1, le=20, description="Classifier-free guidance; 1 disables. Default 3.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1,
+                             description="Same seed, same audio (window i of a long job uses seed + i). Default: random.")
+    response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("must not be blank")
+        return prompt
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
+def _runner(request: Request) -> JobRunner:
+    return request.app.state.job_runner
+
+
+StoreDep = Annotated[JobStore, Depends(_store)]
+RunnerDep = Annotated[JobRunner, Depends(_runner)]
+
+
+def _owner(request: Request, key: str) -> str | None:
+    """Whose jobs a caller may see: its API key's, or everyone's when the gateway has no keys."""
+    return key if request.app.state.settings.api_keys else None
+
+
+def _not_found(job_id: str) -> APIError:
+    return APIError(404, f"job {job_id} not found", type="not_found_error", param="job_id", code="job_not_found")
+
+
+async def _job(store: JobStore, job_id: str, owner: str | None) -> js.Job:
+    job = await asyncio.to_thread(store.get, job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    return job
+
+
+def _job_response(job: js.Job, status: int) -> JSONResponse:
+    return JSONResponse(job.to_dict(), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.post("/v1/jobs", status_code=202, responses={200: {"description": "The job this Idempotency-Key created"},
+                                                     409: {"description": "Idempotency-Key reused with another body"},
+                                                     **ERROR_RESPONSES},
+             summary="Submit a long generation as a background job")
+async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
+                     idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
+    settings = request.app.state.settings
+    if body.duration > settings.max_job_duration_s:
+        raise APIError(422, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
+                       param="duration", code="invalid_value")
+    try:
+        job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,
+                                               max_queued=settings.max_queued_jobs)
+    except js.IdempotencyConflict:
+        raise APIError(409, f"Idempotency-Key {idempotency_key!r} was already used with a different request body",
+                       param="Idempotency-Key", code="idempotency_key_reused") from None
+    except js.QueueFull:
+        raise APIError(429, f"the job queue is full ({settings.max_queued_jobs} jobs waiting); retry later",
+                       type="rate_limit_error", code="job_queue_full",
+                       headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None
+    if created:
+        runner.notify()
+        await runner.refresh_gauge()
+    return _job_response(job, 202 if created else 200)
+
+
+@router.get("/v1/jobs", summary="List jobs, newest first")
+async def list_jobs(key: ClientKey, store: StoreDep, request: Request,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    jobs = await asyncio.to_thread(store.list, _owner(request, key), limit)
+    return {"object": "list", "data": [job.to_dict() for job in jobs]}
+
+
+@router.get("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}}, summary="A job's status")
+async def get_job(job_id: str, key: ClientKey, store: StoreDep, request: Request):
+    return (await _job(store, job_id, _owner(request, key))).to_dict()
+
+
+@router.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "No such job"},
+                                                    409: {"description": "The job already ended"}},
+             summary="Cancel a queued or running job")
+async def cancel_job(job_id: str, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request):
+    try:
+        job, before = await asyncio.to_thread(store.cancel, job_id, _owner(request, key))
+    except js.JobNotFound:
+        raise _not_found(job_id) from None
+    except js.JobFinished as finished:
+        raise APIError(409, f"job {job_id} is already {finished.job.status}", param="job_id",
+                       code="job_finished") from None
+    if before == js.RUNNING:
+        await runner.cancel(job_id)  # returns once the gRPC stream is closed
+    else:
+        await runner.refresh_gauge()
+    return job.to_dict()
+
+
+@router.get("/v1/jobs/{job_id}/audio", response_class=Response,
+            responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {},
+                                         "audio/L16": {}}, "description": "The job's audio"},
+                       404: {"description": "No such job"}, 409: {"description": "The job has not succeeded"}},
+            summary="Download a succeeded job's audio")
+async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Request,
+                    format: Annotated[AudioFormat | None, Query(description="Default: the job's response_format")] = None):
+    job = await _job(store, job_id, _owner(request, key))
+    if job.status != js.SUCCEEDED:
+        raise APIError(409, f"job {job_id} is {job.status}; its audio is available once it has succeeded",
+                       param="job_id", code="job_not_succeeded")
+    fmt = format or job.response_format
+    path = store.result_path(job_id)
+    try:
+        audio, sample_rate = await asyncio.to_thread(soundfile.read, path, dtype="float32")
+    except (FileNotFoundError, soundfile.LibsndfileError):
+        raise APIError(500, f"the audio of job {job_id} is missing", type="server_error",
+                       code="job_audio_missing") from None
+    data = await asyncio.to_thread(encode_audio, audio, sample_rate, fmt)
+    return Response(data, media_type=content_type(fmt, sample_rate),
+                    headers={"X-Sample-Rate": str(sample_rate),
+                             "Content-Disposition": f'attachment; filename="{job_id}.{EXTENSIONS[fmt]}"'})

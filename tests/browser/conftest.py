@@ -1,0 +1,78 @@
+"""A real gateway (uvicorn) in front of the real tritonserver, and a real headless Chromium driving it.
+
+Nothing here skips: without Debian's chromium or the playwright package the tests fail and say what
+to install.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from gateway.main import create_app
+from gateway.settings import Settings
+from serving.triton import free_port
+
+# The tritonserver fixtures are shared with the integration tests (imported, so pytest registers them here).
+from tests.integration.conftest import musicgen_repository, musicgen_server  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="session")
+def gateway_url(musicgen_server, tmp_path_factory):  # noqa: F811
+    settings = Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
+                        data_dir=tmp_path_factory.mktemp("gateway"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the gateway did not start (see the log above)")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright for Python: pip install playwright "
+                    "(its wheel ships the driver; no `playwright install` is needed)")
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, gateway_url):
+    context = browser.new_context(base_url=gateway_url, viewport={"width": 900, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

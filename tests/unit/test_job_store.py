@@ -1,0 +1,175 @@
+"""The job store (SQLite) and the window plan of long jobs: pure, no Triton."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import job_store as js
+from gateway.job_runner import Window, window_plan
+from gateway.job_store import JobStore
+
+
+def params(prompt: str = "lo-fi piano", duration: float = 8.0, **extra) -> dict:
+    return {"prompt": prompt, "duration": duration, "temperature": None, "top_k": None, "top_p": None,
+            "guidance_scale": None, "seed": None, "response_format": "wav", **extra}
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = JobStore(tmp_path)
+    yield store
+    store.close()
+
+
+def test_create_get_and_the_api_object(store):
+    job, created = store.create("alice", params(duration=12.5))
+    assert created and job.status == js.QUEUED and job.id.startswith("job_")
+    got = store.get(job.id)
+    assert got == job
+    body = got.to_dict()
+    assert body == {
+        "id": job.id, "object": "job", "status": "queued", "prompt": "lo-fi piano", "duration": 12.5,
+        "response_format": "wav", "created_at": int(job.created_at), "started_at": None, "finished_at": None,
+        "queue_position": 1, "progress": 0.0, "eta_s": None, "error": None, "audio_url": None,
+    }
+    assert store.get("job_missing") is None
+    assert store.get(job.id, owner="bob") is None and store.get(job.id, owner="alice") == job
+
+
+def test_the_database_is_in_wal_mode_under_the_data_dir(store, tmp_path):
+    assert store.path == tmp_path / "jobs.sqlite3"
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.result_path("job_x") == tmp_path / "results" / "job_x.wav"
+
+
+def test_list_is_newest_first_and_per_owner(store):
+    a, _ = store.create("alice", params("a"))
+    b, _ = store.create("bob", params("b"))
+    c, _ = store.create("alice", params("c"))
+    assert [job.id for job in store.list()] == [c.id, b.id, a.id]
+    assert [job.id for job in store.list(owner="alice")] == [c.id, a.id]
+    assert [job.id for job in store.list(limit=1)] == [c.id]
+
+
+def test_queue_positions_follow_submission_order_and_move_up(store):
+    jobs = [store.create("k", params(str(i)))[0] for i in range(3)]
+    assert [store.get(job.id).queue_position for job in jobs] == [1, 2, 3]
+    claimed = store.claim_next()
+    assert claimed.id == jobs[0].id and claimed.status == js.RUNNING and claimed.started_at is not None
+    assert claimed.queue_position is None
+    assert [store.get(job.id).queue_position for job in jobs] == [None, 1, 2]
+    store.cancel(jobs[1].id)
+    assert store.get(jobs[2].id).queue_position == 1
+    assert {job.id: job.queue_position for job in store.list()} == {jobs[0].id: None, jobs[1].id: None,
+                                                                      jobs[2].id: 1}
+    assert store.queued_count() == 1
+
+
+def test_progress_and_finish(store):
+    job, _ = store.create("k", params())
+    store.claim_next()
+    assert store.update_progress(job.id, 42.0, 3.5) == js.RUNNING
+    running = store.get(job.id)
+    assert (running.progress, running.eta_s) == (42.0, 3.5)
+    assert store.finish(job.id, js.SUCCEEDED)
+    done = store.get(job.id).to_dict()
+    assert done["status"] == "succeeded" and done["progress"] == 100 and done["eta_s"] == 0
+    assert done["audio_url"] == f"/v1/jobs/{job.id}/audio" and done["finished_at"] is not None
+    assert not store.finish(job.id, js.FAILED)  # only a running job finishes
+
+
+def test_failure_keeps_its_message(store):
+    job, _ = store.create("k", params())
+    store.claim_next()
+    assert store.finish(job.id, js.FAILED, "generation failed: boom")
+    failed = store.get(job.id)
+    assert failed.status == js.FAILED and failed.error == "generation failed: boom" and failed.to_dict()["audio_url"] is None
+
+
+def test_cancel_queued_running_and_finished(store):
+    queued, _ = store.create("k", params("q"))
+    running, _ = store.create("k", params("r"))
+    store.cancel(queued.id)  # no longer first in line
+    assert store.claim_next().id == running.id
+    cancelled, before = store.cancel(running.id)
+    assert before == js.RUNNING and cancelled.status == js.CANCELLED and cancelled.finished_at is not None
+    assert store.update_progress(running.id, 50, 1) == js.CANCELLED  # the runner sees it and stops
+    assert not store.finish(running.id, js.SUCCEEDED)  # a cancel beats a late finish
+    with pytest.raises(js.JobFinished) as finished:
+        store.cancel(running.id)
+    assert finished.value.job.status == js.CANCELLED
+    with pytest.raises(js.JobNotFound):
+        store.cancel("job_missing")
+    with pytest.raises(js.JobNotFound):
+        store.cancel(queued.id, owner="someone else")
+    assert store.claim_next() is None
+
+
+def test_idempotency_key_returns_the_same_job_per_owner(store):
+    first, created = store.create("alice", params(), idempotency_key="k1")
+    again, created_again = store.create("alice", params(), idempotency_key="k1")
+    assert created and not created_again and again.id == first.id
+    other, created_other = store.create("bob", params(), idempotency_key="k1")  # keys are per owner
+    assert created_other and other.id != first.id
+    with pytest.raises(js.IdempotencyConflict):
+        store.create("alice", params(duration=9.0), idempotency_key="k1")
+    assert len(store.list()) == 2
+
+
+def test_a_full_queue_refuses_new_jobs_but_not_idempotent_retries(store):
+    first, _ = store.create("k", params("a"), idempotency_key="a", max_queued=2)
+    store.create("k", params("b"), max_queued=2)
+    with pytest.raises(js.QueueFull):
+        store.create("k", params("c"), max_queued=2)
+    assert store.create("k", params("a"), idempotency_key="a", max_queued=2)[0].id == first.id
+    store.claim_next()  # running jobs do not count
+    store.create("k", params("c"), max_queued=2)
+
+
+def test_restart_requeues_running_jobs_from_scratch_in_their_original_order(tmp_path):
+    store = JobStore(tmp_path)
+    old, _ = store.create("k", params("old"))
+    done, _ = store.create("k", params("done"))
+    waiting, _ = store.create("k", params("waiting"))
+    store.claim_next()
+    store.update_progress(old.id, 60, 2)
+    store.claim_next()
+    store.finish(done.id, js.SUCCEEDED)
+    partial = store.results_dir / f"{old.id}.tmp.wav"
+    partial.write_bytes(b"half a file")
+    store.close()  # the gateway stops with `old` running
+
+    reopened = JobStore(tmp_path)
+    try:
+        assert reopened.get(old.id).status == js.RUNNING
+        assert reopened.recover() == [old.id]
+        requeued = reopened.get(old.id)
+        assert (requeued.status, requeued.progress, requeued.started_at, requeued.eta_s) == (js.QUEUED, 0, None, None)
+        assert requeued.queue_position == 1 and reopened.get(waiting.id).queue_position == 2
+        assert reopened.get(done.id).status == js.SUCCEEDED
+        assert not partial.exists()
+        assert reopened.claim_next().id == old.id
+        assert reopened.requeue(old.id) and reopened.get(old.id).status == js.QUEUED  # graceful stop does the same
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("duration, plan", [
+    (8, [Window(0, 8)]),
+    (30, [Window(0, 30)]),
+    (31, [Window(0, 30), Window(10, 1)]),
+    (75, [Window(0, 30), Window(10, 20), Window(10, 20), Window(10, 5)]),
+    (300, [Window(0, 30)] + [Window(10, 20)] * 13 + [Window(10, 10)]),
+    (30.5, [Window(0, 29.5), Window(10, 1)]),  # no half-second tail: it borrows from the window before
+    (50.25, [Window(0, 30), Window(10, 19.25), Window(10, 1)]),
+])
+def test_window_plan(duration, plan):
+    windows = window_plan(duration)
+    assert windows == plan
+    assert sum(w.new_s for w in windows) == pytest.approx(duration)
+    assert all(w.prompt_s + w.new_s <= 30 for w in windows)
+
+
+def test_window_plan_refuses_nothing_to_generate():
+    with pytest.raises(ValueError):
+        window_plan(0)
