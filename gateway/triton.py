@@ -72,8 +72,15 @@ class Triton:
     async def load(self, name: str) -> None:
         await self._call(self.grpc.load_model(name))
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, wait_s: float = 60.0) -> None:
+        """Unload and wait until Triton has finished (its unload call returns while still UNLOADING)."""
         await self._call(self.grpc.unload_model(name))
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            states = {model.name: model.state for model in await self.models()}
+            if states.get(name) != "UNLOADING":
+                return
+            await asyncio.sleep(0.1)
 
     async def metrics_text(self) -> str:
         try:

@@ -113,10 +113,8 @@ async function generate(event) {
 const ACTIVE = new Set(["queued", "running"]);
 let pollTimer = null;
 
-function percent(job) {
-  if (job.status === "succeeded") return 100;
-  const p = Number(job.progress) || 0;
-  return p <= 1 ? p * 100 : p;   // a fraction or a percentage
+function percent(job) {   // the API's progress is a percentage
+  return job.status === "succeeded" ? 100 : Math.min(100, Math.max(0, Number(job.progress) || 0));
 }
 
 function renderJob(job) {
@@ -132,7 +130,7 @@ function renderJob(job) {
   const details = [job.status, `${Math.round(percent(job))}%`];
   if (job.queue_position != null && job.status === "queued") details.push(`position ${job.queue_position} in queue`);
   if (job.eta_s != null && ACTIVE.has(job.status)) details.push(`about ${Math.ceil(job.eta_s)} s left`);
-  if (job.error) details.push(job.error.message || String(job.error));
+  if (job.error) details.push(job.error);
   info.textContent = details.join(" · ");
   li.append(title, bar, info);
   if (ACTIVE.has(job.status)) {

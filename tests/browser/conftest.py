@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="session")
 def gateway_url(musicgen_server, tmp_path_factory):  # noqa: F811
     settings = Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
-                        data_dir=tmp_path_factory.mktemp("gateway"))
+                        triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path_factory.mktemp("gateway"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)

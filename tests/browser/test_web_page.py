@@ -50,7 +50,7 @@ def test_shows_the_api_error_message(page):
 
 def test_jobs_list_progress_cancel_and_result(page):
     """The jobs UI against the jobs API contract (responses stubbed in the browser)."""
-    job = {"id": "job1", "status": "running", "prompt": "a long symphony", "progress": 0.25, "eta_s": 42,
+    job = {"id": "job1", "status": "running", "prompt": "a long symphony", "progress": 25.0, "eta_s": 42,
            "queue_position": None, "audio_url": None}
     calls = []
 
@@ -75,11 +75,11 @@ def test_jobs_list_progress_cancel_and_result(page):
     assert item.locator("progress").evaluate("bar => bar.value") == 25
     assert ("POST", "jobs", json.dumps({"prompt": "a long symphony", "duration": 300}, separators=(",", ":"))) in calls
 
-    job.update(progress=1.0, status="succeeded", eta_s=0, audio_url="/v1/jobs/job1/audio")
+    job.update(progress=100.0, status="succeeded", eta_s=0, audio_url="/v1/jobs/job1/audio")
     page.get_by_role("link", name="Audio").wait_for()  # polled every second while a job runs
     assert page.get_by_role("link", name="Audio").get_attribute("href") == "/v1/jobs/job1/audio"
 
-    job.update(status="running", progress=0.5, audio_url=None)
+    job.update(status="running", progress=50.0, audio_url=None)
     page.get_by_role("button", name="Queue job").click()
     page.get_by_role("button", name="Cancel job job1").click()
     page.locator('#jobs li[data-status="cancelled"]').wait_for()

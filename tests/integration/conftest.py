@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.settings import Settings
 from serving.triton import TritonServer, free_port
 
-from .musicgen_server import CAPACITY, tiny_repository
+from .musicgen_server import CAPACITY, run_gateway, tiny_repository
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,8 @@ def musicgen_server(musicgen_repository, tmp_path_factory):
         grpc_port=free_port(),
         metrics_port=free_port(),
         model_config_name="cpu",
+        model_control_mode="explicit",  # as `make serve`: the gateway can load and unload models
+        load_models=["*"],
         log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log",
     )
     try:
@@ -32,3 +35,16 @@ def musicgen_server(musicgen_repository, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gateway_settings(musicgen_server, tmp_path) -> Settings:
+    return Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
+                    triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path / "gateway")
+
+
+@pytest.fixture
+def gateway_url(gateway_settings):
+    """A real gateway (uvicorn on a free port) in front of the session's tritonserver."""
+    with run_gateway(gateway_settings) as url:
+        yield url

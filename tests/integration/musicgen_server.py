@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
+import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from ensemble import musicgen_spec, tensors as T
 from ensemble.spec import CONFIG_PATHS, render
 from export.musicgen import export_musicgen
-from serving.triton import TritonServer, free_port
+from serving.triton import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
@@ -41,3 +44,26 @@ def read_metrics(server) -> dict[str, float]:
             name_labels, value = line.rsplit(" ", 1)
             values[name_labels.split("{")[0]] = float(value)
     return values
+
+
+@contextmanager
+def run_gateway(settings):
+    """Serve the gateway app with uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    from gateway.main import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,11 @@
+def test_real_jobs(page):
+    page.goto("/")
+    page.get_by_label("Job prompt").fill("drums")
+    page.get_by_label("Job duration (s)").fill("3")
+    page.get_by_role("button", name="Queue job").click()
+    page.get_by_role("link", name="Audio").wait_for(timeout=120_000)
+    href = page.get_by_role("link", name="Audio").get_attribute("href")
+    r = page.request.get(href)
+    print("AUDIO", href, r.status, r.headers.get("content-type"), len(r.body()))
+    print(page.locator("#jobs").inner_text())
+    page.screenshot(path="/tmp/tritone_jobs_real.png", full_page=True)
