@@ -1,4 +1,4 @@
-# tritone: `make serve` runs Triton (CPU) serving MusicGen; `make test` runs the test suite.
+# tritone: `make serve` runs Triton (CPU) serving MusicGen and the HTTP gateway; `make test` runs the tests.
 # Both set up what they need first (virtual environment, packages, the Triton binary, an export).
 
 PYTHON ?= python3
@@ -9,9 +9,11 @@ REPOSITORY ?= model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+GATEWAY_PORT ?= 8080
 PYTEST_ARGS ?=
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test export render venv clean
+.PHONY: serve test export render venv browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +34,17 @@ render: venv
 
 serve: export
 	$(BIN)/python -m serving --model-repository $(REPOSITORY) --model-config-name cpu \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+		--model-control-mode explicit --load-model '*' \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+		--gateway-port $(GATEWAY_PORT)
 
-test: venv
+# Debian's Chromium for the web page's browser tests (Playwright drives it; it downloads no browser)
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: venv browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -6,7 +6,9 @@ Prints the endpoints once the server is ready; Ctrl-C (SIGINT) or SIGTERM stops 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -29,7 +31,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--log-file", default=None, help="server log file (default: a temporary file)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    parser.add_argument("--gateway-port", type=int, default=0,
+                        help="also run the HTTP gateway (python -m gateway) on this port once Triton is ready; 0: no")
     return parser.parse_args(argv)
+
+
+def start_gateway(args: argparse.Namespace, server: TritonServer) -> subprocess.Popen:
+    """The FastAPI gateway in front of this server, as a child process (stopped with it)."""
+    env = {**os.environ,
+           "TRITONE_HOST": args.host,
+           "TRITONE_PORT": str(args.gateway_port),
+           "TRITONE_TRITON_GRPC_URL": server.grpc_url,
+           "TRITONE_TRITON_HTTP_URL": f"http://{server.http_url}",
+           "TRITONE_TRITON_METRICS_URL": server.metrics_url}
+    process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, start_new_session=True)
+    print(f"       gateway http://{args.host}:{args.gateway_port} (docs at /docs)", flush=True)
+    return process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,12 +93,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         print(f"ready  HTTP    http://{server.http_url}\n"
               f"       gRPC    {server.grpc_url}\n"
-              f"       metrics {server.metrics_url}\n"
-              "Ctrl-C to stop.", flush=True)
-        while not stop.wait(0.5):
-            if not server.is_running():
-                print(f"error: tritonserver exited. Log tail:\n{server.log_tail()}", file=sys.stderr)
-                return 1
+              f"       metrics {server.metrics_url}", flush=True)
+        gateway = start_gateway(args, server) if args.gateway_port else None
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            while not stop.wait(0.5):
+                if not server.is_running():
+                    print(f"error: tritonserver exited. Log tail:\n{server.log_tail()}", file=sys.stderr)
+                    return 1
+                if gateway is not None and gateway.poll() is not None:
+                    print(f"error: the gateway exited with code {gateway.returncode}", file=sys.stderr)
+                    return 1
+        finally:
+            if gateway is not None and gateway.poll() is None:
+                print("stopping the gateway...", flush=True)
+                gateway.terminate()
+                gateway.wait(timeout=30)
         print("stopping tritonserver...", flush=True)
     print("stopped.", flush=True)
     return 0

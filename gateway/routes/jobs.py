@@ -41,11 +41,14 @@ class JobBody(BaseModel):
     duration: float = Field(8.0, gt=0, description="Seconds of audio to generate, up to max_job_duration_s "
                                                     "(default 300); beyond 30 s it is generated in windows.")
     temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 1.")
-    top_k: int | None = Field(None, ge=0, le=2048, description="Sample among the k likeliest codes; 0 disables. Default 250.")
+    top_k: int | None = Field(None, ge=0, le=2048,
+                              description="Sample among the k likeliest codes; 0 disables. Default 250.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; 1 disables. Default 1.")
-    guidance_scale: float | None = Field(None, ge=1, le=20, description="Classifier-free guidance; 1 disables. Default 3.")
+    guidance_scale: float | None = Field(None, ge=1, le=20,
+                                         description="Classifier-free guidance; 1 disables. Default 3.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1,
-                             description="Same seed, same audio (window i of a long job uses seed + i). Default: random.")
+                             description="Same seed, same audio (window i of a long job uses seed + i). "
+                                         "Default: random.")
     response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
 
     @field_validator("prompt")
@@ -150,7 +153,8 @@ async def cancel_job(job_id: str, key: ClientKey, store: StoreDep, runner: Runne
                        404: {"description": "No such job"}, 409: {"description": "The job has not succeeded"}},
             summary="Download a succeeded job's audio")
 async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Request,
-                    format: Annotated[AudioFormat | None, Query(description="Default: the job's response_format")] = None):
+                    format: Annotated[AudioFormat | None,
+                                      Query(description="Default: the job's response_format")] = None):
     job = await _job(store, job_id, _owner(request, key))
     if job.status != js.SUCCEEDED:
         raise APIError(409, f"job {job_id} is {job.status}; its audio is available once it has succeeded",

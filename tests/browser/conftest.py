@@ -7,18 +7,11 @@ to install.
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from gateway.main import create_app
 from gateway.settings import Settings
-from serving.triton import free_port
-
-# The tritonserver fixtures are shared with the integration tests (imported, so pytest registers them here).
-from tests.integration.conftest import musicgen_repository, musicgen_server  # noqa: F401
+from tests.integration.musicgen_server import run_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,23 +22,12 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def gateway_url(musicgen_server, tmp_path_factory):  # noqa: F811
+def page_url(musicgen_server, tmp_path_factory):
+    """One real gateway (uvicorn) for the browser session."""
     settings = Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
                         triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path_factory.mktemp("gateway"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the gateway did not start (see the log above)")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with run_gateway(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +48,8 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, gateway_url):
-    context = browser.new_context(base_url=gateway_url, viewport={"width": 900, "height": 1000})
+def page(browser, page_url):
+    context = browser.new_context(base_url=page_url, viewport={"width": 900, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

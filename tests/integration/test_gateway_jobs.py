@@ -57,6 +57,12 @@ def error_of(response: httpx.Response) -> dict:
     return response.json()["error"]
 
 
+async def queued_gauge(client) -> float:
+    text = (await client.get("/metrics")).text
+    line = next(line for line in text.splitlines() if line.startswith("tritone_gateway_jobs_queued "))
+    return float(line.split()[-1])
+
+
 def test_a_job_runs_to_succeeded_and_its_audio_downloads_as_wav_and_flac(musicgen_server, tmp_path):
     async def scenario():
         async with gateway(musicgen_server, tmp_path) as client:
@@ -174,10 +180,13 @@ def test_a_full_queue_is_429_with_retry_after_and_queue_positions_move_up(musicg
             full = await client.post("/v1/jobs", json={"prompt": "one too many", "duration": 1.0})
             cancelled = await client.post(f"/v1/jobs/{first['id']}/cancel")
             moved = (await client.get(f"/v1/jobs/{second['id']}")).json()
+            gauge = [await queued_gauge(client)]
             third = await submit(client, duration=1.0)  # the cancelled job made room
-            return first, second, full, cancelled, moved, third
+            gauge.append(await queued_gauge(client))
+            return first, second, full, cancelled, moved, third, gauge
 
-    first, second, full, cancelled, moved, third = asyncio.run(scenario())
+    first, second, full, cancelled, moved, third, gauge = asyncio.run(scenario())
+    assert gauge == [1, 2]
     assert (first["queue_position"], second["queue_position"]) == (1, 2)
     assert full.status_code == 429 and full.headers["retry-after"] == "10"
     assert full.json() == {"error": {"message": "the job queue is full (2 jobs waiting); retry later",
@@ -243,10 +252,12 @@ def test_a_job_longer_than_the_pipeline_limit_is_generated_in_windows(musicgen_s
     async def scenario():
         async with gateway(musicgen_server, tmp_path) as client:
             job = await submit(client, duration=45.0, seed=3)
+            midway = await wait_for(client, job["id"], lambda j: j["status"] != "queued" and j["progress"] > 0)
             done = await wait_for(client, job["id"], has_status("succeeded", "failed"), timeout=120)
-            return done, (await client.get(f"/v1/jobs/{job['id']}/audio")).content if done["audio_url"] else b""
+            return midway, done, (await client.get(f"/v1/jobs/{job['id']}/audio")).content if done["audio_url"] else b""
 
-    done, wav = asyncio.run(scenario())
+    midway, done, wav = asyncio.run(scenario())
+    assert midway["status"] == "running" and 0 < midway["progress"] < 100 and midway["eta_s"] > 0, midway
     assert done["status"] == "succeeded", done
     audio, rate = soundfile.read(io.BytesIO(wav))
     assert rate == SAMPLE_RATE and len(audio) == 45 * SAMPLE_RATE

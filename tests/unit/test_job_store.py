@@ -83,7 +83,8 @@ def test_failure_keeps_its_message(store):
     store.claim_next()
     assert store.finish(job.id, js.FAILED, "generation failed: boom")
     failed = store.get(job.id)
-    assert failed.status == js.FAILED and failed.error == "generation failed: boom" and failed.to_dict()["audio_url"] is None
+    assert failed.status == js.FAILED and failed.error == "generation failed: boom"
+    assert failed.to_dict()["audio_url"] is None
 
 
 def test_cancel_queued_running_and_finished(store):

@@ -1,4 +1,5 @@
-"""A real tritonserver on CPU serving a tiny-random MusicGen export, shared by the session's tests."""
+"""Shared by the integration and browser tests: a real tritonserver on CPU serving a tiny-random
+MusicGen export (started once, when a test first asks for it) and gateways in front of it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from gateway.settings import Settings
 from serving.triton import TritonServer, free_port
 
-from .musicgen_server import CAPACITY, run_gateway, tiny_repository
+from tests.integration.musicgen_server import CAPACITY, run_gateway, tiny_repository
 
 
 @pytest.fixture(scope="session")
