@@ -21,11 +21,12 @@ class ChunkPolicy:
     max_frames: int = 100  # 2 s: caps decoder work per chunk
     left_context: int = 25  # frames of history decoded with each chunk (seam quality)
     lookahead: int = 5  # frames of future decoded with each chunk (seam quality, adds latency)
+    min_window: int = 5  # the codec decoder's shortest input; short windows reach further back
 
     def __post_init__(self):
         if self.first_frames < 1 or self.max_frames < self.first_frames or self.growth < 1.0:
             raise ValueError(f"invalid chunk policy {self}")
-        if self.left_context < 0 or self.lookahead < 0:
+        if self.left_context < 0 or self.lookahead < 0 or self.min_window < 1:
             raise ValueError(f"invalid chunk policy {self}")
 
     def size(self, index: int) -> int:
@@ -74,7 +75,7 @@ class Chunker:
             index=self.index,
             start=self.emitted,
             end=end,
-            window_start=max(0, self.emitted - self.policy.left_context),
+            window_start=max(0, min(self.emitted - self.policy.left_context, window_end - self.policy.min_window)),
             window_end=window_end,
             final=end == self.total,
         )

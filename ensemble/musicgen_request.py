@@ -22,6 +22,8 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
+    # EnCodec's first convolution (kernel 7, reflect padding) needs 4 frames; 0.1 s is 5
+    min_duration_s: float = 0.1
     max_duration_s: float = 30.0
     max_text_chars: int = 2000
     max_text_tokens: int = 256
@@ -89,8 +91,9 @@ def validate(raw: dict, limits: Limits, codebook_size: int, codebooks: int = 4, 
     if raw.get(T.DURATION) is None:
         raise InvalidRequest(T.DURATION, "is required (seconds of audio)")
     duration = _finite(T.DURATION, raw[T.DURATION])
-    if not 0.0 < duration <= limits.max_duration_s:
-        raise InvalidRequest(T.DURATION, f"must be in (0, {limits.max_duration_s:g}] seconds, got {duration:g}")
+    if not limits.min_duration_s <= duration <= limits.max_duration_s:
+        raise InvalidRequest(
+            T.DURATION, f"must be in [{limits.min_duration_s:g}, {limits.max_duration_s:g}] seconds, got {duration:g}")
 
     defaults = GenerationParams(text="", duration=0.0)
     temperature = _finite(T.TEMPERATURE, raw.get(T.TEMPERATURE, defaults.temperature))

@@ -16,7 +16,7 @@ class MusicBody(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=2000, description="What the music should sound like.",
                         examples=["lo-fi piano with rain"])
-    duration: float = Field(8.0, gt=0, le=30, description="Seconds of audio to generate.")
+    duration: float = Field(8.0, ge=0.1, le=30, description="Seconds of audio to generate.")
     temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 1.")
     top_k: int | None = Field(None, ge=0, le=2048, description="Sample among the k likeliest codes; 0 disables. Default 250.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; 1 disables. Default 1.")

@@ -113,8 +113,8 @@ def test_many_concurrent_streams_lose_no_chunk(musicgen_server):
     ("overrides", "message"),
     [
         ({"text": "   "}, "INVALID_ARGUMENT: text: must be a non-empty prompt"),
-        ({"duration": 1000.0}, "INVALID_ARGUMENT: duration: must be in (0, 30] seconds, got 1000"),
-        ({"duration": 0.0}, "INVALID_ARGUMENT: duration: must be in (0, 30] seconds, got 0"),
+        ({"duration": 1000.0}, "INVALID_ARGUMENT: duration: must be in [0.1, 30] seconds, got 1000"),
+        ({"duration": 0.0}, "INVALID_ARGUMENT: duration: must be in [0.1, 30] seconds, got 0"),
         ({"temperature": -1.0}, "INVALID_ARGUMENT: temperature: must be in [0, 10] (0 is greedy), got -1"),
         ({"top_p": 1.5}, "INVALID_ARGUMENT: top_p: must be in (0, 1] (1 disables it), got 1.5"),
         ({"top_k": 100000}, "INVALID_ARGUMENT: top_k: must be in [0, 64] (0 disables it), got 100000"),

@@ -68,7 +68,7 @@ def test_nothing_is_emitted_before_the_lookahead_frames_exist():
 def test_trim_keeps_only_the_chunks_own_samples():
     import numpy as np
 
-    policy = ChunkPolicy(first_frames=2, growth=1.0, max_frames=2, left_context=1, lookahead=1)
+    policy = ChunkPolicy(first_frames=2, growth=1.0, max_frames=2, left_context=1, lookahead=1, min_window=1)
     chunker = Chunker(policy, 6)
     chunker.next_chunk(3)
     window = chunker.next_chunk(5)  # frames 2..4 decoded in window 1..5
@@ -91,3 +91,14 @@ def test_trim_keeps_only_the_chunks_own_samples():
 def test_chunk_policy_rejects_invalid_values(kwargs):
     with pytest.raises(ValueError, match="invalid chunk policy"):
         ChunkPolicy(**kwargs)
+
+
+def test_a_window_shorter_than_the_codec_accepts_reaches_further_back():
+    policy = ChunkPolicy(first_frames=2, growth=1.0, max_frames=2, left_context=0, lookahead=0, min_window=5)
+    chunker = Chunker(policy, 10)
+    first = chunker.next_chunk(2)
+    assert (first.start, first.end, first.window_start, first.window_end) == (0, 2, 0, 2)  # nothing earlier exists
+    for complete in (4, 6):
+        chunker.next_chunk(complete)
+    window = chunker.next_chunk(8)
+    assert (window.start, window.end, window.window_start, window.window_end) == (6, 8, 3, 8)
