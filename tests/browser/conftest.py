@@ -30,7 +30,7 @@ def page_url(musicgen_server, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's loop must be gone before other tests use asyncio.run
 def browser():
     try:
         from playwright.sync_api import sync_playwright

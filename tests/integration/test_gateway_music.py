@@ -207,3 +207,19 @@ def test_resources_report_gateway_and_triton_memory(gateway_url):
     body = httpx.get(f"{gateway_url}/v1/resources", timeout=10).json()
     assert body["gateway"]["max_rss_bytes"] > 10 * 2**20
     assert body["triton"]["nv_cpu_memory_used_bytes"] > 0
+
+
+def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(gateway_settings):
+    settings = gateway_settings.model_copy(update={"idle_unload_s": 1.0})
+    with run_gateway(settings) as url:
+        assert music(url, duration=0.5).status_code == 200
+        for _ in range(100):
+            states = {m["id"]: m["state"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]}
+            if states["musicgen"] != "READY":
+                break
+            time.sleep(0.1)
+        assert states["musicgen"] in ("UNLOADING", "UNAVAILABLE")
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        response = music(url, duration=0.5)  # loads it again first
+        assert response.status_code == 200
+        assert len(sf.read(io.BytesIO(response.content))[0]) == RATE // 2
