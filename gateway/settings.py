@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     triton_http_url: str = "http://127.0.0.1:8000"
     triton_metrics_url: str = "http://127.0.0.1:8002/metrics"
     triton_timeout_s: float = Field(5.0, description="connect/health timeout; an unreachable Triton is a 503, not a hang")
+    model_load_timeout_s: float = Field(300.0, description="how long a load or unload may take")
     stream_timeout_s: float = Field(600.0, description="deadline of one generation stream")
     pipeline: str = "musicgen"
 

@@ -37,10 +37,10 @@ class Triton:
         await self.grpc.close()
         await self.http.aclose()
 
-    async def _call(self, coroutine):
-        """A unary call with the configured timeout; unreachable Triton becomes a 503, never a hang."""
+    async def _call(self, coroutine, timeout_s: float | None = None):
+        """A unary call with a timeout; unreachable Triton becomes a 503, never a hang."""
         try:
-            return await asyncio.wait_for(coroutine, self.settings.triton_timeout_s)
+            return await asyncio.wait_for(coroutine, timeout_s or self.settings.triton_timeout_s)
         except (asyncio.TimeoutError, grpc.aio.AioRpcError) as error:
             raise triton_unavailable(type(error).__name__) from None
         except InferenceServerException as error:
@@ -70,11 +70,12 @@ class Triton:
         return {key: value.get("string_value", "") for key, value in config["config"].get("parameters", {}).items()}
 
     async def load(self, name: str) -> None:
-        await self._call(self.grpc.load_model(name))
+        """Blocks until loaded: loading a large model takes a while."""
+        await self._call(self.grpc.load_model(name), self.settings.model_load_timeout_s)
 
     async def unload(self, name: str, wait_s: float = 60.0) -> None:
         """Unload and wait until Triton has finished (its unload call returns while still UNLOADING)."""
-        await self._call(self.grpc.unload_model(name))
+        await self._call(self.grpc.unload_model(name), self.settings.model_load_timeout_s)
         deadline = asyncio.get_running_loop().time() + wait_s
         while asyncio.get_running_loop().time() < deadline:
             states = {model.name: model.state for model in await self.models()}
