@@ -11,21 +11,18 @@ from client import MusicRequest
 AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
 
 
-class MusicBody(BaseModel):
+class GenerationFields(BaseModel):
+    """What to generate and how to sample it: shared by streamed requests and jobs."""
+
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=2000, description="What the music should sound like.",
                         examples=["lo-fi piano with rain"])
-    duration: float = Field(8.0, ge=0.1, le=30, description="Seconds of audio to generate.")
     temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 1.")
     top_k: int | None = Field(None, ge=0, le=2048, description="Sample among the k likeliest codes; 0 disables. Default 250.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; 1 disables. Default 1.")
     guidance_scale: float | None = Field(None, ge=1, le=20, description="Classifier-free guidance; 1 disables. Default 3.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Same seed, same audio. Default: random.")
-    response_format: AudioFormat = Field("wav", description="Audio encoding of the response.")
-    stream: bool = Field(True, description="Send audio as it is generated (chunked transfer).")
-    stream_format: Literal["audio", "sse"] = Field(
-        "audio", description="audio: encoded bytes; sse: server-sent events with base64 chunks and a final event.")
 
     @field_validator("prompt")
     @classmethod
@@ -33,6 +30,14 @@ class MusicBody(BaseModel):
         if not prompt.strip():
             raise ValueError("must not be blank")
         return prompt
+
+
+class MusicBody(GenerationFields):
+    duration: float = Field(8.0, ge=0.1, le=30, description="Seconds of audio to generate.")
+    response_format: AudioFormat = Field("wav", description="Audio encoding of the response.")
+    stream: bool = Field(True, description="Send audio as it is generated (chunked transfer).")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: encoded bytes; sse: server-sent events with base64 chunks and a final event.")
 
     def to_request(self) -> MusicRequest:
         return MusicRequest(text=self.prompt, duration=self.duration, temperature=self.temperature, top_k=self.top_k,

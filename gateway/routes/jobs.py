@@ -17,7 +17,7 @@ from typing import Annotated
 import soundfile
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from gateway import job_store as js
 from gateway.audio_encoding import content_type, encode_audio
@@ -25,7 +25,7 @@ from gateway.auth import ClientKey
 from gateway.errors import APIError
 from gateway.job_runner import JobRunner
 from gateway.job_store import JobStore
-from gateway.schemas import ERROR_RESPONSES, AudioFormat
+from gateway.schemas import ERROR_RESPONSES, AudioFormat, GenerationFields
 
 router = APIRouter(tags=["jobs"])
 
@@ -33,30 +33,11 @@ QUEUE_FULL_RETRY_AFTER_S = "10"
 EXTENSIONS = {"wav": "wav", "flac": "flac", "mp3": "mp3", "opus": "ogg", "pcm": "pcm"}
 
 
-class JobBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1, max_length=2000, description="What the music should sound like.",
-                        examples=["lo-fi piano with rain"])
-    duration: float = Field(8.0, gt=0, description="Seconds of audio to generate, up to max_job_duration_s "
-                                                    "(default 300); beyond 30 s it is generated in windows.")
-    temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 1.")
-    top_k: int | None = Field(None, ge=0, le=2048,
-                              description="Sample among the k likeliest codes; 0 disables. Default 250.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; 1 disables. Default 1.")
-    guidance_scale: float | None = Field(None, ge=1, le=20,
-                                         description="Classifier-free guidance; 1 disables. Default 3.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1,
-                             description="Same seed, same audio (window i of a long job uses seed + i). "
-                                         "Default: random.")
+class JobBody(GenerationFields):
+    duration: float = Field(8.0, ge=0.1, description="Seconds of audio to generate, up to max_job_duration_s "
+                                                      "(default 300); beyond 30 s it is generated in windows, "
+                                                      "window i with seed + i.")
     response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise ValueError("must not be blank")
-        return prompt
 
 
 def _store(request: Request) -> JobStore:
