@@ -16,6 +16,7 @@ Capacity is explicit: `max_slots` requests decode at once (each slot holds its K
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -89,8 +90,11 @@ class EngineStats:
 class Slot:
     """One admitted request: its KV cache, codes so far, RNG and chunk cursor."""
 
+    _serials = itertools.count()
+
     def __init__(self, job: Job, model: MusicgenModel, policy: ChunkPolicy, cross_keys, cross_values):
         params = job.params
+        self.serial = next(Slot._serials)  # unique for the process's life (id() is reused after free)
         self.job = job
         self.rows = params.rows
         self.prompt = params.prompt_codes  # [K, P] teacher-forced before sampling starts, or None
@@ -139,7 +143,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._wake = threading.Condition()
         self._outbox: queue.Queue = queue.Queue()
-        self._cross_batch = None  # (slot ids, keys, values, mask), rebuilt when membership changes
+        self._cross_batch = None  # (slot serials, keys, values, mask), rebuilt when membership changes
         self._running = False
         self._threads: list[threading.Thread] = []
 
@@ -270,7 +274,7 @@ class Engine:
             self.stats.admitted += 1
 
     def _cross_inputs(self):
-        key = tuple(id(slot) for slot in self.active)
+        key = tuple(slot.serial for slot in self.active)
         if self._cross_batch is None or self._cross_batch[0] != key:
             tokens = max(slot.encoder_mask.shape[1] for slot in self.active)
             rows = sum(slot.rows for slot in self.active)

@@ -325,3 +325,17 @@ def test_bad_prompt_codes_are_refused_naming_the_field(pipeline, codes, message)
     with pytest.raises(InvalidRequest) as error:
         pipeline.validate({T.TEXT: PROMPT_A, T.DURATION: 5.0, T.PROMPT_CODES: codes})
     assert str(error.value) == message
+
+
+def test_a_request_after_another_finished_gets_its_own_conditioning(make_pipeline):
+    # The batch's cross-attention cache was once keyed by id(slot), which CPython reuses once a
+    # slot is freed: a new request could decode with the previous one's prompt (seen in CI only,
+    # where allocation happened to reuse the address). Slots now carry a process-unique serial.
+    pipeline = make_pipeline()
+    for text in (PROMPT_A, PROMPT_B):
+        stream = submit(pipeline, text=text)
+        run_until_ended(pipeline, stream)
+    alone = make_pipeline()
+    expected = submit(alone, text=PROMPT_B)
+    run_until_ended(alone, expected)
+    np.testing.assert_array_equal(stream.codes(), expected.codes())
