@@ -29,6 +29,7 @@ import numpy as np
 
 from ensemble.chunker import ChunkPolicy, Chunker
 from ensemble.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
+from ensemble.kv_cache import BatchKVCache
 from ensemble.musicgen_model import MusicgenModel
 from ensemble.musicgen_request import GenerationParams
 from ensemble.sampling import apply_guidance, sample
@@ -100,9 +101,6 @@ class Slot:
         self.prompt = params.prompt_codes  # [K, P] teacher-forced before sampling starts, or None
         self.frames = params.prompt_frames + frames_for(params.duration, model.frame_rate)
         self.total_steps = num_steps(self.frames, model.num_codebooks)
-        cache = (model.num_layers, self.rows, model.num_heads, self.total_steps, model.head_dim)
-        self.keys = np.zeros(cache, np.float32)
-        self.values = np.zeros(cache, np.float32)
         self.cross_keys, self.cross_values = cross_keys, cross_values  # [L, rows, H, E, Dh]
         self.encoder_mask = np.zeros((self.rows, job.encoder_mask.shape[0]), np.int64)
         self.encoder_mask[0] = job.encoder_mask  # the unconditional row attends to nothing
@@ -144,6 +142,7 @@ class Engine:
         self._wake = threading.Condition()
         self._outbox: queue.Queue = queue.Queue()
         self._cross_batch = None  # (slot serials, keys, values, mask), rebuilt when membership changes
+        self._cache = BatchKVCache(model.num_layers, model.num_heads, model.head_dim)
         self._running = False
         self._threads: list[threading.Thread] = []
 
@@ -221,6 +220,9 @@ class Engine:
                 self.stats.failed += len(self.active)
                 self.active = []
         self.stats.active = len(self.active)
+        if not self.active:  # idle: give the batch buffers back
+            self._cache.clear()
+            self._cross_batch = None
         if self.on_step is not None:
             try:
                 self.on_step(self.stats)
@@ -296,33 +298,22 @@ class Engine:
         slots = self.active
         model = self.model
         rows = sum(slot.rows for slot in slots)
-        past = max(1, max(slot.step for slot in slots))  # >= 1: no zero-sized tensors
-        shape = (model.num_layers, rows, model.num_heads, past, model.head_dim)
-        past_keys = np.zeros(shape, np.float32)  # [L, R, H, P, Dh]
-        past_values = np.zeros(shape, np.float32)
+        past_keys, past_values = self._cache.prepare(slots)  # [L, R, H, T, Dh], in place
         code_ids = np.empty((rows, model.num_codebooks), np.int64)
         positions = np.empty(rows, np.int64)
-        row = 0
         for slot in slots:
-            rs = slice(row, row + slot.rows)
-            past_keys[:, rs, :, : slot.step] = slot.keys[:, :, :, : slot.step]
-            past_values[:, rs, :, : slot.step] = slot.values[:, :, :, : slot.step]
+            rs = self._cache.rows(slot)
             code_ids[rs] = slot.tokens
             positions[rs] = slot.step
-            row += slot.rows
         cross_keys, cross_values, encoder_mask = self._cross_inputs()
 
         logits, new_keys, new_values = self.lm.step(
             code_ids, positions, past_keys, past_values, cross_keys, cross_values, encoder_mask
         )  # logits [R, K, V]; new_* [L, R, H, Dh]
 
-        row = 0
         for slot in slots:
-            rs = slice(row, row + slot.rows)
-            row += slot.rows
-            slot.keys[:, :, :, slot.step] = new_keys[:, rs]
-            slot.values[:, :, :, slot.step] = new_values[:, rs]
-            self._advance(slot, logits[rs])
+            self._cache.write(slot, new_keys, new_values)
+            self._advance(slot, logits[self._cache.rows(slot)])
 
         self.stats.steps += 1
         self.stats.request_steps += len(slots)

@@ -339,3 +339,22 @@ def test_a_request_after_another_finished_gets_its_own_conditioning(make_pipelin
     expected = submit(alone, text=PROMPT_B)
     run_until_ended(alone, expected)
     np.testing.assert_array_equal(stream.codes(), expected.codes())
+
+
+def test_the_batch_cache_is_repacked_when_requests_join_and_leave(make_pipeline):
+    # Three requests of different lengths join one after another and leave at different steps;
+    # each still gets exactly the codes it gets alone (its cache rows move with every repack).
+    pipeline = make_pipeline()
+    plan = [(PROMPT_A, 0.5, 0), (PROMPT_B, 0.2, 3), ("calm ambient pads", 0.3, 7)]
+    streams, step = [], 0
+    while len(streams) < len(plan) or not all(s.ended for s in streams):
+        for text, duration, at in plan:
+            if at == step:
+                streams.append(submit(pipeline, text=text, duration=duration))
+        pipeline.engine.run_once(emit_inline=True)
+        step += 1
+    for (text, duration, _), stream in zip(plan, streams):
+        alone = make_pipeline()
+        expected = submit(alone, text=text, duration=duration)
+        run_until_ended(alone, expected)
+        np.testing.assert_array_equal(stream.codes(), expected.codes(), err_msg=text)
