@@ -9,14 +9,15 @@ are re-packed only when a request joins or leaves (one copy per membership chang
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
 
 BLOCK = 64
 
 
 class BatchKVCache:
-    def __init__(self, layers: int, heads: int, head_dim: int):
+    def __init__(self, layers: int, heads: int, head_dim: int, zeros: Callable):
         self.layers, self.heads, self.head_dim = layers, heads, head_dim
+        self._zeros = zeros  # numpy on CPU, torch on a GPU: the cache stays where the model runs
         self.keys = self.values = None  # [L, R, H, T, Dh]
         self._rows: dict[int, slice] = {}  # slot serial -> its rows in the buffer
         self._layout: tuple = ()
@@ -34,7 +35,7 @@ class BatchKVCache:
     def _repack(self, slots, layout, capacity: int) -> None:
         rows = sum(slot.rows for slot in slots)
         shape = (self.layers, rows, self.heads, capacity, self.head_dim)
-        keys, values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        keys, values = self._zeros(shape), self._zeros(shape)
         placed, row = {}, 0
         for slot in slots:
             placed[slot.serial] = new = slice(row, row + slot.rows)

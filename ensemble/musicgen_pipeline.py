@@ -15,7 +15,14 @@ import numpy as np
 
 from ensemble import tensors as T
 from ensemble.chunker import ChunkPolicy
-from ensemble.musicgen_model import LM_CROSS_KV_FILE, LM_STEP_FILE, ONNX_FILE, TOKENIZER_DIR, MusicgenModel
+from ensemble.musicgen_model import (
+    CHECKPOINT_DIR,
+    LM_CROSS_KV_FILE,
+    LM_STEP_FILE,
+    ONNX_FILE,
+    TOKENIZER_DIR,
+    MusicgenModel,
+)
 from ensemble.musicgen_request import GenerationParams, Limits, validate
 from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
 from ensemble.scheduler import Engine, Job, Stream
@@ -32,6 +39,9 @@ class PipelineSettings:
     max_slots: int = 8
     max_queue: int = 32
     sample_rate: int = 32000  # declared in the config so clients can read it; must match the export
+    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
+    device: str = "cpu"  # torch device for lm_runtime=torch
+    dtype: str = "float32"  # torch dtype for lm_runtime=torch: float32, float16, bfloat16
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     limits: Limits = field(default_factory=Limits)
 
@@ -43,12 +53,14 @@ class PipelineSettings:
             defaults = kind()
             return {f.name: type(getattr(defaults, f.name))(parameters[f.name]) for f in fields(kind) if f.name in parameters}
 
-        own_names = ("max_slots", "max_queue", "sample_rate")
+        own_names = ("max_slots", "max_queue", "sample_rate", "lm_runtime", "device", "dtype")
         known = set(own_names) | {f.name for kind in (ChunkPolicy, Limits) for f in fields(kind)}
         unknown = sorted(set(parameters) - known)
         if unknown:
             raise ValueError(f"unknown musicgen parameters {unknown}; known: {sorted(known)}")
-        own = {name: int(parameters[name]) for name in own_names if name in parameters}
+        own = {name: type(getattr(cls, name))(parameters[name]) for name in own_names if name in parameters}
+        if own.get("lm_runtime", cls.lm_runtime) not in ("onnxruntime", "torch"):
+            raise ValueError(f"lm_runtime must be onnxruntime or torch, got {own['lm_runtime']!r}")
         return cls(**own, policy=ChunkPolicy(**typed(ChunkPolicy)), limits=Limits(**typed(Limits)))
 
 
@@ -75,7 +87,7 @@ class MusicgenPipeline:
             decode = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
             decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
         self.engine = Engine(
-            OnnxLanguageModel(version / LM_CROSS_KV_FILE, version / LM_STEP_FILE),
+            self._language_model(version),
             decode_codes,
             self.model,
             max_slots=settings.max_slots,
@@ -83,6 +95,15 @@ class MusicgenPipeline:
             policy=settings.policy,
             on_step=on_step,
         )
+
+    def _language_model(self, version: Path):
+        if self.settings.lm_runtime == "torch":
+            from ensemble.torch_lm import TorchLanguageModel  # torch is only needed on this path
+
+            saved = version / CHECKPOINT_DIR
+            checkpoint = saved if saved.is_dir() else self.model.checkpoint
+            return TorchLanguageModel(checkpoint, self.settings.device, self.settings.dtype)
+        return OnnxLanguageModel(version / LM_CROSS_KV_FILE, version / LM_STEP_FILE)
 
     def validate(self, raw: dict) -> GenerationParams:
         """Raises InvalidRequest naming the bad field."""

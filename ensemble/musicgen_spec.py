@@ -6,8 +6,8 @@ from ensemble import tensors as T
 from ensemble.spec import ModelSpec, Runtime, Tensor
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
-CPU_PIPELINE = {"max_slots": "8", "max_queue": "32"}
-GPU_PIPELINE = {"max_slots": "32", "max_queue": "128"}
+CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
+GPU_PIPELINE = {"max_slots": "32", "max_queue": "128", "lm_runtime": "torch", "device": "cuda", "dtype": "float16"}
 STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_context": "25", "lookahead": "5",
              "min_window": "5"}
 LIMITS = {"sample_rate": "32000", "min_duration_s": "0.1", "max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}

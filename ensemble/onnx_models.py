@@ -26,6 +26,10 @@ class OnnxLanguageModel:
         self._cross = open_session(cross_kv_path, threads)
         self._step = open_session(step_path, threads)
 
+    @staticmethod
+    def zeros(shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, np.float32)
+
     def cross_kv(self, hidden: np.ndarray):
         keys, values = self._cross.run([T.CROSS_KEYS, T.CROSS_VALUES], {T.ENCODER_HIDDEN_STATES: hidden})
         return keys, values

@@ -51,7 +51,12 @@ class Stream(Protocol):
 
 
 class LanguageModel(Protocol):
-    def cross_kv(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    """The decoder: ONNX Runtime on CPU, or torch on a GPU with its tensors kept on the device.
+
+    Keys/values live wherever `zeros` allocates them; logits come back as numpy for sampling."""
+
+    def zeros(self, shape: tuple[int, ...]): ...  # float32 tensor of the runtime's kind
+    def cross_kv(self, hidden: np.ndarray) -> tuple: ...
     def step(self, code_ids, positions, past_keys, past_values, cross_keys, cross_values, encoder_mask): ...
 
 
@@ -142,7 +147,7 @@ class Engine:
         self._wake = threading.Condition()
         self._outbox: queue.Queue = queue.Queue()
         self._cross_batch = None  # (slot serials, keys, values, mask), rebuilt when membership changes
-        self._cache = BatchKVCache(model.num_layers, model.num_heads, model.head_dim)
+        self._cache = BatchKVCache(model.num_layers, model.num_heads, model.head_dim, lm.zeros)
         self._running = False
         self._threads: list[threading.Thread] = []
 
@@ -247,6 +252,7 @@ class Engine:
                 else:
                     kept.append(job)
             self._waiting = kept
+            self.stats.waiting = len(kept)
         for slot in [s for s in self.active if s.job.stream.cancelled()]:
             self.active.remove(slot)
             self._post(slot.job.stream, "close")
@@ -281,8 +287,8 @@ class Engine:
             tokens = max(slot.encoder_mask.shape[1] for slot in self.active)
             rows = sum(slot.rows for slot in self.active)
             layers, _, heads, _, head_dim = self.active[0].cross_keys.shape
-            keys = np.zeros((layers, rows, heads, tokens, head_dim), np.float32)
-            values = np.zeros_like(keys)
+            keys = self.lm.zeros((layers, rows, heads, tokens, head_dim))
+            values = self.lm.zeros((layers, rows, heads, tokens, head_dim))
             mask = np.zeros((rows, tokens), np.int64)
             row = 0
             for slot in self.active:

@@ -252,6 +252,9 @@ class FailingOnce:
         self.lm = lm
         self.armed = False
 
+    def zeros(self, shape):
+        return self.lm.zeros(shape)
+
     def cross_kv(self, hidden):
         return self.lm.cross_kv(hidden)
 
@@ -358,3 +361,20 @@ def test_the_batch_cache_is_repacked_when_requests_join_and_leave(make_pipeline)
         expected = submit(alone, text=text, duration=duration)
         run_until_ended(alone, expected)
         np.testing.assert_array_equal(stream.codes(), expected.codes(), err_msg=text)
+
+
+def test_the_torch_runtime_gives_the_codes_of_the_onnx_runtime(tiny_repository):
+    # The GPU target's LM (torch, KV cache on the device) run here on the CPU: same engine, same
+    # in-flight batching, the same greedy codes as the exported ONNX graphs.
+    def run(settings):
+        pipeline = MusicgenPipeline(tiny_repository, settings)
+        first = submit(pipeline, PROMPT_A, duration=0.5)
+        run_steps(pipeline, 6)
+        second = submit(pipeline, PROMPT_B, duration=0.3, **{T.GUIDANCE_SCALE: 1.0})
+        run_until_ended(pipeline, first, second)
+        return first.codes(), second.codes()
+
+    onnx = run(PipelineSettings(policy=POLICY))
+    torch_codes = run(PipelineSettings(policy=POLICY, lm_runtime="torch", device="cpu"))
+    for ours, theirs in zip(torch_codes, onnx):
+        np.testing.assert_array_equal(ours, theirs)

@@ -94,6 +94,9 @@ def test_pipeline_settings_round_trip_the_spec_parameters(target):
         "max_slots": settings.max_slots,
         "max_queue": settings.max_queue,
         "sample_rate": settings.sample_rate,
+        "lm_runtime": settings.lm_runtime,
+        "device": settings.device,
+        "dtype": settings.dtype,
         **dataclasses.asdict(settings.policy),
         **dataclasses.asdict(settings.limits),
     }

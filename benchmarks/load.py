@@ -1,0 +1,252 @@
+"""An audio-aware streaming load generator for the `musicgen` model (gRPC, asyncio).
+
+For each concurrency level N, N closed-loop clients share a list of requests (the same prompts,
+durations and seeds for every system, see `workload`) and stream them over Triton's gRPC
+bidirectional stream. Per stream it records when each chunk arrived and how much audio it held,
+and from that:
+
+- time to first audio (send -> first chunk);
+- real-time factor (stream wall time / audio seconds; < 1 is faster than real time);
+- underruns of a player that starts playing when the first chunk arrives: a chunk that arrives
+  after the audio already received has finished playing is an underrun, and the player stalls
+  until it arrives (the stall seconds are summed);
+
+and per level: aggregate seconds of audio per wall second (all audio / first send to last
+chunk) and the server's decode-batch occupancy, the delta of the engine's metrics
+`tritone_decode_request_steps_total / tritone_decode_steps_total` over the level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from client import GenerationError, MusicRequest, stream_music
+
+# The tiny-random / small-random tokenizers were trained on these words (export/tiny.py); a real
+# checkpoint's tokenizer takes them as they are. Request i uses PROMPTS[i % len(PROMPTS)], seed SEED + i.
+PROMPTS = (
+    "lo-fi piano with rain",
+    "80s pop track with bassy drums and synth",
+    "90s rock song with loud guitars and heavy drums",
+    "calm ambient pads over a slow string melody",
+    "upbeat electronic dance music with a catchy lead",
+    "jazz trio with brushed drums upright bass and piano",
+    "orchestral film score with brass and timpani",
+    "acoustic folk guitar and soft vocals humming",
+)
+SEED = 1000
+METRICS = ("tritone_decode_steps_total", "tritone_decode_request_steps_total", "tritone_decode_batch_requests_max")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """MusicGen's defaults, for both systems: sampling, top-k 250, classifier-free guidance 3."""
+
+    temperature: float = 1.0
+    top_k: int = 250
+    guidance_scale: float = 3.0
+
+    def top_k_for(self, codebook_size: int) -> int:
+        return min(self.top_k, codebook_size)  # as transformers' TopKLogitsWarper clamps it
+
+
+def workload(count: int) -> list[tuple[str, int]]:
+    """(prompt, seed) of requests 0..count-1: the same for tritone and the baselines."""
+    return [(PROMPTS[i % len(PROMPTS)], SEED + i) for i in range(count)]
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def read_engine_metrics(metrics_url: str) -> dict[str, float]:
+    """tritone_* metric name -> value from Triton's metrics endpoint (one label set per name)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tritone_"):
+            name_labels, value = line.rsplit(" ", 1)
+            values[name_labels.split("{")[0]] = float(value)
+    return values
+
+
+# --- one stream -----------------------------------------------------------------------
+
+
+@dataclass
+class StreamRecord:
+    index: int
+    sent: float
+    arrivals: list[tuple[float, float]] = field(default_factory=list)  # (perf_counter, seconds of audio)
+    finished: float | None = None
+    error: str | None = None
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(seconds for _, seconds in self.arrivals)
+
+    @property
+    def time_to_first_audio(self) -> float | None:
+        return self.arrivals[0][0] - self.sent if self.arrivals else None
+
+    @property
+    def real_time_factor(self) -> float | None:
+        if self.finished is None or not self.audio_seconds:
+            return None
+        return (self.finished - self.sent) / self.audio_seconds
+
+
+def underruns(arrivals: list[tuple[float, float]]) -> tuple[int, float]:
+    """(chunks that arrived after the player ran dry, total stall seconds).
+
+    The player starts when the first chunk arrives and plays continuously; when it reaches the
+    end of what it has received it stalls until the next chunk arrives, then plays on."""
+    if not arrivals:
+        return 0, 0.0
+    count, stall = 0, 0.0
+    start, seconds = arrivals[0]
+    played_until = start + seconds  # wall time at which the audio received so far has finished
+    for arrived, seconds in arrivals[1:]:
+        if arrived > played_until:
+            count += 1
+            stall += arrived - played_until
+            played_until = arrived
+        played_until += seconds
+    return count, stall
+
+
+async def _stream_one(url: str, index: int, request: MusicRequest, timeout: float) -> StreamRecord:
+    record = StreamRecord(index, time.perf_counter())
+    try:
+        async for chunk in stream_music(url, request, timeout=timeout):
+            record.arrivals.append((time.perf_counter(), chunk.seconds))
+        record.finished = time.perf_counter()
+    except GenerationError as error:
+        record.error = str(error)
+    except Exception as error:  # a broken stream is a result to report, not a crash of the run
+        record.error = f"{type(error).__name__}: {error}"
+    return record
+
+
+# --- one concurrency level ------------------------------------------------------------
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(array, 50)),
+        "p95": float(np.percentile(array, 95)),
+        "p99": float(np.percentile(array, 99)),
+        "mean": float(array.mean()),
+        "max": float(array.max()),
+    }
+
+
+def requests_for(count: int, duration: float, sampling: Sampling, codebook_size: int) -> list[MusicRequest]:
+    return [
+        MusicRequest(text, duration, temperature=sampling.temperature, top_k=sampling.top_k_for(codebook_size),
+                     guidance_scale=sampling.guidance_scale, seed=seed)
+        for text, seed in workload(count)
+    ]
+
+
+async def run_level(
+    grpc_url: str,
+    metrics_url: str | None,
+    concurrency: int,
+    requests: list[MusicRequest],
+    timeout: float = 1800.0,
+) -> dict:
+    """`concurrency` closed-loop clients stream `requests` (in order, each taking the next one)."""
+    before = read_engine_metrics(metrics_url) if metrics_url else {}
+    pending = list(enumerate(requests))
+    records: list[StreamRecord] = []
+
+    async def client():
+        while pending:
+            index, request = pending.pop(0)
+            records.append(await _stream_one(grpc_url, index, request, timeout))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    ended = max([r.finished or r.sent for r in records] + [started])
+    after = read_engine_metrics(metrics_url) if metrics_url else {}
+    return summarize_level(concurrency, records, started, ended, before, after)
+
+
+def summarize_level(concurrency: int, records: list[StreamRecord], started: float, ended: float,
+                    before: dict[str, float], after: dict[str, float]) -> dict:
+    done = [r for r in records if r.error is None and r.arrivals]
+    stalls = [underruns(r.arrivals) for r in done]
+    audio = sum(r.audio_seconds for r in done)
+    wall = ended - started
+    steps = after.get(METRICS[0], 0.0) - before.get(METRICS[0], 0.0)
+    request_steps = after.get(METRICS[1], 0.0) - before.get(METRICS[1], 0.0)
+    rtfs = [r.real_time_factor for r in done if r.real_time_factor is not None]
+    return {
+        "concurrency": concurrency,
+        "requests": len(records),
+        "completed": len(done),
+        "errors": sorted({r.error for r in records if r.error}),
+        "time_to_first_audio_s": _percentiles([r.time_to_first_audio for r in done]),
+        "real_time_factor": _percentiles(rtfs),  # per stream: wall / audio, lower is better
+        "x_real_time_per_stream_p50": (1.0 / float(np.median(rtfs))) if rtfs else None,
+        "chunks": sum(len(r.arrivals) for r in done),
+        "underruns": {
+            "chunks": sum(count for count, _ in stalls),
+            "streams": sum(1 for count, _ in stalls if count),
+            "stall_s": sum(stall for _, stall in stalls),
+            "stall_s_max_stream": max((stall for _, stall in stalls), default=0.0),
+        },
+        "audio_s": audio,
+        "wall_s": wall,
+        "audio_s_per_wall_s": audio / wall if wall > 0 else None,
+        "decode": {
+            "steps": steps,
+            "request_steps": request_steps,
+            "occupancy": request_steps / steps if steps else None,  # mean requests per decode step
+            "batch_requests_max": after.get(METRICS[2]),  # since the server started
+        },
+    }
+
+
+async def run_load(
+    grpc_url: str,
+    metrics_url: str | None,
+    levels: list[int],
+    duration: float,
+    codebook_size: int,
+    *,
+    sampling: Sampling = Sampling(),
+    rounds: int = 1,
+    min_requests: int = 1,
+    warmup: bool = True,
+    log=print,
+) -> list[dict]:
+    """Every level in turn; level N streams max(N * rounds, min_requests) requests."""
+    if warmup:  # first requests pay for lazy initialisation in the server; not measured
+        warm = requests_for(2, min(duration, 1.0), sampling, codebook_size)
+        await run_level(grpc_url, None, 2, warm)
+    results = []
+    for concurrency in levels:
+        count = max(concurrency * rounds, min_requests)
+        log(f"  tritone: {count} streams of {duration:g} s at concurrency {concurrency} ...")
+        level = await run_level(grpc_url, metrics_url, concurrency,
+                                requests_for(count, duration, sampling, codebook_size))
+        ttfa = level["time_to_first_audio_s"]
+        log(f"    TTFA p50 {_fmt(ttfa['p50'])} s p95 {_fmt(ttfa['p95'])} s, "
+            f"{_fmt(level['audio_s_per_wall_s'])} audio s/s, occupancy {_fmt(level['decode']['occupancy'])}, "
+            f"underruns {level['underruns']['chunks']}" + (f", errors {level['errors']}" if level["errors"] else ""))
+        results.append(level)
+    return results
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3g}"

@@ -1,0 +1,152 @@
+"""How the cost of a decode step grows with the batch.
+
+- tritone's engine, driven locally (no Triton): MusicgenPipeline with the exported ONNX graphs,
+  N streams admitted at once, then `engine.run_once()` timed step by step up to the end of the
+  decode step (the `on_step` hook), so admission (cross-attention K/V) and the codec are out;
+- transformers' eager decode step for one request with guidance (2 rows): generate() timed for
+  two `max_new_tokens` with the codec decode stubbed out; the difference per step leaves the
+  text encoder and the set-up out, and keeps what a step costs: the decoder forward over both
+  rows, guidance, top-k and sampling.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from benchmarks.load import Sampling, workload
+from ensemble import musicgen_spec, tensors as T
+from ensemble.musicgen_model import MusicgenModel
+from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
+from ensemble.musicgen_request import GenerationParams
+
+
+class _Sink:
+    """A stream that takes chunks and drops them."""
+
+    def __init__(self):
+        self.error = None
+        self.stopped = False
+
+    def cancelled(self) -> bool:
+        return self.stopped
+
+    def send(self, chunk) -> None:
+        pass
+
+    def fail(self, error) -> None:
+        self.error = error
+
+    def close(self) -> None:
+        pass
+
+
+def _settings(max_slots: int) -> PipelineSettings:
+    parameters = dict(musicgen_spec.PIPELINE.targets["cpu"].parameters)  # the CPU target's knobs
+    parameters.update(max_slots=str(max_slots), max_queue=str(max_slots))
+    return PipelineSettings.from_parameters(parameters)
+
+
+def engine_step_cost(repository: Path, streams: list[int], *, steps: int = 20, warmup: int = 3,
+                     sampling: Sampling = Sampling(), log=print) -> list[dict]:
+    """ms per decode step of the local engine with N = each of `streams` requests in the batch."""
+    marks: list[float] = []
+    hop = MusicgenModel.load(Path(repository) / T.MUSICGEN / "1").hop_length
+    pipeline = MusicgenPipeline(
+        Path(repository),
+        _settings(max(streams)),
+        decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w in windows],  # codec not timed
+        on_step=lambda stats: marks.append(time.perf_counter()),
+    )
+    engine, model = pipeline.engine, pipeline.model
+    duration = (steps + warmup + 8) / model.frame_rate  # long enough that nobody finishes while timed
+    results = []
+    for n in streams:
+        sinks = [_Sink() for _ in range(n)]
+        params = [GenerationParams(text=prompt, duration=duration, temperature=sampling.temperature,
+                                   top_k=sampling.top_k_for(model.codebook_size),
+                                   guidance_scale=sampling.guidance_scale, seed=seed)
+                  for prompt, seed in workload(n)]
+        pipeline.submit(list(zip(params, sinks)))
+        engine.run_once(emit_inline=True)  # admits all n (cross K/V) and runs their first step: not timed
+        if len(engine.active) != n:
+            raise RuntimeError(f"expected {n} active requests, got {len(engine.active)}")
+        times = []
+        for i in range(warmup + steps):
+            marks.clear()
+            started = time.perf_counter()
+            engine.run_once(emit_inline=True)
+            if i >= warmup:
+                times.append(marks[0] - started)
+        position = engine.active[0].step
+        for sink in sinks:
+            sink.stopped = True
+        engine.run_once(emit_inline=True)  # drops them: the batch buffers are given back
+        errors = [str(s.error) for s in sinks if s.error is not None]
+        if errors:
+            raise RuntimeError(f"the engine failed a request: {errors[0]}")
+        ms = np.asarray(times) * 1e3
+        step_s = float(np.median(ms)) / 1e3
+        result = {
+            "streams": n,
+            "rows": n * (2 if sampling.guidance_scale > 1 else 1),
+            "ms_per_step": {"p50": float(np.median(ms)), "mean": float(ms.mean()), "min": float(ms.min()),
+                            "max": float(ms.max())},
+            "ms_per_request_step": float(np.median(ms)) / n,
+            "steps_timed": steps,
+            "positions": [position - steps, position],
+            # decode-only ceiling: audio seconds per wall second if the LM step were all there is
+            "decode_audio_s_per_wall_s": n / (step_s * model.frame_rate),
+        }
+        log(f"  engine step with {n} streams: {result['ms_per_step']['p50']:.1f} ms "
+            f"({result['ms_per_request_step']:.1f} ms per request)")
+        results.append(result)
+    return results
+
+
+def transformers_decode_step(model, tokenizer, *, short: int = 10, long: int = 60, repeats: int = 3,
+                             sampling: Sampling = Sampling(), log=print) -> dict:
+    """ms per eager decode step of generate() for one request with guidance (text encoder, codec out)."""
+    import torch
+
+    from benchmarks.baseline import generate
+
+    prompt = workload(1)[0][0]
+    decode = model.audio_encoder.decode
+
+    def no_codec(audio_codes, *args, **kwargs):
+        return SimpleNamespace(audio_values=torch.zeros(audio_codes.shape[1], 1, audio_codes.shape[-1]))
+
+    model.audio_encoder.decode = no_codec
+    try:
+        generate(model, tokenizer, [prompt], short, sampling, 0)  # warm-up
+        timings = {short: [], long: []}
+        for r in range(repeats):
+            for tokens in (short, long):
+                timings[tokens].append(generate(model, tokenizer, [prompt], tokens, sampling, r)[0])
+    finally:
+        model.audio_encoder.decode = decode
+    t_short, t_long = min(timings[short]), min(timings[long])  # min: the least disturbed run of each
+    ms = (t_long - t_short) / (long - short) * 1e3
+    log(f"  transformers eager decode step (1 request, guidance): {ms:.1f} ms")
+    return {
+        "ms_per_step": ms,
+        "rows": 2 if sampling.guidance_scale > 1 else 1,
+        "max_new_tokens": [short, long],
+        "generate_s": {str(short): timings[short], str(long): timings[long]},
+        "method": "(min generate() time at the long length - at the short length) / step difference, codec stubbed",
+    }
+
+
+def step_cost_summary(engine: list[dict], eager: dict | None) -> dict:
+    one = next((r for r in engine if r["streams"] == 1), None)
+    return {
+        "engine": engine,
+        "transformers_eager": eager,
+        "engine_vs_eager_one_stream": (one["ms_per_step"]["p50"] / eager["ms_per_step"])
+        if one and eager and eager["ms_per_step"] > 0 else None,
+    }
+
