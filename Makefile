@@ -13,7 +13,7 @@ GATEWAY_PORT ?= 8080
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test export render venv browser clean
+.PHONY: serve test export render venv system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,17 @@ serve: export
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
 		--gateway-port $(GATEWAY_PORT)
 
-# Debian's Chromium for the web page's browser tests (Playwright drives it; it downloads no browser)
-browser:
-	@command -v chromium >/dev/null || { \
-		echo "installing Debian's chromium for the browser tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Debian packages the tests use: chromium (the web page, driven by Playwright, which downloads no
+# browser), docker-compose (validates docker-compose.yml without an engine), libb64-0d (perf_analyzer)
+TEST_DEBS := chromium docker-compose libb64-0d
+system-packages:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests: $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
-test: venv browser
+test: venv system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

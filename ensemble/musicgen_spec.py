@@ -13,12 +13,20 @@ STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_c
 LIMITS = {"sample_rate": "32000", "min_duration_s": "0.1", "max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
 
 
-def stateless_targets() -> dict[str, Runtime]:
+# The shapes the pipeline sends, which the TensorRT profiles must cover (tests check them):
+MAX_TEXT_TOKENS = int(LIMITS["max_text_tokens"])
+# a codec window: a chunk plus its left context and lookahead, at least min_window frames
+MIN_WINDOW = int(STREAMING["min_window"])
+MAX_WINDOW = int(STREAMING["max_frames"]) + int(STREAMING["left_context"]) + int(STREAMING["lookahead"])
+CODEBOOKS = 4
+
+
+def stateless_targets(profiles) -> dict[str, Runtime]:
     """A stateless model: ONNX Runtime in the python backend on CPU, a TensorRT plan on GPU."""
     return {
         "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
         "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
-                       max_batch_size=32, max_queue_delay_us=1000),
+                       max_batch_size=32, max_queue_delay_us=1000, profiles=profiles),
     }
 
 
@@ -27,7 +35,8 @@ TEXT_ENCODER = ModelSpec(
     description="T5 text encoder (+ projection to the decoder width); prompts padded to bucket lengths batch together.",
     inputs=(Tensor(T.INPUT_IDS, "INT64", (-1,)), Tensor(T.ATTENTION_MASK, "INT64", (-1,))),
     outputs=(Tensor(T.ENCODER_HIDDEN_STATES, "FP32", (-1, -1)),),
-    targets=stateless_targets(),
+    targets=stateless_targets({T.INPUT_IDS: ((1,), (16,), (MAX_TEXT_TOKENS,)),
+                               T.ATTENTION_MASK: ((1,), (16,), (MAX_TEXT_TOKENS,))}),
 )
 
 CODEC_DECODER = ModelSpec(
@@ -35,7 +44,7 @@ CODEC_DECODER = ModelSpec(
     description="EnCodec decoder: codes [codebooks, frames] -> mono waveform [frames * hop].",
     inputs=(Tensor(T.AUDIO_CODES, "INT64", (-1, -1)),),
     outputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
-    targets=stateless_targets(),
+    targets=stateless_targets({T.AUDIO_CODES: ((CODEBOOKS, MIN_WINDOW), (CODEBOOKS, 45), (CODEBOOKS, MAX_WINDOW))}),
 )
 
 PIPELINE = ModelSpec(

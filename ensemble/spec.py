@@ -38,6 +38,9 @@ class Runtime:
     max_batch_size: int = 0
     max_queue_delay_us: int | None = None  # set: dynamic batching on
     parameters: dict[str, str] = field(default_factory=dict)
+    # TensorRT optimization profile: input name -> (min, opt, max) of each non-batch dimension;
+    # the batch dimension spans 1..max_batch_size (opt: half of it)
+    profiles: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

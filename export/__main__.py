@@ -16,12 +16,21 @@ def main(argv=None) -> int:
                             "or 'small-random' (musicgen-small's architecture, random weights)")
     music.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
     music.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
+    music.add_argument("--target", choices=("onnx", "tensorrt"), default="onnx",
+                       help="tensorrt: also build TensorRT plans for the GPU target (needs a GPU and pip install .[gpu])")
+    music.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
+                       help="TensorRT precision; layers that overflow in FP16 stay FP32")
     args = parser.parse_args(argv)
 
     from export.musicgen import CheckpointUnavailable, export_musicgen
 
     try:
-        export_musicgen(args.checkpoint, args.out, force=args.force)
+        spec = export_musicgen(args.checkpoint, args.out, force=args.force)
+        if args.target == "tensorrt":
+            from export.tensorrt import build_engines
+
+            print(f"building TensorRT plans ({args.precision}) ...")
+            build_engines(args.out, args.precision, spec.codebook_size)
     except CheckpointUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,66 @@
+"""Container entrypoint: prepare the model repository volume, then become tritonserver.
+
+    python -m serving.container --target gpu   # NVIDIA's Triton image: TensorRT plans, LM on the GPU
+    python -m serving.container --target cpu   # any Docker host: the nvidia-pytriton binary, ONNX Runtime
+
+On first start the volume gets the repository's configs and glue from the image, the export of
+MODEL and (GPU) its TensorRT plans; later starts find them and go straight to serving. Triton
+runs in explicit model-control mode with every model loaded, so the gateway can load and unload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+IMAGE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+CONTAINER_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
+
+
+def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
+    """Copy configs and model.py from the image (code: always the image's), keep build outputs."""
+    for path in source.rglob("*"):
+        relative = path.relative_to(source)
+        if path.is_file() and "__pycache__" not in relative.parts:
+            target = repository / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def prepare(target: str, repository: Path, checkpoint: str, precision: str) -> None:
+    from export.musicgen import export_musicgen
+
+    sync_skeleton(repository)
+    spec = export_musicgen(checkpoint, repository)  # skipped when the volume already holds it
+    if target == "gpu":
+        from export.tensorrt import build_engines
+
+        build_engines(repository, precision, spec.codebook_size)  # skipped when up to date
+
+
+def server_command(target: str, repository: Path) -> list[str]:
+    common = ["--model-control-mode=explicit", "--load-model=*"]
+    if target == "gpu":
+        return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common]
+    return [sys.executable, "-m", "serving", "--model-repository", str(repository), "--host", "0.0.0.0",
+            "--model-config-name", "cpu", "--model-control-mode", "explicit", "--load-model", "*"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serving.container", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=("gpu", "cpu"), required=True)
+    parser.add_argument("--repository", type=Path, default=Path(os.environ.get("MODEL_REPOSITORY", "/models")))
+    parser.add_argument("--checkpoint", default=os.environ.get("MODEL", "facebook/musicgen-small"))
+    parser.add_argument("--precision", default=os.environ.get("TRT_PRECISION", "fp16"))
+    args = parser.parse_args(argv)
+    prepare(args.target, args.repository, args.checkpoint, args.precision)
+    command = server_command(args.target, args.repository)
+    print("starting:", " ".join(command), flush=True)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The GPU target and the Docker files, checked with what runs without a GPU or a Docker engine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from ensemble import musicgen_spec, tensors as T
+from ensemble.musicgen_model import ONNX_FILE
+from ensemble.text_conditioning import BUCKETS
+from export.tensorrt import keep_fp32, profile_for
+from serving.container import prepare, server_command
+
+ROOT = Path(__file__).resolve().parents[2]
+ONNX_TYPES = {onnx.TensorProto.INT64: pb.TYPE_INT64, onnx.TensorProto.FLOAT: pb.TYPE_FP32}
+STATELESS = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
+
+
+def gpu_config(name: str) -> pb.ModelConfig:
+    return text_format.Parse((ROOT / "model_repository" / name / "config.pbtxt").read_text(), pb.ModelConfig())
+
+
+@pytest.mark.parametrize("spec", STATELESS, ids=lambda s: s.name)
+def test_gpu_configs_match_the_exported_graphs_names_dtypes_and_ranks(spec, tiny_repository):
+    config = gpu_config(spec.name)
+    graph = onnx.load(str(tiny_repository / spec.name / "1" / ONNX_FILE), load_external_data=False).graph
+    assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
+    assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
+        assert [t.name for t in declared] == [v.name for v in actual]
+        for tensor, value in zip(declared, actual):
+            assert tensor.data_type == ONNX_TYPES[value.type.tensor_type.elem_type], tensor.name
+            assert len(tensor.dims) + 1 == len(value.type.tensor_type.shape.dim), tensor.name  # + batch
+
+
+def test_the_gpu_pipeline_runs_the_lm_on_torch_with_the_cache_on_the_device():
+    parameters = {k: v.string_value for k, v in gpu_config(T.MUSICGEN).parameters.items()}
+    assert (parameters["lm_runtime"], parameters["device"]) == ("torch", "cuda")
+    assert [g.kind for g in gpu_config(T.MUSICGEN).instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+
+
+def test_tensorrt_profiles_cover_every_shape_the_pipeline_sends():
+    text = profile_for(musicgen_spec.TEXT_ENCODER).shapes
+    for name in (T.INPUT_IDS, T.ATTENTION_MASK):
+        low, _, high = text[name]
+        assert low == (1, 1) and high == (32, musicgen_spec.MAX_TEXT_TOKENS)
+    assert max(b for b in BUCKETS if b <= musicgen_spec.MAX_TEXT_TOKENS) <= high[1]
+    low, opt, high = profile_for(musicgen_spec.CODEC_DECODER).shapes[T.AUDIO_CODES]
+    assert low == (1, 4, musicgen_spec.MIN_WINDOW) and high == (32, 4, musicgen_spec.MAX_WINDOW)
+    assert musicgen_spec.MAX_WINDOW == 100 + 25 + 5  # max_frames + left_context + lookahead
+    assert low <= opt <= high
+
+
+def test_fp16_builds_keep_t5_layer_norms_and_feed_forward_outputs_in_fp32(tiny_repository):
+    graph = onnx.load(str(tiny_repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)).graph
+    names = [node.name for node in graph.node]
+    pinned = keep_fp32(musicgen_spec.TEXT_ENCODER, names)
+    assert any("layer_norm" in n for n in pinned) and any("DenseReluDense/wo" in n for n in pinned)
+    assert not any("SelfAttention/q" in n for n in pinned)
+
+
+def test_the_compose_file_validates_with_docker_compose_config():
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: apt-get install --no-install-recommends docker-compose"
+    result = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["gateway-cpu", "gateway-gpu", "triton-cpu", "triton-gpu"]
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run([str(hadolint), str(ROOT / "Dockerfile.server")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_path, capsys):
+    volume = tmp_path / "models"
+    prepare("cpu", volume, "tiny-random", "fp16")
+    assert (volume / T.MUSICGEN / "configs" / "cpu.pbtxt").is_file()
+    assert (volume / T.MUSICGEN / "1" / "lm_step.onnx").is_file()
+    prepare("cpu", volume, "tiny-random", "fp16")  # a restart finds the export
+    assert "already holds an export of tiny-random" in capsys.readouterr().out
+    command = server_command("cpu", volume)
+    assert command[1:4] == ["-m", "serving", "--model-repository"]
+    assert ["--model-control-mode", "explicit", "--load-model", "*"] == command[-4:]
+    assert server_command("gpu", volume) == [
+        "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",
+        "--model-control-mode=explicit", "--load-model=*"]
