@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch 2.13.0 is the CPU wheel; numpy<2 keeps the python backend stub working
-	$(BIN)/pip install --quiet -e '.[export,test]'
+	$(BIN)/pip install --quiet -e '.[export,test,bench]'
 	# only the tritonserver binary and python backend are used from this wheel
 	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	touch $@

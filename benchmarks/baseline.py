@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.load import Sampling, _percentiles, workload
+from benchmarks.load import Sampling, percentiles, workload
 from ensemble import tensors as T
 from ensemble.delay_pattern import frames_for, num_steps
 from ensemble.musicgen_model import CHECKPOINT_DIR
@@ -107,7 +107,7 @@ def run_baselines(
         "audio_s_per_wall_s": audio_s / sum(service),
         # no streaming: time to first audio is the whole latency, queued behind earlier clients
         "levels": [
-            {"concurrency": n, "time_to_first_audio_s": _percentiles(queued_latencies(service, n))} for n in levels
+            {"concurrency": n, "time_to_first_audio_s": percentiles(queued_latencies(service, n))} for n in levels
         ],
     }
     log(f"    {np.median(service):.3g} s per request, {sequential['audio_s_per_wall_s']:.3g} audio s/s")

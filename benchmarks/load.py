@@ -136,7 +136,7 @@ async def _stream_one(url: str, index: int, request: MusicRequest, timeout: floa
 # --- one concurrency level ------------------------------------------------------------
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
+def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
     array = np.asarray(values, dtype=np.float64)
@@ -195,8 +195,8 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
         "requests": len(records),
         "completed": len(done),
         "errors": sorted({r.error for r in records if r.error}),
-        "time_to_first_audio_s": _percentiles([r.time_to_first_audio for r in done]),
-        "real_time_factor": _percentiles(rtfs),  # per stream: wall / audio, lower is better
+        "time_to_first_audio_s": percentiles([r.time_to_first_audio for r in done]),
+        "real_time_factor": percentiles(rtfs),  # per stream: wall / audio, lower is better
         "x_real_time_per_stream_p50": (1.0 / float(np.median(rtfs))) if rtfs else None,
         "chunks": sum(len(r.arrivals) for r in done),
         "underruns": {

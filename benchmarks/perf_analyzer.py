@@ -173,6 +173,12 @@ class Recipe:
             flags.update(raw["smoke"].get("flags", {}))
             concurrency = raw["smoke"].get("concurrency", concurrency)
             timeout = raw["smoke"].get("timeout_s", timeout)
+        warmup = int(flags.get("--warmup-request-count", 0))
+        if 0 < warmup < max(concurrency):
+            # perf_analyzer 2.51 hangs (sync and streaming) when it warms up with fewer requests
+            # than the concurrency it measures
+            raise ValueError(f"{path}: --warmup-request-count {warmup} must be 0 or at least the "
+                             f"largest concurrency {max(concurrency)} (perf_analyzer 2.51 hangs otherwise)")
         for batching in raw["batching"]:
             if batching not in ("rendered", "none"):
                 raise ValueError(f"{path}: batching must be 'rendered' or 'none', got {batching!r}")
@@ -225,6 +231,16 @@ def _wait_ready(client, model: str, ready: bool, timeout: float = 120.0) -> None
         if time.monotonic() > deadline:
             raise PerfAnalyzerError(f"{model} did not become {'ready' if ready else 'unloaded'} in {timeout:.0f} s")
         time.sleep(0.05)
+
+
+@contextmanager
+def as_served(grpc_url: str, model: str) -> Iterator[dict]:
+    """The model as loaded (its rendered config); yields that config."""
+    client = _client(grpc_url)
+    try:
+        yield _config(client, model)
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -299,26 +315,36 @@ def compact_profile_export(path: Path) -> dict:
                 "audio_samples": [len(o.get("audio", [])) for o in outputs],
                 "sample_rate": next((o["sample_rate"] for o in outputs if "sample_rate" in o), None),
             })
-        experiments.append({"experiment": experiment["experiment"], "window_boundaries": experiment.get("window_boundaries"),
-                            "requests": requests})
+        experiments.append({"experiment": experiment["experiment"],
+                            "window_boundaries": experiment.get("window_boundaries"), "requests": requests})
     compact = {k: v for k, v in raw.items() if k != "experiments"} | {"experiments": experiments}
     path.write_text(json.dumps(compact))
     return compact
 
 
+def stable_requests(experiment: dict) -> list[dict]:
+    """The requests that completed inside the last three windows, the ones perf_analyzer's own
+    figures come from once the measurement is stable (all of them if it logged fewer windows)."""
+    done = [r for r in experiment["requests"] if r["response_timestamps"]]
+    bounds = experiment.get("window_boundaries") or []
+    if len(bounds) < 4:
+        return done
+    start, end = bounds[-4], bounds[-1]
+    return [r for r in done if start <= r["response_timestamps"][-1] <= end]
+
+
 def streaming_metrics(export: dict) -> dict:
-    """Time to first response, inter-chunk gaps, chunks and audio per request, request latency,
-    over every completed request perf_analyzer recorded (all its windows)."""
+    """Time to first response, inter-chunk gaps, chunks and audio per request and request latency
+    (send to last response) over the requests of the stable windows."""
     first, gaps, last, chunks, audio_s = [], [], [], [], []
+    recorded = 0
     for experiment in export["experiments"]:
-        for request in experiment["requests"]:
-            times = request["response_timestamps"]
-            if not times:
-                continue
-            sent = request["timestamp"]
+        recorded += len(experiment["requests"])
+        for request in stable_requests(experiment):
+            times, sent = request["response_timestamps"], request["timestamp"]
             first.append((times[0] - sent) / 1e6)
             last.append((times[-1] - sent) / 1e6)
-            gaps += [(b - a) / 1e6 for a, b in zip(times, times[1:])]
+            gaps += [(b - a) / 1e6 for a, b in zip(times[:-1], times[1:], strict=True)]
             samples = [s for s in request.get("audio_samples", []) if s]
             chunks.append(len(samples) if samples else len(times))
             if samples and request.get("sample_rate"):
@@ -327,6 +353,7 @@ def streaming_metrics(export: dict) -> dict:
         raise PerfAnalyzerError("the profile export holds no completed request")
     result = {
         "requests": len(first),
+        "requests_in_export": recorded,
         "first_response_ms": _percentiles(first, (50, 95)),
         "inter_chunk_ms": _percentiles(gaps, (50, 95)) if gaps else None,
         "request_latency_ms": _percentiles(last, (50, 95)),
@@ -391,14 +418,9 @@ def run_recipe(analyzer: PerfAnalyzer, recipe: Recipe, grpc_url: str, raw_root: 
     raw_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for batching in recipe.batching:
-        if batching == "none":
-            with without_dynamic_batching(grpc_url, recipe.model) as config:
-                dynamic = "dynamic_batching" in config
-                runs += [_measure(analyzer, recipe, grpc_url, raw_dir, batching, c, dynamic) for c in recipe.concurrency]
-        else:
-            client = _client(grpc_url)
-            dynamic = "dynamic_batching" in _config(client, recipe.model)
-            client.close()
+        served = without_dynamic_batching if batching == "none" else as_served
+        with served(grpc_url, recipe.model) as config:
+            dynamic = "dynamic_batching" in config
             runs += [_measure(analyzer, recipe, grpc_url, raw_dir, batching, c, dynamic) for c in recipe.concurrency]
     return {"model": recipe.model, "description": recipe.description, "input_data": str(recipe.input_data),
             "recipe": str(RECIPES / f"{recipe.name}.json"), "runs": runs}
@@ -416,7 +438,8 @@ def run_perf_analyzer_suite(grpc_url: str, out_dir: Path, smoke: bool = False,
     client = _client(grpc_url)
     for recipe in loaded:
         if not client.is_model_ready(recipe.model):
-            raise PerfAnalyzerError(f"{recipe.model} is not ready on {grpc_url}: start the server with every model loaded")
+            raise PerfAnalyzerError(f"{recipe.model} is not ready on {grpc_url}: "
+                                    "start the server with every model loaded")
     client.close()
     raw_root = Path(out_dir) / "raw"
     raw_root.mkdir(parents=True, exist_ok=True)

@@ -56,15 +56,25 @@ def comparisons(results: dict) -> list[dict]:
     return rows
 
 
-def _target(name: str, description: str, value, threshold: float, higher_is_better: bool, unit: str = "x") -> dict:
+def _target(name: str, description: str, value, threshold: float, higher_is_better: bool) -> dict:
     if value is None:
-        return {"name": name, "target": description, "value": None, "threshold": threshold, "passed": None,
-                "margin": None, "note": "not measured in this run"}
+        return {"name": name, "target": description, "value": None, "threshold": threshold,
+                "higher_is_better": higher_is_better, "passed": None, "margin": None, "note": "not measured in this run"}
     passed = value >= threshold if higher_is_better else value <= threshold
-    # margin: how far past the threshold (positive) or short of it (negative), as a fraction of it
-    margin = (value - threshold) / threshold if higher_is_better else (threshold - value) / threshold
-    return {"name": name, "target": description, "value": value, "threshold": threshold, "passed": passed,
-            "margin": margin, "unit": unit}
+    # margin: how many times better than the threshold (> 1: passed by that factor; < 1: missed)
+    margin = (value / threshold if higher_is_better else threshold / value) if value > 0 else None
+    return {"name": name, "target": description, "value": value, "threshold": threshold,
+            "higher_is_better": higher_is_better, "passed": passed, "margin": margin}
+
+
+def verdict(target: dict) -> str:
+    if target["passed"] is None:
+        return "not measured"
+    margin = target["margin"]
+    if margin is None:
+        return "pass" if target["passed"] else "MISS"
+    return f"pass, {margin:.3g}x better than the threshold" if target["passed"] else \
+        f"MISS, {1 / margin:.3g}x short of the threshold"
 
 
 def evaluate_targets(results: dict) -> list[dict]:
@@ -108,18 +118,18 @@ def machine_line(results: dict) -> str:
     m = results["machine"]
     git = results.get("git", {})
     commit = (git.get("commit") or "unknown")[:10] + (" (+ uncommitted changes)" if git.get("dirty") else "")
+    load = (m.get("load_average_at_start") or [None])[0]
+    busy = (f" (load average {load:g} at the start: other work was running, numbers are pessimistic)"
+            if load is not None and m.get("cores") and load > 0.5 * m["cores"] else "")
     return (f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {_f(m.get('memory_gib'))} GiB memory, "
-            f"Triton {results.get('server', {}).get('triton_version', '?')}; commit {commit}; {results.get('created', '')}")
+            f"Triton {results.get('server', {}).get('triton_version', '?')}; commit {commit}; "
+            f"{results.get('created', '')}{busy}")
 
 
 def target_table(targets: list[dict]) -> list[str]:
     lines = ["| Target | Measured | Threshold | Result |", "|---|---|---|---|"]
     for t in targets:
-        if t["passed"] is None:
-            verdict = "not measured"
-        else:
-            verdict = f"{'pass' if t['passed'] else 'MISS'} ({t['margin'] * 100:+.0f}%)"
-        lines.append(f"| {t['target']} | {_f(t['value'])}x | {_f(t['threshold'])}x | {verdict} |")
+        lines.append(f"| {t['target']} | {_f(t['value'])}x | {_f(t['threshold'])}x | {verdict(t)} |")
     return lines
 
 

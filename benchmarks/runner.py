@@ -1,0 +1,289 @@
+"""One benchmark run: tritone (perf_analyzer, the streaming load generator) against a running
+server, then, with the server stopped, the engine's step cost and transformers' baselines.
+
+`run_suite` takes any running server (`grpc_url`, `metrics_url`): the CLI starts its own
+(`triton_server`), the smoke test passes the test session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from benchmarks import report
+from benchmarks.load import PROMPTS, SEED, Sampling, run_load
+from ensemble import tensors as T
+from ensemble.musicgen_model import MusicgenModel
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_REPOSITORY = ROOT / "model_repository"
+DEFAULT_LEVELS = (1, 2, 4, 8, 16)
+MODELS = ("tiny-random", "small-random")
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    smoke: bool = False
+    concurrency: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
+    duration: float = 5.0  # seconds of audio per request, every system
+    rounds: int = 1  # level N streams max(N * rounds, min_requests) requests through N clients
+    min_requests: int = 4
+    sequential_requests: int = 4  # transformers one at a time: requests measured
+    static_levels: list[int] | None = None  # transformers static batches; None: every level
+    step_streams: list[int] | None = None  # engine step cost batch sizes; None: the concurrency levels
+    step_steps: int = 20
+    step_warmup: int = 3
+    eager_tokens: tuple[int, int] = (10, 60)  # transformers eager step: generate() at these two lengths
+    eager_repeats: int = 2
+    threads: int = field(default_factory=cores)
+    perf_analyzer: bool = True
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @classmethod
+    def create(cls, model: str, smoke: bool = False, **overrides) -> "BenchConfig":
+        """Defaults for the published run, or the smoke run's (seconds, not speed)."""
+        config = cls(model=model, smoke=smoke)
+        if smoke:
+            config = replace(config, duration=1.0, min_requests=2, sequential_requests=2, step_steps=5,
+                             step_warmup=1, eager_tokens=(4, 12), eager_repeats=1)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["duration_s"] = data.pop("duration")
+        data["prompts"] = list(PROMPTS)
+        data["seed"] = SEED
+        data["static_levels"] = self.static_levels if self.static_levels is not None else self.concurrency
+        data["step_streams"] = self.step_streams or self.concurrency
+        return data
+
+
+# --- where and on what -------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    info = {"cpu_model": None, "cores": cores(), "logical_cpus": os.cpu_count(), "memory_gib": None,
+            "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+        info["load_average_at_start"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        pass
+    info["cpu_model"] = info["cpu_model"] or platform.processor() or None
+    versions = {}
+    for package in ("onnxruntime", "torch", "transformers", "numpy", "tritonclient", "nvidia-pytriton"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    info["packages"] = versions
+    return info
+
+
+def git_info(root: Path = ROOT) -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def server_info(grpc_url: str) -> dict:
+    from tritonclient.grpc import InferenceServerClient
+
+    client = InferenceServerClient(grpc_url)
+    try:
+        metadata = client.get_server_metadata(as_json=True)
+        config = client.get_model_config(T.MUSICGEN, as_json=True)["config"]
+    finally:
+        client.close()
+    parameters = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
+    return {"triton_version": metadata.get("version"), "grpc_url": grpc_url,
+            "max_slots": parameters.get("max_slots"), "max_queue": parameters.get("max_queue"),
+            "musicgen_parameters": parameters}
+
+
+# --- the model repository and the server ---------------------------------------------------------
+
+
+def prepare_repository(model: str, work_dir: Path, log=print) -> Path:
+    """The committed repository's configs and glue copied into `work_dir`, `model` exported there
+    (skipped when it already holds that export)."""
+    from export.musicgen import export_musicgen, exported
+
+    repository = Path(work_dir) / "model_repository"
+
+    def build_outputs(directory, names):
+        if Path(directory).name == "1" and Path(directory).parent.parent == COMMITTED_REPOSITORY:
+            return [name for name in names if name != "model.py"]  # what export writes
+        return [name for name in names if name == "__pycache__"]
+
+    shutil.copytree(COMMITTED_REPOSITORY, repository, ignore=build_outputs, dirs_exist_ok=True)
+    if exported(model, repository) is not None:
+        log(f"reusing the export of {model} in {repository}")
+    else:
+        log(f"exporting {model} into {repository} ...")
+        export_musicgen(model, repository)
+    return repository
+
+
+@contextmanager
+def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log=print):
+    """A tritonserver as `make serve` runs it (CPU configs, explicit model control, every model
+    loaded) on free ports; stopped on exit."""
+    from serving.triton import TritonServer, free_port
+
+    server = TritonServer()
+    server.start(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                 model_config_name="cpu", model_control_mode="explicit", load_models=["*"], log_file=log_file)
+    try:
+        log(f"starting tritonserver (gRPC {server.grpc_url}, log {log_file}) ...")
+        server.wait_ready(timeout=timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log) -> dict:
+    try:
+        from benchmarks.perf_analyzer import run_perf_analyzer_suite
+    except ImportError as error:
+        return {"status": "skipped", "reason": f"benchmarks.perf_analyzer not importable: {error}"}
+    log("perf_analyzer suite ...")
+    try:
+        result = run_perf_analyzer_suite(grpc_url, out_dir, smoke)
+    except Exception as error:  # e.g. the binary or a library it links is missing: say so, go on
+        log(f"  perf_analyzer: {type(error).__name__}: {error}")
+        return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
+    if result.get("errors"):
+        log(f"  perf_analyzer errors: {result['errors']}")
+    return {"status": "ok", "result": result}
+
+
+def run_suite(
+    config: BenchConfig,
+    repository: Path,
+    grpc_url: str,
+    metrics_url: str,
+    out_dir: Path,
+    *,
+    stop_server: Callable[[], object] | None = None,
+    log=print,
+) -> dict:
+    """Measure everything, write results.json, results.md and the plots into `out_dir`."""
+    started = time.perf_counter()
+    repository = Path(repository)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        log(f"[{time.perf_counter() - started:6.0f} s] {message}")
+
+    spec = MusicgenModel.load(repository / T.MUSICGEN / "1")
+    if spec.checkpoint != config.model:
+        raise ValueError(f"{repository} holds an export of {spec.checkpoint}, not {config.model}")
+    machine = machine_info()
+    if machine.get("load_average_at_start") and machine["load_average_at_start"][0] > 0.5 * machine["cores"]:
+        say(f"warning: load average {machine['load_average_at_start'][0]} on {machine['cores']} cores: "
+            f"something else is running, the numbers will be slower than this machine can do")
+    results = {
+        "schema": 1,
+        "model": config.model,
+        "smoke": config.smoke,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "git": git_info(),
+        "config": config.as_json(),
+        "server": server_info(grpc_url),
+        "phases_s": {},
+    }
+
+    def phase(name: str, t0: float) -> None:
+        results["phases_s"][name] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    if config.perf_analyzer:
+        results["perf_analyzer"] = _perf_analyzer(grpc_url, out_dir / "perf_analyzer", config.smoke, say)
+    else:
+        results["perf_analyzer"] = {"status": "disabled"}
+    phase("perf_analyzer", t0)
+
+    t0 = time.perf_counter()
+    say(f"tritone streaming load: concurrency {config.concurrency}, {config.duration:g} s per request")
+    levels = asyncio.run(run_load(grpc_url, metrics_url, list(config.concurrency), config.duration,
+                                  spec.codebook_size, sampling=config.sampling, rounds=config.rounds,
+                                  min_requests=config.min_requests, log=say))
+    results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
+    phase("tritone_load", t0)
+
+    if stop_server is not None:
+        say("stopping tritonserver (the rest runs locally, without it)")
+        stop_server()
+
+    from benchmarks import baseline, step_cost
+
+    t0 = time.perf_counter()
+    say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
+    os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))
+    engine = step_cost.engine_step_cost(repository, list(config.step_streams or config.concurrency),
+                                        steps=config.step_steps, warmup=config.step_warmup,
+                                        sampling=config.sampling, log=say)
+    phase("engine_step_cost", t0)
+
+    t0 = time.perf_counter()
+    say(f"transformers baselines on {baseline.checkpoint_dir(repository)} ({config.threads} threads) ...")
+    model, tokenizer = baseline.load_model(baseline.checkpoint_dir(repository), config.threads)
+    results["baseline"] = baseline.run_baselines(
+        model, tokenizer, list(config.concurrency), config.duration, sampling=config.sampling,
+        sequential_requests=config.sequential_requests, static_levels=config.static_levels, log=say)
+    phase("transformers_baselines", t0)
+
+    t0 = time.perf_counter()
+    short, long = config.eager_tokens
+    eager = step_cost.transformers_decode_step(model, tokenizer, short=short, long=long,
+                                               repeats=config.eager_repeats, sampling=config.sampling, log=say)
+    results["step_cost"] = step_cost.step_cost_summary(engine, eager)
+    phase("transformers_step_cost", t0)
+    del model
+
+    results["phases_s"]["total"] = round(time.perf_counter() - started, 2)
+    files = report.write_results(results, out_dir)
+    for target in results["targets"]:
+        value = "-" if target["value"] is None else f"{target['value']:.3g}x"
+        say(f"target: {target['target']}: {value} -> {report.verdict(target)}")
+    say(f"wrote {', '.join(str(p) for p in files.values())}")
+    return results
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
