@@ -20,6 +20,7 @@ PLOTS = {
 README_START = "<!-- benchmarks:start -->"
 README_END = "<!-- benchmarks:end -->"
 TARGET_CONCURRENCY = 8
+BUSY = 0.25  # CPU busy fraction (sampled while tritone sits idle) above which a run is flagged
 
 
 # --- comparisons and targets -----------------------------------------------------------------
@@ -118,9 +119,9 @@ def machine_line(results: dict) -> str:
     m = results["machine"]
     git = results.get("git", {})
     commit = (git.get("commit") or "unknown")[:10] + (" (+ uncommitted changes)" if git.get("dirty") else "")
-    load = (m.get("load_average_at_start") or [None])[0]
-    busy = (f" (load average {load:g} at the start: other work was running, numbers are pessimistic)"
-            if load is not None and m.get("cores") and load > 0.5 * m["cores"] else "")
+    busy = max((v for v in (m.get("cpu_busy") or {}).values() if v is not None), default=None)
+    busy = (f" (other work used {busy:.0%} of the CPU while it ran: numbers are pessimistic)"
+            if busy is not None and busy > BUSY else "")
     return (f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {_f(m.get('memory_gib'))} GiB memory, "
             f"Triton {results.get('server', {}).get('triton_version', '?')}; commit {commit}; "
             f"{results.get('created', '')}{busy}")
@@ -129,7 +130,8 @@ def machine_line(results: dict) -> str:
 def target_table(targets: list[dict]) -> list[str]:
     lines = ["| Target | Measured | Threshold | Result |", "|---|---|---|---|"]
     for t in targets:
-        lines.append(f"| {t['target']} | {_f(t['value'])}x | {_f(t['threshold'])}x | {verdict(t)} |")
+        measured = "-" if t["value"] is None else f"{_f(t['value'])}x"
+        lines.append(f"| {t['target']} | {measured} | {_f(t['threshold'])}x | {verdict(t)} |")
     return lines
 
 
@@ -370,9 +372,10 @@ def _load_all(results_root: Path) -> list[dict]:
             continue
         results["_dir"] = path.parent
         found.append(results)
-    # published numbers first: full runs before smoke runs, small-random before tiny-random
-    found.sort(key=lambda r: (bool(r.get("smoke")), r["model"] != "small-random", r["model"]))
-    return found
+    # published numbers: full runs (small-random first); smoke runs only while there is none
+    found.sort(key=lambda r: (r["model"] != "small-random", r["model"]))
+    full = [r for r in found if not r.get("smoke")]
+    return full or found
 
 
 def readme_block(results_root: Path, readme_dir: Path) -> str:

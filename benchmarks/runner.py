@@ -91,7 +91,7 @@ def machine_info() -> dict:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
-        info["load_average_at_start"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        info["load_average"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except OSError:
         pass
     info["cpu_model"] = info["cpu_model"] or platform.processor() or None
@@ -103,6 +103,23 @@ def machine_info() -> dict:
             versions[package] = None
     info["packages"] = versions
     return info
+
+
+def cpu_busy(interval: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over `interval` seconds (/proc/stat): what else is running."""
+
+    def sample():
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1.0 - (idle1 - idle0) / (total1 - total0), 3) if total1 > total0 else None
 
 
 def git_info(root: Path = ROOT) -> dict:
@@ -213,9 +230,17 @@ def run_suite(
     if spec.checkpoint != config.model:
         raise ValueError(f"{repository} holds an export of {spec.checkpoint}, not {config.model}")
     machine = machine_info()
-    if machine.get("load_average_at_start") and machine["load_average_at_start"][0] > 0.5 * machine["cores"]:
-        say(f"warning: load average {machine['load_average_at_start'][0]} on {machine['cores']} cores: "
-            f"something else is running, the numbers will be slower than this machine can do")
+    machine["cpu_busy"] = {}
+
+    def check_quiet(when: str) -> None:
+        """Sample how busy the CPUs are while nothing of ours runs; warn when something else is."""
+        busy = cpu_busy()
+        machine["cpu_busy"][when] = busy
+        if busy is not None and busy > report.BUSY:
+            say(f"warning: {busy:.0%} of the CPU is busy {when} with nothing of this run working: something "
+                f"else is running, and the numbers will be slower than this machine can do")
+
+    check_quiet("before tritone")
     results = {
         "schema": 1,
         "model": config.model,
@@ -252,6 +277,7 @@ def run_suite(
 
     from benchmarks import baseline, step_cost
 
+    check_quiet("before the local measurements")
     t0 = time.perf_counter()
     say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
     os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))
