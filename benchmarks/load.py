@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from client import GenerationError, MusicRequest, stream_music
+from client.metrics import read_engine_metrics
+from export.tiny import PROMPTS
 
-# The tiny-random / small-random tokenizers were trained on these words (export/tiny.py); a real
-# checkpoint's tokenizer takes them as they are. Request i uses PROMPTS[i % len(PROMPTS)], seed SEED + i.
-PROMPTS = (
-    "lo-fi piano with rain",
-    "80s pop track with bassy drums and synth",
-    "90s rock song with loud guitars and heavy drums",
-    "calm ambient pads over a slow string melody",
-    "upbeat electronic dance music with a catchy lead",
-    "jazz trio with brushed drums upright bass and piano",
-    "orchestral film score with brass and timpani",
-    "acoustic folk guitar and soft vocals humming",
-)
+# The random checkpoints' tokenizers were trained on these prompts; a real checkpoint's tokenizer
+# takes them as they are. Request i uses PROMPTS[i % len(PROMPTS)], seed SEED + i.
 SEED = 1000
 METRICS = ("tritone_decode_steps_total", "tritone_decode_request_steps_total", "tritone_decode_batch_requests_max")
 
@@ -61,18 +52,6 @@ def workload(count: int) -> list[tuple[str, int]]:
 
 
 # --- metrics --------------------------------------------------------------------------
-
-
-def read_engine_metrics(metrics_url: str) -> dict[str, float]:
-    """tritone_* metric name -> value from Triton's metrics endpoint (one label set per name)."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("tritone_"):
-            name_labels, value = line.rsplit(" ", 1)
-            values[name_labels.split("{")[0]] = float(value)
-    return values
 
 
 # --- one stream -----------------------------------------------------------------------

@@ -13,8 +13,8 @@ TINY_RANDOM = "tiny-random"
 SMALL_RANDOM = "small-random"  # musicgen-small's exact architecture, random weights: real cost per step
 RANDOM_CHECKPOINTS = (TINY_RANDOM, SMALL_RANDOM)
 
-# Prompts words the tiny tokenizer learns; anything else maps to <unk>, which is fine for tests.
-_CORPUS = [
+# Prompts whose words the tiny tokenizer learns (anything else maps to <unk>); benchmarks use them too.
+PROMPTS = (
     "lo-fi piano with rain",
     "80s pop track with bassy drums and synth",
     "90s rock song with loud guitars and heavy drums",
@@ -23,7 +23,7 @@ _CORPUS = [
     "jazz trio with brushed drums upright bass and piano",
     "orchestral film score with brass and timpani",
     "acoustic folk guitar and soft vocals humming",
-]
+)
 
 
 def build_tokenizer():
@@ -35,7 +35,7 @@ def build_tokenizer():
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(vocab_size=128, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.train_from_iterator(PROMPTS, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 

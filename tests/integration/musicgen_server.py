@@ -6,10 +6,10 @@ import dataclasses
 import shutil
 import threading
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from client.metrics import read_engine_metrics
 from ensemble import musicgen_spec, tensors as T
 from ensemble.spec import CONFIG_PATHS, render
 from export.musicgen import export_musicgen
@@ -35,15 +35,7 @@ def tiny_repository(root: Path, **parameters: str) -> Path:
 
 
 def read_metrics(server) -> dict[str, float]:
-    """tritone_* metric name -> value (label sets are unique per name here)."""
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("tritone_"):
-            name_labels, value = line.rsplit(" ", 1)
-            values[name_labels.split("{")[0]] = float(value)
-    return values
+    return read_engine_metrics(server.metrics_url)
 
 
 @contextmanager
