@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ from ensemble import tensors as T
 from ensemble.musicgen_model import MusicgenModel
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED_REPOSITORY = ROOT / "model_repository"
 DEFAULT_LEVELS = (1, 2, 4, 8, 16)
 MODELS = ("tiny-random", "small-random")
 
@@ -154,15 +152,10 @@ def prepare_repository(model: str, work_dir: Path, log=print) -> Path:
     """The committed repository's configs and glue copied into `work_dir`, `model` exported there
     (skipped when it already holds that export)."""
     from export.musicgen import export_musicgen, exported
+    from serving.container import sync_skeleton
 
     repository = Path(work_dir) / "model_repository"
-
-    def build_outputs(directory, names):
-        if Path(directory).name == "1" and Path(directory).parent.parent == COMMITTED_REPOSITORY:
-            return [name for name in names if name != "model.py"]  # what export writes
-        return [name for name in names if name == "__pycache__"]
-
-    shutil.copytree(COMMITTED_REPOSITORY, repository, ignore=build_outputs, dirs_exist_ok=True)
+    sync_skeleton(repository)
     if exported(model, repository) is not None:
         log(f"reusing the export of {model} in {repository}")
     else:

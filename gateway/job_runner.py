@@ -61,10 +61,6 @@ def window_plan(duration: float, max_window: float = MAX_WINDOW_S, context: floa
     return windows
 
 
-def supports_continuation() -> bool:
-    return "prompt_codes" in MusicRequest.__dataclass_fields__
-
-
 class _Cancelled(Exception):
     """The job was cancelled (seen in the database)."""
 
@@ -184,9 +180,6 @@ class JobRunner:
     async def _generate(self, job: Job) -> tuple[np.ndarray, int]:
         params = job.params
         plan = window_plan(job.duration)
-        if len(plan) > 1 and not supports_continuation():
-            raise APIError(422, f"duration: jobs longer than {MAX_WINDOW_S:g} s need the pipeline's prompt_codes "
-                                "input, which this client does not have")
         seed = params.get("seed")
         parts: list[np.ndarray] = []
         codes: np.ndarray | None = None  # [codebooks, frames] of everything generated so far

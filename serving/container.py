@@ -20,11 +20,17 @@ IMAGE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 CONTAINER_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
 
 
+def is_source(relative: Path) -> bool:
+    """Configs and glue (`*.pbtxt`, `1/model.py`), not what export writes next to them."""
+    return relative.suffix == ".pbtxt" or (relative.name == "model.py" and relative.parent.name == "1")
+
+
 def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
-    """Copy configs and model.py from the image (code: always the image's), keep build outputs."""
+    """Copy the repository's configs and model.py into `repository` (always the source's: they are
+    code) and leave the build outputs already there alone."""
     for path in source.rglob("*"):
         relative = path.relative_to(source)
-        if path.is_file() and "__pycache__" not in relative.parts:
+        if path.is_file() and is_source(relative):
             target = repository / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)

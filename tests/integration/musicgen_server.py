@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -13,9 +12,9 @@ from client.metrics import read_engine_metrics
 from ensemble import musicgen_spec, tensors as T
 from ensemble.spec import CONFIG_PATHS, render
 from export.musicgen import export_musicgen
+from serving.container import sync_skeleton
 from serving.triton import free_port
 
-REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
 CAPACITY = {"max_slots": "4", "max_queue": "4"}
 
@@ -23,7 +22,7 @@ CAPACITY = {"max_slots": "4", "max_queue": "4"}
 def tiny_repository(root: Path, **parameters: str) -> Path:
     """Copy the committed repository (configs, model.py), export tiny-random into it."""
     repository = root / "model_repository"
-    shutil.copytree(REPOSITORY, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    sync_skeleton(repository)
     export_musicgen("tiny-random", repository, force=True)
     if parameters:
         pipeline = musicgen_spec.PIPELINE

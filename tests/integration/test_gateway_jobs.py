@@ -11,7 +11,6 @@ import httpx
 import pytest
 import soundfile
 
-from gateway.job_runner import supports_continuation
 from gateway.main import create_app
 from gateway.settings import Settings
 
@@ -247,7 +246,6 @@ def test_unknown_jobs_are_404_and_jobs_without_audio_are_409(musicgen_server, tm
     assert responses["stream_field"].status_code == 422 and error_of(responses["stream_field"])["param"] == "stream"
 
 
-@pytest.mark.skipif(not supports_continuation(), reason="the client has no prompt_codes input yet")
 def test_a_job_longer_than_the_pipeline_limit_is_generated_in_windows(musicgen_server, tmp_path):
     async def scenario():
         async with gateway(musicgen_server, tmp_path) as client:
