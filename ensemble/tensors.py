@@ -8,6 +8,9 @@ request) is spelled once, here.
 MUSICGEN = "musicgen"  # the pipeline a client calls (decoupled, streams audio)
 MUSICGEN_TEXT_ENCODER = "musicgen_text_encoder"  # token ids -> hidden states [dynamic batching]
 MUSICGEN_CODEC_DECODER = "musicgen_codec_decoder"  # codes -> waveform       [dynamic batching]
+SPEECH = "orpheus"  # text (+ a voice) to streamed speech (decoupled)
+SPEECH_CODEC_ENCODER = "snac_encoder"  # reference audio -> SNAC codes [dynamic batching]
+SPEECH_CODEC_DECODER = "snac_decoder"  # SNAC codes -> waveform         [dynamic batching]
 
 # --- musicgen pipeline: request inputs -----------------------------------------
 TEXT = "text"  # BYTES [1]   UTF-8 prompt
@@ -19,6 +22,14 @@ GUIDANCE_SCALE = "guidance_scale"  # FP32 [1]    optional, 1.0 disables classifi
 SEED = "seed"  # INT64 [1]   optional, absent: a random seed
 RETURN_CODES = "return_codes"  # BOOL [1]    optional, also stream the generated codes
 PROMPT_CODES = "prompt_codes"  # INT64 [codebooks, frames] optional: continue from these codes
+
+# --- speech pipeline: request inputs (also TEXT, TEMPERATURE, TOP_K, TOP_P, SEED, RETURN_CODES) ---
+VOICE = "voice"  # BYTES [1]   optional: a speaker the checkpoint was trained on ("tara"), prefixed "tara: text"
+REFERENCE_TEXT = "reference_text"  # BYTES [1]  optional: transcript of the reference clip (zero-shot cloning)
+REFERENCE_AUDIO = "reference_audio"  # FP32 [samples] optional: the clip, mono at the codec's rate, in [-1, 1]
+REFERENCE_CODES = "reference_codes"  # INT64 [7, frames] optional: the clip already encoded (stored voices)
+MAX_DURATION = "max_duration"  # FP32 [1]   optional: stop after this many seconds of speech
+REPETITION_PENALTY = "repetition_penalty"  # FP32 [1] optional, 1.0 disables
 
 # --- musicgen pipeline: streamed outputs (one response per audio chunk) ---------
 AUDIO = "audio"  # FP32 [samples]  mono PCM in [-1, 1] (also the codec decoder's output)
@@ -33,6 +44,9 @@ ENCODER_HIDDEN_STATES = "encoder_hidden_states"  # FP32 [batch, tokens, decoder_
 
 # --- codec decoder (ONNX graph and Triton model) ----------------------------------
 AUDIO_CODES = "audio_codes"  # INT64 [batch, codebooks, frames] -> AUDIO FP32 [batch, samples]
+# The SNAC encoder takes AUDIO FP32 [batch, samples] and gives AUDIO_CODES [batch, 7, frames]; its
+# decoder the reverse. SNAC's 3 levels (1, 2 and 4 codes per 2048-sample frame) are laid out as the
+# 7 rows of an Orpheus frame: [l0, l1a, l2a, l2b, l1b, l2c, l2d] (ensemble/orpheus_format.py).
 
 # --- LM graphs (run inside the musicgen pipeline process, never over the wire) -----
 # lm_cross_kv.onnx: ENCODER_HIDDEN_STATES [rows, tokens, hidden] -> CROSS_KEYS, CROSS_VALUES
@@ -47,3 +61,10 @@ ENCODER_MASK = "encoder_mask"  # INT64 [rows, tokens] 1 = attend (all 0 for the 
 LOGITS = "logits"  # FP32 [rows, codebooks, vocab]
 NEW_KEYS = "new_keys"  # FP32 [layers, rows, heads, head_dim] to store at positions[row]
 NEW_VALUES = "new_values"
+
+# speech_lm_step.onnx: a step of a decoder-only LM where each row feeds up to `width` tokens from
+# its own position (chunked prefill and single-token decode share one call)
+LOGIT_INDEX = "logit_index"  # INT64 [rows] which of the row's `width` tokens to return logits for
+# inputs: INPUT_IDS [rows, width], POSITIONS [rows] (cache entries valid = position of the row's first
+#         token), LOGIT_INDEX, PAST_KEYS/PAST_VALUES [layers, rows, kv_heads, past, head_dim]
+# outputs: LOGITS [rows, vocab]; NEW_KEYS/NEW_VALUES [layers, rows, kv_heads, width, head_dim]
