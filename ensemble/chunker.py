@@ -52,21 +52,29 @@ class Chunker:
     """Per-stream cursor: call `next_chunk(frames_complete)` after each decode step.
 
     `start` > 0 skips frames that are not to be emitted (a continuation's prompt); they still
-    serve as left context of the first chunk, so it joins the earlier audio without a seam."""
+    serve as left context of the first chunk, so it joins the earlier audio without a seam.
+    `total_frames` is the most the stream can have; a stream that ends earlier (speech reaching
+    its end token) calls `finish(frames)`, and the rest comes out with the final flag. A stream
+    that ends exactly on a chunk boundary, or with no frames at all, gets an empty final chunk."""
 
     def __init__(self, policy: ChunkPolicy, total_frames: int, start: int = 0):
         self.policy = policy
         self.total = total_frames
         self.emitted = start
         self.index = 0
+        self.done = False  # the final chunk has been cut
 
-    @property
-    def done(self) -> bool:
-        return self.emitted >= self.total
+    def finish(self, frames: int) -> None:
+        self.total = min(self.total, frames)
 
     def next_chunk(self, frames_complete: int) -> ChunkWindow | None:
         if self.done:
             return None
+        if self.emitted >= self.total:
+            if frames_complete < self.total:
+                return None
+            self.done = True
+            return ChunkWindow(self.index, self.emitted, self.emitted, self.emitted, self.emitted, final=True)
         end = min(self.emitted + self.policy.size(self.index), self.total)
         window_end = min(end + self.policy.lookahead, self.total)
         if frames_complete < window_end:
@@ -81,4 +89,5 @@ class Chunker:
         )
         self.emitted = end
         self.index += 1
+        self.done = chunk.final
         return chunk

@@ -1,10 +1,12 @@
 """The decode batch's self-attention cache: one buffer for every active row, updated in place.
 
-Layout [layers, rows, heads, capacity, head_dim] is exactly what `lm_step.onnx` takes as its
+Layout [layers, rows, heads, capacity, head_dim] is exactly what the step graphs take as their
 past keys/values, so a step passes the buffer as it is: no per-step gather. Each row attends
-only to its own positions (< its position; the graph masks the rest), so rows of requests that
-joined at different times share the buffer. Capacity grows in blocks of `BLOCK` steps; rows
+only to its own entries (< its position; the graph masks the rest), so rows of requests that
+joined at different times share the buffer. Capacity grows in blocks of `BLOCK` entries; rows
 are re-packed only when a request joins or leaves (one copy per membership change, not per step).
+
+A slot exposes `serial`, `rows`, `cached` (entries written) and `capacity` (most it will need).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ class BatchKVCache:
         self._rows: dict[int, slice] = {}  # slot serial -> its rows in the buffer
         self._layout: tuple = ()
 
-    def prepare(self, slots) -> tuple[np.ndarray, np.ndarray]:
-        """Buffers holding every slot's past (positions < slot.step), with room for this step."""
+    def prepare(self, slots, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Buffers holding every slot's past (entries < slot.cached), with room for `width` more."""
         layout = tuple((slot.serial, slot.rows) for slot in slots)
-        need = max(slot.step for slot in slots) + 1
+        need = max(slot.cached for slot in slots) + width
         if layout != self._layout or self.keys is None or self.keys.shape[3] < need:
-            limit = max(slot.total_steps for slot in slots)
+            limit = max(max(slot.capacity for slot in slots), need)
             capacity = min(-(-need // BLOCK) * BLOCK, limit)
             self._repack(slots, layout, capacity)
         return self.keys, self.values
@@ -41,19 +43,21 @@ class BatchKVCache:
             placed[slot.serial] = new = slice(row, row + slot.rows)
             row += slot.rows
             old = self._rows.get(slot.serial)
-            if old is not None and slot.step > 0:
-                keys[:, new, :, : slot.step] = self.keys[:, old, :, : slot.step]
-                values[:, new, :, : slot.step] = self.values[:, old, :, : slot.step]
+            if old is not None and slot.cached > 0:
+                keys[:, new, :, : slot.cached] = self.keys[:, old, :, : slot.cached]
+                values[:, new, :, : slot.cached] = self.values[:, old, :, : slot.cached]
         self.keys, self.values, self._rows, self._layout = keys, values, placed, layout
 
     def rows(self, slot) -> slice:
         return self._rows[slot.serial]
 
-    def write(self, slot, new_keys: np.ndarray, new_values: np.ndarray) -> None:
-        """Store this step's keys/values (new_*: [L, R, H, Dh] for the whole batch) at the slot's position."""
+    def write(self, slot, new_keys, new_values, count: int = 1) -> None:
+        """Store the slot's first `count` new entries (new_*: [L, R, H, W, Dh] for the whole batch)
+        at entries slot.cached .. slot.cached + count - 1. The caller then advances slot.cached."""
         rows = self._rows[slot.serial]
-        self.keys[:, rows, :, slot.step] = new_keys[:, rows]
-        self.values[:, rows, :, slot.step] = new_values[:, rows]
+        at = slice(slot.cached, slot.cached + count)
+        self.keys[:, rows, :, at] = new_keys[:, rows, :, :count]
+        self.values[:, rows, :, at] = new_values[:, rows, :, :count]
 
     def clear(self) -> None:
         self.keys = self.values = None

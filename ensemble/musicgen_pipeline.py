@@ -25,7 +25,8 @@ from ensemble.musicgen_model import (
 )
 from ensemble.musicgen_request import GenerationParams, Limits, validate
 from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
-from ensemble.scheduler import Engine, Job, Stream
+from ensemble.musicgen_decoding import Job, MusicgenFamily
+from ensemble.scheduler import Engine, Stream
 from ensemble.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
@@ -86,15 +87,9 @@ class MusicgenPipeline:
         if decode_codes is None:
             decode = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
             decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
-        self.engine = Engine(
-            self._language_model(version),
-            decode_codes,
-            self.model,
-            max_slots=settings.max_slots,
-            max_queue=settings.max_queue,
-            policy=settings.policy,
-            on_step=on_step,
-        )
+        self.family = MusicgenFamily(self._language_model(version), self.model, settings.policy)
+        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
+                             on_step=on_step)
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":

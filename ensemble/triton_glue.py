@@ -237,7 +237,7 @@ class MusicgenModel:
         )
         self.pipeline.engine.start()
         settings, model = self.pipeline.settings, self.pipeline.model
-        slot_mb = self.pipeline.engine.slot_bytes(settings.limits.max_duration_s) / 2**20
+        slot_mb = self.pipeline.family.slot_bytes(settings.limits.max_duration_s) / 2**20
         log.warning(
             "musicgen ready: %s, %d decode slots (KV cache up to %.0f MiB each at %gs with guidance), queue %d",
             model.checkpoint, settings.max_slots, slot_mb, settings.limits.max_duration_s, settings.max_queue,

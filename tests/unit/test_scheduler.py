@@ -267,7 +267,7 @@ class FailingOnce:
 
 def test_a_failing_step_fails_the_active_streams_and_the_engine_serves_the_next_request(pipeline):
     engine = pipeline.engine
-    engine.lm = lm = FailingOnce(engine.lm)
+    pipeline.family.lm = lm = FailingOnce(pipeline.family.lm)
     a = submit(pipeline, PROMPT_A)
     b = submit(pipeline, PROMPT_B)
     run_steps(pipeline, 3)
