@@ -26,30 +26,36 @@ class MusicRequest:
     prompt_codes: np.ndarray | None = field(default=None, compare=False)
 
 
-def _input(name: str, datatype: str, value: np.ndarray) -> InferInput:
+def tensor_input(name: str, datatype: str, value: np.ndarray) -> InferInput:
     tensor = InferInput(name, list(value.shape), datatype)
     tensor.set_data_from_numpy(value)
     return tensor
 
 
+def text_input(name: str, text: str) -> InferInput:
+    return tensor_input(name, "BYTES", np.array([text.encode("utf-8")], dtype=np.object_))
+
+
+def optional_scalars(scalars) -> list[InferInput]:
+    """[1]-shaped inputs for the (name, datatype, numpy dtype, value) whose value is not None."""
+    return [tensor_input(name, datatype, np.array([value], dtype=dtype))
+            for name, datatype, dtype, value in scalars if value is not None]
+
+
 def build_inputs(request: MusicRequest) -> list[InferInput]:
     """InferInputs for `request`: TEXT and DURATION always, the others only when set."""
     inputs = [
-        _input(T.TEXT, "BYTES", np.array([request.text.encode("utf-8")], dtype=np.object_)),
-        _input(T.DURATION, "FP32", np.array([request.duration], dtype=np.float32)),
+        text_input(T.TEXT, request.text),
+        tensor_input(T.DURATION, "FP32", np.array([request.duration], dtype=np.float32)),
+        *optional_scalars([
+            (T.TEMPERATURE, "FP32", np.float32, request.temperature),
+            (T.TOP_K, "INT32", np.int32, request.top_k),
+            (T.TOP_P, "FP32", np.float32, request.top_p),
+            (T.GUIDANCE_SCALE, "FP32", np.float32, request.guidance_scale),
+            (T.SEED, "INT64", np.int64, request.seed),
+            (T.RETURN_CODES, "BOOL", np.bool_, True if request.return_codes else None),
+        ]),
     ]
-    optional = [
-        (T.TEMPERATURE, "FP32", np.float32, request.temperature),
-        (T.TOP_K, "INT32", np.int32, request.top_k),
-        (T.TOP_P, "FP32", np.float32, request.top_p),
-        (T.GUIDANCE_SCALE, "FP32", np.float32, request.guidance_scale),
-        (T.SEED, "INT64", np.int64, request.seed),
-    ]
-    for name, datatype, dtype, value in optional:
-        if value is not None:
-            inputs.append(_input(name, datatype, np.array([value], dtype=dtype)))
-    if request.return_codes:
-        inputs.append(_input(T.RETURN_CODES, "BOOL", np.array([True], dtype=np.bool_)))
     if request.prompt_codes is not None:
-        inputs.append(_input(T.PROMPT_CODES, "INT64", np.ascontiguousarray(request.prompt_codes, dtype=np.int64)))
+        inputs.append(tensor_input(T.PROMPT_CODES, "INT64", np.ascontiguousarray(request.prompt_codes, dtype=np.int64)))
     return inputs

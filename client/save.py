@@ -1,4 +1,4 @@
-"""Generate music straight into files: WAV audio and, optionally, the codes as .npy."""
+"""Generate straight into files: WAV audio as chunks arrive and, optionally, the codes as .npy."""
 
 from __future__ import annotations
 
@@ -10,9 +10,27 @@ import numpy as np
 
 from .request import MusicRequest
 from .response import AudioChunk
+from .speech import SpeechRequest, stream_speech
 from .stats import StreamStats
 from .stream import stream_music
 from .wav import WavWriter
+
+
+async def _save(stream, url, request, wav_path, codes_path, on_chunk, stream_options) -> StreamStats:
+    if codes_path is not None and not request.return_codes:
+        raise ValueError("codes_path needs request.return_codes=True")
+    stats = StreamStats()
+    codes = []
+    with WavWriter(wav_path) as wav:
+        async for chunk in stream(url, request, stats=stats, **stream_options):
+            wav.write(chunk.audio, chunk.sample_rate)
+            if chunk.codes is not None:
+                codes.append(chunk.codes)
+            if on_chunk is not None:
+                on_chunk(chunk, stats)
+    if codes_path is not None:
+        np.save(codes_path, np.concatenate(codes, axis=1))
+    return stats
 
 
 async def save_music(
@@ -28,22 +46,27 @@ async def save_music(
 
     `on_chunk` is called after each chunk is written; `stream_options` go to stream_music.
     """
-    if codes_path is not None and not request.return_codes:
-        raise ValueError("codes_path needs request.return_codes=True")
-    stats = StreamStats()
-    codes = []
-    with WavWriter(wav_path) as wav:
-        async for chunk in stream_music(url, request, stats=stats, **stream_options):
-            wav.write(chunk.audio, chunk.sample_rate)
-            if chunk.codes is not None:
-                codes.append(chunk.codes)
-            if on_chunk is not None:
-                on_chunk(chunk, stats)
-    if codes_path is not None:
-        np.save(codes_path, np.concatenate(codes, axis=1))
-    return stats
+    return await _save(stream_music, url, request, wav_path, codes_path, on_chunk, stream_options)
+
+
+async def save_speech(
+    url: str,
+    request: SpeechRequest,
+    wav_path: str | os.PathLike,
+    *,
+    codes_path: str | os.PathLike | None = None,
+    on_chunk: Callable[[AudioChunk, StreamStats], None] | None = None,
+    **stream_options,
+) -> StreamStats:
+    """Speak `request` into `wav_path` sentence by sentence (client.speech.stream_speech); as save_music."""
+    return await _save(stream_speech, url, request, wav_path, codes_path, on_chunk, stream_options)
 
 
 def save_music_sync(*args, **kwargs) -> StreamStats:
     """Blocking `save_music` for scripts and the CLI."""
     return asyncio.run(save_music(*args, **kwargs))
+
+
+def save_speech_sync(*args, **kwargs) -> StreamStats:
+    """Blocking `save_speech` for scripts and the CLI."""
+    return asyncio.run(save_speech(*args, **kwargs))

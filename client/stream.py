@@ -1,4 +1,9 @@
-"""Streaming a musicgen request over Triton's gRPC bidirectional stream (asyncio)."""
+"""Streaming one request to a decoupled pipeline (musicgen, orpheus) over Triton's gRPC bidirectional stream.
+
+Both families share one contract: one response per audio chunk, indices 0, 1, 2, ..., the last
+flagged final, errors as a message starting with the gRPC status. `stream_chunks` is that
+contract; `stream_music` and `client.speech.stream_speech` only build the inputs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from grpc.aio import AioRpcError
+from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
 from ensemble import tensors as T
@@ -16,28 +22,29 @@ from .response import AudioChunk, ChunkSequence, parse_result
 from .stats import StreamStats
 
 
-async def stream_music(
+async def stream_chunks(
     url: str | InferenceServerClient,
-    request: MusicRequest,
+    model: str,
+    inputs: list[InferInput],
     *,
-    model: str = T.MUSICGEN,
+    expect_codes: bool = False,
     request_id: str | None = None,
     timeout: float | None = None,
     stats: StreamStats | None = None,
+    target: str | None = None,
 ) -> AsyncIterator[AudioChunk]:
-    """Send `request` and yield its audio chunks in arrival order.
+    """Send one request to `model` and yield its audio chunks in arrival order.
 
-    `url` is "host:port" or an open aio client (reused, not closed). `timeout` is a
-    deadline in seconds for the whole stream. Raises GenerationError for server
-    errors, ServerUnavailableError, and StreamContractError when chunks arrive out
-    of order, twice, or without a final response. Closing the iterator or
-    cancelling its task cancels the gRPC stream, so the server stops generating.
+    `url` is "host:port" or an open aio client (reused, not closed; `target` names its server in
+    errors). `timeout` is a deadline in seconds for the whole stream. Raises GenerationError for
+    server errors, ServerUnavailableError, and StreamContractError when chunks arrive out of
+    order, twice, or without a final response. Closing the iterator or cancelling its task
+    cancels the gRPC stream, so the server stops generating.
     """
-    inputs = build_inputs(request)
-    sequence = ChunkSequence(expect_codes=request.return_codes)
+    sequence = ChunkSequence(expect_codes=expect_codes)
     owns_client = isinstance(url, str)
     client = InferenceServerClient(url) if owns_client else url
-    target = url if owns_client else "the given client's server"
+    target = url if owns_client else target or "the given client's server"
     responses = None
 
     async def requests():
@@ -75,3 +82,17 @@ async def stream_music(
             responses.cancel()
         if owns_client:
             await client.close()
+
+
+def stream_music(
+    url: str | InferenceServerClient,
+    request: MusicRequest,
+    *,
+    model: str = T.MUSICGEN,
+    request_id: str | None = None,
+    timeout: float | None = None,
+    stats: StreamStats | None = None,
+) -> AsyncIterator[AudioChunk]:
+    """Send a musicgen `request` and yield its audio chunks in arrival order (see `stream_chunks`)."""
+    return stream_chunks(url, model, build_inputs(request), expect_codes=request.return_codes,
+                         request_id=request_id, timeout=timeout, stats=stats)

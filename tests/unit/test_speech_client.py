@@ -1,0 +1,286 @@
+"""client.speech and `python -m client speech`: the orpheus inputs, sentence-by-sentence streaming with the
+next sentence started ahead, cancellation of every open stream, against an in-process fake gRPC server."""
+
+import asyncio
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import deserialize_bytes_tensor
+
+from client import GenerationError, SpeechRequest, StreamStats, speech_inputs, stream_speech
+from client.cli import main
+from client.speech import sentence_requests
+from ensemble import tensors as T
+from tests.unit.test_client import response
+
+SR = 24000
+
+
+def inputs_by_name(request):
+    return {i.name(): i for i in speech_inputs(request)}
+
+
+def test_text_is_the_only_required_input():
+    inputs = inputs_by_name(SpeechRequest("Hello there."))
+    assert list(inputs) == [T.TEXT]
+    assert inputs[T.TEXT].datatype() == "BYTES" and inputs[T.TEXT].shape() == [1]
+
+
+def test_every_optional_input_has_the_models_type_and_shape():
+    codes = np.arange(21).reshape(7, 3)
+    request = SpeechRequest("Hi.", voice="tara", reference_text="a clip", reference_codes=codes,
+                            reference_audio=np.zeros(480, np.float64), max_duration=5, temperature=0.6, top_k=50,
+                            top_p=0.9, repetition_penalty=1.1, seed=7, return_codes=True)
+    inputs = inputs_by_name(request)
+    expected = {
+        T.TEXT: ("BYTES", [1]), T.VOICE: ("BYTES", [1]), T.REFERENCE_TEXT: ("BYTES", [1]),
+        T.REFERENCE_CODES: ("INT64", [7, 3]), T.REFERENCE_AUDIO: ("FP32", [480]),
+        T.MAX_DURATION: ("FP32", [1]), T.TEMPERATURE: ("FP32", [1]), T.TOP_K: ("INT32", [1]),
+        T.TOP_P: ("FP32", [1]), T.REPETITION_PENALTY: ("FP32", [1]), T.SEED: ("INT64", [1]),
+        T.RETURN_CODES: ("BOOL", [1]),
+    }
+    assert {name: (i.datatype(), i.shape()) for name, i in inputs.items()} == expected
+    assert np.frombuffer(inputs[T.REFERENCE_CODES]._get_content(), np.int64).tolist() == list(range(21))
+    assert np.frombuffer(inputs[T.REPETITION_PENALTY]._get_content(), np.float32)[0] == np.float32(1.1)
+
+
+def test_sentence_requests_keep_everything_but_the_text():
+    request = SpeechRequest("Dr. Smith paid $3.50. Then he left!", voice="leo", seed=3)
+    assert sentence_requests(request) == [SpeechRequest("Dr. Smith paid $3.50.", voice="leo", seed=3),
+                                          SpeechRequest("Then he left!", voice="leo", seed=3)]
+    assert sentence_requests(request, max_chars=None) == [request]
+    assert sentence_requests(SpeechRequest("  ")) == [SpeechRequest("  ")]  # the server names the problem
+
+
+# --- a fake orpheus: its answer depends on the text ---------------------------------------------
+
+
+def text_of(request) -> str:
+    names = [i.name for i in request.inputs]
+    raw = request.raw_input_contents[names.index(T.TEXT)]
+    return deserialize_bytes_tensor(raw)[0].decode()
+
+
+class FakeOrpheus(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Per stream: `script(text, fake)` gives ModelInferResponses, error strings, or callables to wait on."""
+
+    def __init__(self, script):
+        self.script = script
+        self.texts: list[str] = []
+        self.requests = []
+        self.ended: list[str] = []
+        self.arrived = threading.Condition()
+
+    def ModelStreamInfer(self, request_iterator, context):
+        request = next(request_iterator)
+        text = text_of(request)
+        context.add_callback(lambda: self.ended.append(text))
+        with self.arrived:
+            self.texts.append(text)
+            self.requests.append(request)
+            self.arrived.notify_all()
+        for item in self.script(text, self):
+            if callable(item):
+                item()
+            elif isinstance(item, str):
+                yield service_pb2.ModelStreamInferResponse(error_message=item)
+            else:
+                yield service_pb2.ModelStreamInferResponse(infer_response=item)
+            if not context.is_active():
+                return
+
+    def wait_for(self, text, timeout=5.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: text in self.texts, timeout)
+
+
+def spoken(text, chunks=2):
+    """Chunks whose samples say which sentence they belong to (its length)."""
+    return [response(i, audio=np.full(SR // 10, len(text), np.float32), sample_rate=SR, final=i == chunks - 1)
+            for i in range(chunks)]
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(script):
+        fake = FakeOrpheus(script)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return fake, f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(None)
+
+
+def collect(url, request, **options):
+    async def run():
+        return [c async for c in stream_speech(url, request, **options)]
+
+    return asyncio.run(run())
+
+
+TEXT = "The first sentence is here. A second one follows it. And the third ends it."
+SENTENCES = ["The first sentence is here.", "A second one follows it.", "And the third ends it."]
+
+
+def test_one_sentence_is_one_stream_passed_through(serve):
+    fake, url = serve(lambda text, fake: spoken(text, 3))
+    chunks = collect(url, SpeechRequest("Hello there, world.", voice="tara"))
+    assert [(c.index, c.final, c.sample_rate) for c in chunks] == [(0, False, SR), (1, False, SR), (2, True, SR)]
+    assert fake.texts == ["Hello there, world."]
+    assert fake.requests[0].model_name == T.SPEECH
+    assert [i.name for i in fake.requests[0].inputs] == [T.TEXT, T.VOICE]
+
+
+def test_sentences_stream_in_order_as_one_stream(serve):
+    fake, url = serve(lambda text, fake: spoken(text))
+    stats = StreamStats()
+    chunks = collect(url, SpeechRequest(TEXT, voice="tara", seed=5), stats=stats, request_id="r")
+    assert [c.index for c in chunks] == list(range(6))
+    assert [c.final for c in chunks] == [False] * 5 + [True]
+    assert [c.audio[0] for c in chunks] == [len(s) for s in SENTENCES for _ in range(2)]
+    assert sorted(fake.texts) == sorted(SENTENCES)
+    assert sorted(r.id for r in fake.requests) == ["r-0", "r-1", "r-2"]
+    assert all([i.name for i in r.inputs] == [T.TEXT, T.VOICE, T.SEED] for r in fake.requests)
+    assert stats.chunks == 6 and stats.audio_seconds == pytest.approx(0.6)
+
+
+def test_the_next_sentence_starts_before_the_current_one_ends(serve):
+    """Sentence i holds back its last chunk until sentence i + 1 has been requested: without the
+    look-ahead this would never finish."""
+    def script(text, fake):
+        position = SENTENCES.index(text)
+        first, last = spoken(text)
+        after = SENTENCES[position + 1] if position + 1 < len(SENTENCES) else None
+        return [first, (lambda: fake.wait_for(after) or pytest.fail("not started ahead")) if after else None, last]
+
+    fake, url = serve(lambda text, fake: [item for item in script(text, fake) if item is not None])
+    chunks = collect(url, SpeechRequest(TEXT), timeout=10)
+    assert len(chunks) == 6 and fake.texts == SENTENCES  # requested in order
+
+
+def test_only_one_sentence_runs_ahead(serve):
+    fake, url = serve(lambda text, fake: spoken(text))
+
+    async def first_chunk():
+        stream = stream_speech(url, SpeechRequest(TEXT))
+        await anext(stream)
+        await asyncio.sleep(0.3)  # time for any premature request to arrive
+        texts = list(fake.texts)
+        await stream.aclose()
+        return texts
+
+    assert asyncio.run(first_chunk()) == SENTENCES[:2]
+
+
+def test_a_sentence_without_frames_adds_nothing(serve):
+    def script(text, fake):
+        return [response(0, audio=np.zeros(0, np.float32), sample_rate=SR, final=True)] if "second" in text \
+            else spoken(text)
+
+    _, url = serve(script)
+    chunks = collect(url, SpeechRequest(TEXT))
+    assert [c.index for c in chunks] == [0, 1, 2, 3] and [len(c.audio) for c in chunks] == [SR // 10] * 4
+
+
+def test_a_later_sentences_error_comes_after_the_earlier_audio(serve):
+    def script(text, fake):
+        return ["INVALID_ARGUMENT: text: too many tokens"] if "third" in text else spoken(text)
+
+    _, url = serve(script)
+    received = []
+
+    async def run():
+        async for chunk in stream_speech(url, SpeechRequest(TEXT)):
+            received.append(chunk.index)
+
+    with pytest.raises(GenerationError) as caught:
+        asyncio.run(run())
+    assert (caught.value.status, caught.value.message) == ("INVALID_ARGUMENT", "text: too many tokens")
+    assert received == [0, 1, 2, 3]
+
+
+def test_closing_the_stream_cancels_every_open_sentence(serve):
+    def forever(text, fake):
+        yield from spoken(text)[:1]
+        while True:
+            time.sleep(0.01)
+            yield response(1, audio=np.zeros(10, np.float32), sample_rate=SR)
+
+    fake, url = serve(lambda text, fake: forever(text, fake))
+
+    async def run():
+        stream = stream_speech(url, SpeechRequest(TEXT))
+        await anext(stream)
+        while len(fake.texts) < 2:  # the second sentence is open too
+            await asyncio.sleep(0.01)
+        await stream.aclose()
+        for _ in range(500):
+            if len(fake.ended) == 2:
+                break
+            await asyncio.sleep(0.01)
+        return sorted(fake.ended)
+
+    assert asyncio.run(run()) == sorted(SENTENCES[:2])
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+def test_cli_speaks_sentence_by_sentence_into_a_wav(serve, tmp_path, capsys):
+    fake, url = serve(lambda text, fake: spoken(text))
+    out = tmp_path / "speech.wav"
+    assert main(["speech", TEXT, "--voice", "tara", "--out", str(out), "--url", url, "--seed", "4",
+                 "--temperature", "0.5"]) == 0
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == SR and len(audio) == 6 * SR // 10
+    assert sorted({float(x) for x in audio}) == sorted(float(len(s)) for s in SENTENCES)
+    assert [i.name for i in fake.requests[0].inputs] == [T.TEXT, T.VOICE, T.TEMPERATURE, T.SEED]
+    err = capsys.readouterr().err
+    assert "chunk 5:" in err and "time to first audio" in err and "real-time factor" in err and str(out) in err
+
+
+def test_cli_clones_a_local_clip_sent_as_24_khz_mono(serve, tmp_path):
+    fake, url = serve(lambda text, fake: spoken(text, 1))
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.full((44100, 2), 0.25, np.float32), 44100)  # 1 s of stereo at 44.1 kHz
+    argv = ["speech", "Say this please.", "--reference", str(clip), "--reference-text", "the words in the clip",
+            "--out", str(tmp_path / "a.wav"), "--url", url]
+    assert main(argv) == 0
+    sent = {i.name: (i.shape, raw) for i, raw in zip(fake.requests[0].inputs, fake.requests[0].raw_input_contents)}
+    assert list(sent) == [T.TEXT, T.REFERENCE_TEXT, T.REFERENCE_AUDIO]
+    shape, raw = sent[T.REFERENCE_AUDIO]
+    assert list(shape) == [SR]
+    np.testing.assert_allclose(np.frombuffer(raw, np.float32)[100:-100], 0.25, atol=1e-3)
+    assert deserialize_bytes_tensor(sent[T.REFERENCE_TEXT][1])[0] == b"the words in the clip"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--reference", "clip.wav"], "error: --reference and --reference-text go together\n"),
+        (["--reference", "missing.wav", "--reference-text", "x"], "error: --reference missing.wav: "),
+    ],
+)
+def test_cli_reference_problems_are_one_line(tmp_path, capsys, extra, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["speech", "Hi there.", "--out", "a.wav", "--url", "127.0.0.1:1", *extra]) == 1
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_cli_server_error_is_one_line(serve, tmp_path, capsys):
+    _, url = serve(lambda text, fake: ["INVALID_ARGUMENT: voice: unknown voice 'bob'; known: tara, leo"])
+    assert main(["speech", "Hi there you.", "--voice", "bob", "--out", str(tmp_path / "a.wav"), "--url", url]) == 1
+    assert capsys.readouterr().err == "error: INVALID_ARGUMENT: voice: unknown voice 'bob'; known: tara, leo\n"
