@@ -7,7 +7,7 @@ Triton models (BLS, dynamically batched). Tests build it with local ONNX Runtime
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,9 +27,11 @@ from ensemble.musicgen_request import GenerationParams, Limits, validate
 from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
 from ensemble.musicgen_decoding import Job, MusicgenFamily
 from ensemble.scheduler import Engine, Stream
+from ensemble.settings import from_parameters
 from ensemble.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
+LM_RUNTIMES = ("onnxruntime", "torch")
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], ...] -> [audio [T * hop], ...]
 
 
@@ -48,21 +50,10 @@ class PipelineSettings:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "PipelineSettings":
-        """Build from Triton config parameters (strings), each converted to its default's type."""
-
-        def typed(kind):
-            defaults = kind()
-            return {f.name: type(getattr(defaults, f.name))(parameters[f.name]) for f in fields(kind) if f.name in parameters}
-
-        own_names = ("max_slots", "max_queue", "sample_rate", "lm_runtime", "device", "dtype")
-        known = set(own_names) | {f.name for kind in (ChunkPolicy, Limits) for f in fields(kind)}
-        unknown = sorted(set(parameters) - known)
-        if unknown:
-            raise ValueError(f"unknown musicgen parameters {unknown}; known: {sorted(known)}")
-        own = {name: type(getattr(cls, name))(parameters[name]) for name in own_names if name in parameters}
-        if own.get("lm_runtime", cls.lm_runtime) not in ("onnxruntime", "torch"):
-            raise ValueError(f"lm_runtime must be onnxruntime or torch, got {own['lm_runtime']!r}")
-        return cls(**own, policy=ChunkPolicy(**typed(ChunkPolicy)), limits=Limits(**typed(Limits)))
+        settings = from_parameters(cls, parameters, "musicgen")
+        if settings.lm_runtime not in LM_RUNTIMES:
+            raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {settings.lm_runtime!r}")
+        return settings
 
 
 class MusicgenPipeline:

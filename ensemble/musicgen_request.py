@@ -6,18 +6,14 @@ INVALID_ARGUMENT and the gateway into HTTP 422.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ensemble import tensors as T
+from ensemble.request_fields import InvalidRequest, finite, sampling, utf8_text
 
-
-class InvalidRequest(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
+__all__ = ["InvalidRequest", "Limits", "GenerationParams", "validate"]
 
 
 @dataclass(frozen=True)
@@ -51,13 +47,6 @@ class GenerationParams:
         return 2 if self.guidance_scale > 1.0 else 1
 
 
-def _finite(field: str, value) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidRequest(field, f"must be a finite number, got {value}")
-    return value
-
-
 def _prompt_codes(raw, codebooks: int, codebook_size: int, frame_rate: int, duration: float, limits: Limits):
     codes = raw.get(T.PROMPT_CODES)
     if codes is None:
@@ -77,48 +66,28 @@ def _prompt_codes(raw, codebooks: int, codebook_size: int, frame_rate: int, dura
 
 def validate(raw: dict, limits: Limits, codebook_size: int, codebooks: int = 4, frame_rate: int = 50) -> GenerationParams:
     """raw: field name -> value (absent fields take defaults)."""
-    text = raw.get(T.TEXT)
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest(T.TEXT, "must be UTF-8 text") from None
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidRequest(T.TEXT, "must be a non-empty prompt")
-    if len(text) > limits.max_text_chars:
-        raise InvalidRequest(T.TEXT, f"is {len(text)} characters; the limit is {limits.max_text_chars}")
+    text = utf8_text(raw, T.TEXT, limits.max_text_chars)
 
     if raw.get(T.DURATION) is None:
         raise InvalidRequest(T.DURATION, "is required (seconds of audio)")
-    duration = _finite(T.DURATION, raw[T.DURATION])
+    duration = finite(T.DURATION, raw[T.DURATION])
     if not limits.min_duration_s <= duration <= limits.max_duration_s:
         raise InvalidRequest(
             T.DURATION, f"must be in [{limits.min_duration_s:g}, {limits.max_duration_s:g}] seconds, got {duration:g}")
 
     defaults = GenerationParams(text="", duration=0.0)
-    temperature = _finite(T.TEMPERATURE, raw.get(T.TEMPERATURE, defaults.temperature))
-    if not 0.0 <= temperature <= 10.0:
-        raise InvalidRequest(T.TEMPERATURE, f"must be in [0, 10] (0 is greedy), got {temperature:g}")
-    top_k = int(raw.get(T.TOP_K, min(defaults.top_k, codebook_size)))
-    if not 0 <= top_k <= codebook_size:
-        raise InvalidRequest(T.TOP_K, f"must be in [0, {codebook_size}] (0 disables it), got {top_k}")
-    top_p = _finite(T.TOP_P, raw.get(T.TOP_P, defaults.top_p))
-    if not 0.0 < top_p <= 1.0:
-        raise InvalidRequest(T.TOP_P, f"must be in (0, 1] (1 disables it), got {top_p:g}")
-    guidance = _finite(T.GUIDANCE_SCALE, raw.get(T.GUIDANCE_SCALE, defaults.guidance_scale))
+    knobs = sampling(raw, defaults.temperature, defaults.top_k, defaults.top_p, codebook_size)
+    guidance = finite(T.GUIDANCE_SCALE, raw.get(T.GUIDANCE_SCALE, defaults.guidance_scale))
     if not 1.0 <= guidance <= 20.0:
         raise InvalidRequest(T.GUIDANCE_SCALE, f"must be in [1, 20] (1 disables guidance), got {guidance:g}")
-    seed = raw.get(T.SEED)
-    if seed is not None and int(seed) < 0:
-        raise InvalidRequest(T.SEED, f"must be >= 0, got {int(seed)}")
     return GenerationParams(
         text=text,
         duration=duration,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
+        temperature=knobs.temperature,
+        top_k=knobs.top_k,
+        top_p=knobs.top_p,
         guidance_scale=guidance,
-        seed=None if seed is None else int(seed),
+        seed=knobs.seed,
         return_codes=bool(raw.get(T.RETURN_CODES, False)),
         prompt_codes=_prompt_codes(raw, codebooks, codebook_size, frame_rate, duration, limits),
     )

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions for the exported MusicGen graphs (the CPU target)."""
+"""ONNX Runtime sessions for the exported graphs (the CPU target)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,30 @@ class OnnxCodecDecoder:
     def __call__(self, audio_codes: np.ndarray) -> np.ndarray:
         # [B, K, T] -> [B, T * hop]
         return self._session.run([T.AUDIO], {T.AUDIO_CODES: audio_codes})[0]
+
+
+class OnnxSpeechLanguageModel:
+    """speech_lm_step.onnx behind the speech family's SpeechLanguageModel protocol."""
+
+    def __init__(self, step_path: Path, threads: int | None = None):
+        self._step = open_session(step_path, threads)
+
+    @staticmethod
+    def zeros(shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, np.float32)
+
+    def step(self, input_ids, positions, logit_index, past_keys, past_values):
+        return self._step.run(
+            [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
+            {T.INPUT_IDS: input_ids, T.POSITIONS: positions, T.LOGIT_INDEX: logit_index,
+             T.PAST_KEYS: past_keys, T.PAST_VALUES: past_values},
+        )
+
+
+class OnnxAudioEncoder:
+    def __init__(self, path: Path, threads: int | None = None):
+        self._session = open_session(path, threads)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        # [B, S] -> [B, 7, frames]
+        return self._session.run([T.AUDIO_CODES], {T.AUDIO: audio})[0]

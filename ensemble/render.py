@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ensemble import musicgen_spec
+from ensemble import musicgen_spec, speech_spec
 from ensemble.spec import CONFIG_PATHS, TARGETS, ModelSpec, render
 
-ALL_MODELS: tuple[ModelSpec, ...] = musicgen_spec.MODELS
+ALL_MODELS: tuple[ModelSpec, ...] = musicgen_spec.MODELS + speech_spec.MODELS
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 
 

@@ -62,7 +62,7 @@ class EngineStats:
     steps: int = 0  # language-model steps run
     request_steps: int = 0  # sum over steps of the requests in that step
     max_batch_requests: int = 0  # most requests ever decoded in one step
-    prefill_tokens: int = 0  # prompt tokens fed in steps shared with decoding rows (chunked prefill)
+    prefill_tokens: int = 0  # prompt tokens fed, a chunk per step beside the decoding rows
     admitted: int = 0
     joined_running: int = 0  # admitted while other requests were mid-generation
     completed: int = 0

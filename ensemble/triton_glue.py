@@ -18,9 +18,10 @@ import triton_python_backend_utils as pb_utils
 from ensemble import tensors as T
 from ensemble.musicgen_model import ONNX_FILE
 from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
-from ensemble.musicgen_request import InvalidRequest
+from ensemble.request_fields import InvalidRequest
 from ensemble.onnx_models import open_session
 from ensemble.scheduler import AtCapacity, Chunk, EngineStats
+from ensemble.speech_pipeline import SpeechPipeline, SpeechSettings
 
 log = logging.getLogger("tritone")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -209,53 +210,103 @@ class EngineMetrics:
             self._metrics[field_name].set(getattr(stats, field_name))
 
 
-class MusicgenModel:
-    """The decoupled `musicgen` pipeline model."""
+class StreamingModel:
+    """A decoupled pipeline model: validate each request, queue it on the engine, stream its chunks.
 
-    INPUTS = (T.TEXT, T.DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES)
+    Subclasses name the model, the inputs they read and how to build their pipeline."""
 
-    @staticmethod
-    def read_inputs(request) -> dict:
-        raw = read_scalars(request, MusicgenModel.INPUTS)
-        prompt = pb_utils.get_input_tensor_by_name(request, T.PROMPT_CODES)
-        if prompt is not None:
-            raw[T.PROMPT_CODES] = prompt.as_numpy()
+    name = ""
+    SCALARS: tuple[str, ...] = ()  # inputs holding one value
+    ARRAYS: tuple[str, ...] = ()  # inputs passed on as arrays
+
+    def read_inputs(self, request) -> dict:
+        raw = read_scalars(request, self.SCALARS)
+        for name in self.ARRAYS:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                raw[name] = tensor.as_numpy()
         return raw
+
+    def build(self, repository: Path, parameters: dict[str, str], bls: BlsLoop, on_step):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return ""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         repository = Path(args["model_repository"]).parent
-        self.metrics = EngineMetrics(T.MUSICGEN)
+        self.metrics = EngineMetrics(self.name)
         self.bls = BlsLoop()
-        self.pipeline = MusicgenPipeline(
-            repository,
-            PipelineSettings.from_parameters(parameters),
-            encode_text=BlsModel(self.bls, T.MUSICGEN_TEXT_ENCODER, (T.INPUT_IDS, T.ATTENTION_MASK), T.ENCODER_HIDDEN_STATES),
-            decode_codes=BlsModel(self.bls, T.MUSICGEN_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
-            on_step=self.metrics.update,
-        )
+        self.pipeline = self.build(repository, parameters, self.bls, self.metrics.update)
         self.pipeline.engine.start()
-        settings, model = self.pipeline.settings, self.pipeline.model
-        slot_mb = self.pipeline.family.slot_bytes(settings.limits.max_duration_s) / 2**20
-        log.warning(
-            "musicgen ready: %s, %d decode slots (KV cache up to %.0f MiB each at %gs with guidance), queue %d",
-            model.checkpoint, settings.max_slots, slot_mb, settings.limits.max_duration_s, settings.max_queue,
-        )
+        log.warning("%s ready: %s", self.name, self.describe())
+
+    def submit(self, raw: dict, stream: TritonStream) -> None:
+        self.pipeline.submit(self.pipeline.validate(raw), stream)
 
     def execute(self, requests):
         for request in requests:
             stream = TritonStream(request.get_response_sender(), self.pipeline.model.sample_rate)
             try:
-                params = self.pipeline.validate(self.read_inputs(request))
-                self.pipeline.submit([(params, stream)])
+                self.submit(self.read_inputs(request), stream)
             except (InvalidRequest, AtCapacity) as error:
                 stream.fail(error)
             except Exception as error:
-                log.exception("musicgen request failed before admission")
+                log.exception("%s request failed before admission", self.name)
                 stream.fail(error)
         return None
 
     def finalize(self):
         self.pipeline.engine.stop()
         self.bls.stop()
+
+
+class MusicgenModel(StreamingModel):
+    """The decoupled `musicgen` pipeline model."""
+
+    name = T.MUSICGEN
+    SCALARS = (T.TEXT, T.DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES)
+    ARRAYS = (T.PROMPT_CODES,)
+
+    def build(self, repository, parameters, bls, on_step):
+        return MusicgenPipeline(
+            repository,
+            PipelineSettings.from_parameters(parameters),
+            encode_text=BlsModel(bls, T.MUSICGEN_TEXT_ENCODER, (T.INPUT_IDS, T.ATTENTION_MASK), T.ENCODER_HIDDEN_STATES),
+            decode_codes=BlsModel(bls, T.MUSICGEN_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
+            on_step=on_step,
+        )
+
+    def describe(self) -> str:
+        settings, model = self.pipeline.settings, self.pipeline.model
+        slot_mb = self.pipeline.family.slot_bytes(settings.limits.max_duration_s) / 2**20
+        return (f"{model.checkpoint}, {settings.max_slots} decode slots (KV cache up to {slot_mb:.0f} MiB each at "
+                f"{settings.limits.max_duration_s:g}s with guidance), queue {settings.max_queue}")
+
+    def submit(self, raw, stream):
+        self.pipeline.submit([(self.pipeline.validate(raw), stream)])
+
+
+class SpeechTritonModel(StreamingModel):
+    """The decoupled `orpheus` speech pipeline model."""
+
+    name = T.SPEECH
+    SCALARS = (T.TEXT, T.VOICE, T.REFERENCE_TEXT, T.MAX_DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P,
+               T.REPETITION_PENALTY, T.SEED, T.RETURN_CODES)
+    ARRAYS = (T.REFERENCE_AUDIO, T.REFERENCE_CODES)
+
+    def build(self, repository, parameters, bls, on_step):
+        return SpeechPipeline(
+            repository,
+            SpeechSettings.from_parameters(parameters),
+            encode_audio=BlsModel(bls, T.SPEECH_CODEC_ENCODER, (T.AUDIO,), T.AUDIO_CODES),
+            decode_codes=BlsModel(bls, T.SPEECH_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
+            on_step=on_step,
+        )
+
+    def describe(self) -> str:
+        settings, model = self.pipeline.settings, self.pipeline.model
+        return (f"{model.checkpoint}, {settings.max_slots} decode slots, queue {settings.max_queue}, prefill "
+                f"{settings.prefill_chunk} tokens per step, voices: {', '.join(model.voices) or 'cloned only'}")

@@ -114,7 +114,7 @@ def test_many_concurrent_streams_lose_no_chunk(musicgen_server):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"text": "   "}, "INVALID_ARGUMENT: text: must be a non-empty prompt"),
+        ({"text": "   "}, "INVALID_ARGUMENT: text: must be non-empty text"),
         ({"duration": 1000.0}, "INVALID_ARGUMENT: duration: must be in [0.1, 30] seconds, got 1000"),
         ({"duration": 0.0}, "INVALID_ARGUMENT: duration: must be in [0.1, 30] seconds, got 0"),
         ({"temperature": -1.0}, "INVALID_ARGUMENT: temperature: must be in [0, 10] (0 is greedy), got -1"),

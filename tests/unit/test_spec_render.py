@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ensemble import musicgen_spec, render, tensors as T
+from ensemble import musicgen_spec, render, speech_spec, tensors as T
 from ensemble.chunker import ChunkPolicy
 from ensemble.musicgen_pipeline import PipelineSettings
 from ensemble.musicgen_request import Limits
@@ -35,9 +35,10 @@ def test_the_committed_model_repository_configs_are_up_to_date():
 
 def test_every_model_has_a_config_per_target():
     files = render.rendered_files()
-    expected = {Path(spec.name) / CONFIG_PATHS[t] for spec in musicgen_spec.MODELS for t in TARGETS}
+    models = musicgen_spec.MODELS + speech_spec.MODELS
+    expected = {Path(spec.name) / CONFIG_PATHS[t] for spec in models for t in TARGETS}
     assert set(files) == expected
-    assert len(files) == 6
+    assert len(files) == 12
 
 
 def test_stale_lists_a_config_that_differs_from_its_spec(tmp_path):
@@ -51,7 +52,7 @@ def test_stale_lists_a_config_that_differs_from_its_spec(tmp_path):
     )
 
 
-@pytest.mark.parametrize("spec", musicgen_spec.MODELS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", musicgen_spec.MODELS + speech_spec.MODELS, ids=lambda s: s.name)
 def test_every_model_and_tensor_name_comes_from_ensemble_tensors(spec):
     assert spec.name in TENSOR_NAMES
     for tensor in spec.inputs + spec.outputs:

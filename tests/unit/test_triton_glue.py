@@ -92,7 +92,7 @@ def test_read_scalars_returns_present_inputs_as_python_values_and_skips_absent_o
         top_k=np.array([7], np.int32),
         return_codes=np.array([True]),
     )
-    values = glue.read_scalars(request, glue.MusicgenModel.INPUTS)
+    values = glue.read_scalars(request, glue.MusicgenModel.SCALARS)
     assert values == {T.TEXT: b"lo-fi piano", T.DURATION: 2.5, T.TOP_K: 7, T.RETURN_CODES: True}
     assert type(values[T.TOP_K]) is int and type(values[T.DURATION]) is float
 

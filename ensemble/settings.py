@@ -1,0 +1,41 @@
+"""Pipeline settings from a Triton config's `parameters` (all strings), by field name.
+
+A settings dataclass has scalar fields and nested dataclasses (a chunk policy, limits) whose
+fields are flattened into the same parameter namespace. Each value is converted to its
+default's type; an unknown parameter is an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields, is_dataclass, replace
+
+
+def _default(f):
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _convert(value: str, like):
+    if isinstance(like, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return type(like)(value)
+
+
+def from_parameters(cls, parameters: dict[str, str], model: str):
+    kwargs, known = {}, set()
+    for f in fields(cls):
+        default = _default(f)
+        if is_dataclass(default):
+            names = {g.name for g in fields(default)}
+            known |= names
+            kwargs[f.name] = replace(default, **{name: _convert(parameters[name], getattr(default, name))
+                                                 for name in names if name in parameters})
+        else:
+            known.add(f.name)
+            if f.name in parameters:
+                kwargs[f.name] = _convert(parameters[f.name], default)
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"unknown {model} parameters {unknown}; known: {sorted(known)}")
+    return cls(**kwargs)

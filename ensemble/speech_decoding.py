@@ -1,0 +1,141 @@
+"""Orpheus-format speech's decoding rules for the engine: chunked prefill, then one token a step.
+
+A request's prompt (text turn, optionally a cloned voice's turn before it) can be thousands of
+tokens. Prefilling it in one call would stall every other stream for that long, so prompts go in
+`prefill_chunk` tokens per step, in the same LM call as the single-token decode steps of the other
+rows: the step is [rows, width] with width = the chunk while anyone prefills, else 1; each row
+has its own position and says which of its tokens' logits it wants. Decode rows never wait more
+than one (bounded) step. The trade: while a prompt is prefilled, decode rows are padded to the
+chunk width, which costs little where decoding is memory-bound (a GPU) and is bounded by
+`prefill_chunk` on a CPU.
+
+Sampling applies, in transformers' order: repetition penalty over every token of the row so
+far (prompt included), the Orpheus grammar mask (ensemble/orpheus_format.py), then temperature,
+top-k, top-p. Every 7 answer tokens make a frame; end_of_speech (or max_duration) ends the stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ensemble.chunker import ChunkPolicy, Chunker
+from ensemble.kv_cache import BatchKVCache
+from ensemble.orpheus_format import TOKENS_PER_FRAME
+from ensemble.sampling import sample
+from ensemble.scheduler import EngineStats, Slot, Stream
+from ensemble.speech_model import SpeechModel
+from ensemble.speech_request import SpeechParams
+
+
+class SpeechLanguageModel(Protocol):
+    """speech_lm_step: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
+
+    def zeros(self, shape: tuple[int, ...]): ...
+    def step(self, input_ids, positions, logit_index, past_keys, past_values): ...  # logits numpy [R, V]
+
+
+@dataclass(eq=False)
+class SpeechJob:
+    params: SpeechParams
+    prompt: np.ndarray  # int64 [tokens]: the whole prompt, cloned voice's turn included
+    max_frames: int  # max_duration, or where the LM's context ends
+    stream: Stream
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class SpeechSlot(Slot):
+    def __init__(self, job: SpeechJob, model: SpeechModel, policy: ChunkPolicy):
+        params = job.params
+        self.prompt = job.prompt
+        self.max_frames = job.max_frames
+        super().__init__(job, 1, len(self.prompt) + TOKENS_PER_FRAME * self.max_frames,
+                         Chunker(policy, self.max_frames), params.return_codes)
+        self.codes = np.zeros((TOKENS_PER_FRAME, self.max_frames), np.int64)
+        self.generated = 0  # answer tokens sampled (end_of_speech excluded)
+        self.last = -1  # the token to feed next once the prompt is in
+        self.seen = np.zeros(model.vocab_size, bool)  # for the repetition penalty
+        self.seen[self.prompt] = True
+        self.rng = np.random.default_rng(params.seed)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.cached < len(self.prompt)
+
+
+class SpeechFamily:
+    name = "orpheus"
+
+    def __init__(self, lm: SpeechLanguageModel, model: SpeechModel, policy: ChunkPolicy, prefill_chunk: int = 32):
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.lm = lm
+        self.model = model
+        self.format = model.format
+        self.policy = policy
+        self.prefill_chunk = prefill_chunk
+        self.frame_samples = model.frame_samples
+        self.kv_layout = (model.num_layers, model.num_kv_heads, model.head_dim)
+
+    def zeros(self, shape):
+        return self.lm.zeros(shape)
+
+    def admit(self, job: SpeechJob) -> SpeechSlot:
+        return SpeechSlot(job, self.model, self.policy)
+
+    def idle(self) -> None:
+        pass
+
+    def step(self, slots: list[SpeechSlot], cache: BatchKVCache, stats: EngineStats) -> None:
+        prefilling = [slot for slot in slots if slot.prefilling]
+        width = min(self.prefill_chunk, max(len(s.prompt) - s.cached for s in prefilling)) if prefilling else 1
+        past_keys, past_values = cache.prepare(slots, width)
+        input_ids = np.full((len(slots), width), self.format.pad_token_id, np.int64)
+        positions = np.empty(len(slots), np.int64)
+        logit_index = np.zeros(len(slots), np.int64)
+        fed = {}
+        for slot in slots:
+            row = cache.rows(slot).start
+            if slot.prefilling:
+                tokens = slot.prompt[slot.cached : slot.cached + width]
+                stats.prefill_tokens += len(tokens)
+            else:
+                tokens = np.array([slot.last], np.int64)
+            input_ids[row, : len(tokens)] = tokens
+            positions[row] = slot.cached
+            logit_index[row] = len(tokens) - 1
+            fed[slot.serial] = len(tokens)
+
+        logits, new_keys, new_values = self.lm.step(input_ids, positions, logit_index, past_keys, past_values)
+
+        for slot in slots:
+            cache.write(slot, new_keys, new_values, fed[slot.serial])
+            slot.cached += fed[slot.serial]
+            if not slot.prefilling:  # the prompt is in: these logits choose the next answer token
+                self._advance(slot, logits[cache.rows(slot).start])
+
+    def _advance(self, slot: SpeechSlot, logits: np.ndarray) -> None:
+        params = slot.job.params
+        if params.repetition_penalty != 1.0:
+            logits = logits.copy()
+            seen = logits[slot.seen]
+            logits[slot.seen] = np.where(seen < 0, seen * params.repetition_penalty, seen / params.repetition_penalty)
+        masked = self.format.mask_logits(logits, slot.generated)
+        token = int(sample(masked[None], params.temperature, params.top_k, params.top_p, slot.rng)[0])
+        if token == self.format.end_of_speech:
+            slot.chunker.finish(slot.generated // TOKENS_PER_FRAME)
+            slot.finished = True
+        else:
+            position, frame = slot.generated % TOKENS_PER_FRAME, slot.generated // TOKENS_PER_FRAME
+            slot.codes[position, frame] = token - self.format.audio_start - position * self.format.codebook_size
+            slot.generated += 1
+            slot.seen[token] = True
+            slot.last = token
+            if slot.generated == TOKENS_PER_FRAME * slot.max_frames:
+                slot.finished = True
+        complete = slot.generated // TOKENS_PER_FRAME
+        while (window := slot.chunker.next_chunk(complete)) is not None:
+            slot.ready.append((window, slot.codes[:, window.window_start : window.window_end].copy()))

@@ -1,0 +1,165 @@
+"""The speech pipeline: text (+ a voice) -> Orpheus prompt -> in-flight batched LM -> SNAC audio chunks.
+
+The Triton model `orpheus` is thin glue around this class: it passes in codec callables that
+call the `snac_encoder` / `snac_decoder` Triton models (BLS, dynamically batched). Tests build
+it with local ONNX Runtime sessions.
+
+A reference clip sent as audio is encoded once: its codes are cached by the clip's content
+hash (`ReferenceCache`), so a client that sends the same voice with every sentence pays the
+encoder once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ensemble import tensors as T
+from ensemble.chunker import ChunkPolicy
+from ensemble.musicgen_model import ONNX_FILE
+from ensemble.onnx_models import OnnxAudioEncoder, OnnxCodecDecoder, OnnxSpeechLanguageModel
+from ensemble.orpheus_format import TOKENS_PER_FRAME
+from ensemble.request_fields import InvalidRequest
+from ensemble.scheduler import Engine, Stream
+from ensemble.settings import from_parameters
+from ensemble.speech_decoding import SpeechFamily, SpeechJob
+from ensemble.speech_model import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
+from ensemble.speech_request import SpeechLimits, SpeechParams, validate
+
+AudioEncoder = Callable[[np.ndarray], np.ndarray]  # audio [1, S] -> codes [1, 7, F]
+CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [7, F], ...] -> [audio [F * 2048], ...]
+LM_RUNTIMES = ("onnxruntime", "torch")
+
+# SNAC 24 kHz frames are 2048 samples (85 ms). The decoder is convolutional and not causal:
+# each chunk is decoded with left context and lookahead (ensemble/chunker.py); these cover its
+# receptive field so that streamed audio equals a one-shot decode (tests/unit/test_speech_engine.py).
+SPEECH_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_frames=24, left_context=6, lookahead=3, min_window=1)
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """Serving knobs; the Triton config's `parameters` set them by field name."""
+
+    max_slots: int = 8
+    max_queue: int = 32
+    sample_rate: int = 24000  # declared in the config so clients can read it; must match the export
+    prefill_chunk: int = 32  # prompt tokens per step while others decode
+    reference_cache: int = 64  # encoded reference clips kept, by content hash
+    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
+    device: str = "cpu"
+    dtype: str = "float32"
+    policy: ChunkPolicy = field(default_factory=lambda: SPEECH_POLICY)
+    limits: SpeechLimits = field(default_factory=SpeechLimits)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> "SpeechSettings":
+        settings = from_parameters(cls, parameters, T.SPEECH)
+        if settings.lm_runtime not in LM_RUNTIMES:
+            raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {settings.lm_runtime!r}")
+        return settings
+
+
+class ReferenceCache:
+    """Reference clip (by content hash) -> its codes; least recently used entries leave first."""
+
+    def __init__(self, encode: AudioEncoder, capacity: int):
+        self._encode = encode
+        self._capacity = capacity
+        self._codes: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.encoded = 0  # encoder calls made (a hit makes none)
+
+    def codes(self, audio: np.ndarray) -> np.ndarray:
+        key = hashlib.sha256(np.ascontiguousarray(audio, np.float32).tobytes()).hexdigest()
+        with self._lock:
+            if key in self._codes:
+                self._codes.move_to_end(key)
+                return self._codes[key]
+        codes = np.asarray(self._encode(audio[None].astype(np.float32))[0], np.int64)  # [7, F]
+        with self._lock:
+            self.encoded += 1
+            self._codes[key] = codes
+            while len(self._codes) > self._capacity:
+                self._codes.popitem(last=False)
+        return codes
+
+
+class SpeechPipeline:
+    def __init__(
+        self,
+        repository: Path,
+        settings: SpeechSettings = SpeechSettings(),
+        *,
+        encode_audio: AudioEncoder | None = None,
+        decode_codes: CodecDecoder | None = None,
+        on_step=None,
+    ):
+        from transformers import AutoTokenizer
+
+        repository = Path(repository)
+        version = repository / T.SPEECH / "1"
+        self.model = SpeechModel.load(version)
+        if self.model.sample_rate != settings.sample_rate:
+            raise ValueError(f"the export in {version} is {self.model.sample_rate} Hz but the {T.SPEECH} config "
+                             f"declares sample_rate {settings.sample_rate}")
+        self.settings = settings
+        self.format = self.model.format
+        self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
+        encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SPEECH_CODEC_ENCODER / "1" / ONNX_FILE)
+        self.references = ReferenceCache(encode_audio, settings.reference_cache)
+        if decode_codes is None:
+            decode = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)
+            decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
+        self.family = SpeechFamily(self._language_model(version), self.model, settings.policy,
+                                   settings.prefill_chunk)
+        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
+                             on_step=on_step)
+
+    def _language_model(self, version: Path):
+        if self.settings.lm_runtime == "torch":
+            from ensemble.torch_lm import TorchSpeechLanguageModel  # torch is only needed on this path
+
+            saved = version / CHECKPOINT_DIR
+            checkpoint = saved if saved.is_dir() else self.model.checkpoint
+            return TorchSpeechLanguageModel(checkpoint, self.settings.device, self.settings.dtype)
+        return OnnxSpeechLanguageModel(version / LM_STEP_FILE)
+
+    def validate(self, raw: dict) -> SpeechParams:
+        """Raises InvalidRequest naming the bad field."""
+        return validate(raw, self.model, self.settings.limits)
+
+    def _text_ids(self, field_name: str, text: str) -> list[int]:
+        ids = self.tokenizer(text)["input_ids"]
+        if len(ids) > self.settings.limits.max_text_tokens:
+            raise InvalidRequest(field_name, f"is {len(ids)} tokens long; the limit is "
+                                 f"{self.settings.limits.max_text_tokens} (send a sentence at a time)")
+        return ids
+
+    def prompt(self, params: SpeechParams) -> np.ndarray:
+        """The request's full prompt token ids; encodes (or finds cached) the reference clip."""
+        text = f"{params.voice}: {params.text}" if params.voice else params.text
+        codes = params.reference_codes
+        if params.reference_audio is not None:
+            codes = self.references.codes(params.reference_audio)
+        reference_ids = None if codes is None else self._text_ids(T.REFERENCE_TEXT, params.reference_text)
+        ids = np.array(self.format.prompt_ids(self._text_ids(T.TEXT, text), reference_ids, codes), np.int64)
+        return ids
+
+    def max_frames(self, params: SpeechParams, prompt_tokens: int) -> int:
+        """max_duration in frames, or less where the LM's context ends first (then speech stops there)."""
+        fits = (self.model.max_positions - prompt_tokens) // TOKENS_PER_FRAME
+        if fits < self.model.frame_rate:
+            raise InvalidRequest(T.TEXT, f"the {prompt_tokens}-token prompt (text plus reference clip) leaves less "
+                                 f"than 1 s of speech in this model's {self.model.max_positions}-token context")
+        return min(params.max_frames(self.model), fits)
+
+    def submit(self, params: SpeechParams, stream: Stream) -> None:
+        """Raises InvalidRequest (prompt too long) before anything is queued, or AtCapacity."""
+        prompt = self.prompt(params)
+        self.engine.submit(SpeechJob(params, prompt, self.max_frames(params, len(prompt)), stream))

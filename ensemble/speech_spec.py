@@ -1,0 +1,76 @@
+"""The speech pipeline's Triton models, declared once for both targets."""
+
+from __future__ import annotations
+
+from ensemble import tensors as T
+from ensemble.musicgen_spec import stateless_targets
+from ensemble.orpheus_format import TOKENS_PER_FRAME
+from ensemble.spec import ModelSpec, Runtime, Tensor
+from ensemble.speech_pipeline import SPEECH_POLICY
+
+CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "lm_runtime": "onnxruntime",
+                "device": "cpu", "dtype": "float32"}
+GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "lm_runtime": "torch",
+                "device": "cuda", "dtype": "bfloat16"}
+STREAMING = {name: str(getattr(SPEECH_POLICY, name))
+             for name in ("first_frames", "growth", "max_frames", "left_context", "lookahead", "min_window")}
+LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
+          "min_reference_s": "1", "max_reference_s": "30"}
+
+# Shapes the pipeline sends, which the TensorRT profiles must cover:
+FRAME_SAMPLES = 2048
+MAX_REFERENCE_SAMPLES = 30 * 24000
+MAX_WINDOW = SPEECH_POLICY.max_frames + SPEECH_POLICY.left_context + SPEECH_POLICY.lookahead
+
+CODEC_ENCODER = ModelSpec(
+    name=T.SPEECH_CODEC_ENCODER,
+    description="SNAC 24 kHz encoder: a reference clip [samples] -> codes [7, frames] (Orpheus frame layout).",
+    inputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
+    outputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1)),),
+    targets=stateless_targets({T.AUDIO: ((FRAME_SAMPLES,), (10 * 24000,), (MAX_REFERENCE_SAMPLES,))}),
+)
+
+CODEC_DECODER = ModelSpec(
+    name=T.SPEECH_CODEC_DECODER,
+    description="SNAC 24 kHz decoder (noise blocks off: deterministic): codes [7, frames] -> audio [frames * 2048].",
+    inputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1)),),
+    outputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
+    targets=stateless_targets({T.AUDIO_CODES: ((TOKENS_PER_FRAME, 1), (TOKENS_PER_FRAME, 12),
+                                               (TOKENS_PER_FRAME, MAX_WINDOW))}),
+)
+
+PIPELINE = ModelSpec(
+    name=T.SPEECH,
+    description=(
+        "Text to speech, streamed, with a built-in speaker or a cloned voice: one response per audio chunk, the\n"
+        "last one flagged final. Decoupled python model holding the in-flight batched LM (chunked prefill);\n"
+        "calls the SNAC encoder (reference clips, cached by content hash) and decoder (BLS)."
+    ),
+    inputs=(
+        Tensor(T.TEXT, "BYTES", (1,)),
+        Tensor(T.VOICE, "BYTES", (1,), optional=True),
+        Tensor(T.REFERENCE_TEXT, "BYTES", (1,), optional=True),
+        Tensor(T.REFERENCE_AUDIO, "FP32", (-1,), optional=True),
+        Tensor(T.REFERENCE_CODES, "INT64", (TOKENS_PER_FRAME, -1), optional=True),
+        Tensor(T.MAX_DURATION, "FP32", (1,), optional=True),
+        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True),
+        Tensor(T.TOP_K, "INT32", (1,), optional=True),
+        Tensor(T.TOP_P, "FP32", (1,), optional=True),
+        Tensor(T.REPETITION_PENALTY, "FP32", (1,), optional=True),
+        Tensor(T.SEED, "INT64", (1,), optional=True),
+        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
+    ),
+    outputs=(
+        Tensor(T.AUDIO, "FP32", (-1,)),
+        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
+        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
+        Tensor(T.CODES, "INT64", (TOKENS_PER_FRAME, -1)),
+    ),
+    decoupled=True,
+    targets={
+        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **LIMITS}),
+        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **STREAMING, **LIMITS}),
+    },
+)
+
+MODELS = (CODEC_ENCODER, CODEC_DECODER, PIPELINE)

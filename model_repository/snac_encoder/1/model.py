@@ -1,0 +1,9 @@
+"""snac_encoder (CPU target): the exported SNAC encoder on ONNX Runtime, dynamically batched."""
+
+from ensemble import tensors as T
+from ensemble.triton_glue import OnnxBatchModel
+
+
+class TritonPythonModel(OnnxBatchModel):
+    input_names = (T.AUDIO,)
+    output_name = T.AUDIO_CODES
