@@ -1,4 +1,5 @@
-"""python -m export musicgen --checkpoint CHECKPOINT --out model_repository"""
+"""python -m export musicgen --checkpoint CHECKPOINT --out model_repository
+python -m export orpheus --checkpoint CHECKPOINT [--codec CODEC] --out model_repository"""
 
 from __future__ import annotations
 
@@ -20,9 +21,35 @@ def main(argv=None) -> int:
                        help="tensorrt: also build TensorRT plans for the GPU target (needs a GPU and pip install .[gpu])")
     music.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
                        help="TensorRT precision; layers that overflow in FP16 stay FP32")
+    speech = families.add_parser("orpheus", help="Orpheus-format text to speech: Llama LM step, SNAC encoder and "
+                                                 "decoder to ONNX")
+    speech.add_argument("--checkpoint", default="canopylabs/orpheus-3b-0.1-ft",
+                        help="local directory or hub id of an Orpheus checkpoint, 'tiny-random' (toy sizes) or "
+                             "'small-random' (SmolLM2-135M's shape, Orpheus' vocabulary, random weights)")
+    speech.add_argument("--codec", default=None,
+                        help="local directory or hub id of a SNAC codec (default: hubertsiuzdak/snac_24khz; "
+                             "the random checkpoints bring a random codec of their size)")
+    speech.add_argument("--voices", default=None,
+                        help="comma-separated speakers the checkpoint was fine-tuned on (default: "
+                             "orpheus-3b-0.1-ft's eight; '' for none)")
+    speech.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
+    speech.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     args = parser.parse_args(argv)
 
-    from export.musicgen import CheckpointUnavailable, export_musicgen
+    from export.checkpoints import CheckpointUnavailable
+
+    if args.family == "orpheus":
+        from export.orpheus import export_orpheus
+
+        voices = None if args.voices is None else tuple(v.strip() for v in args.voices.split(",") if v.strip())
+        try:
+            export_orpheus(args.checkpoint, args.out, codec=args.codec, force=args.force, voices=voices)
+        except CheckpointUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+
+    from export.musicgen import export_musicgen
 
     try:
         spec = export_musicgen(args.checkpoint, args.out, force=args.force)

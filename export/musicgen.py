@@ -28,29 +28,13 @@ from ensemble.musicgen_model import (
     TOKENIZER_DIR,
     MusicgenModel,
 )
+from export.checkpoints import CheckpointUnavailable  # noqa: F401 (raised from here)
+from export.checkpoints import load_checkpoint as load_checkpoint_from
 from export.musicgen_graphs import CodecDecoder, CrossKV, LmStep, TextEncoder
 from export.onnx_graph import export_graph
 from export.tiny import RANDOM_CHECKPOINTS, TINY_RANDOM, save_random
 
 DEFAULT_CHECKPOINT = "facebook/musicgen-small"
-
-
-class CheckpointUnavailable(RuntimeError):
-    pass
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _from_pretrained(source: str):
@@ -66,29 +50,10 @@ def load_checkpoint(checkpoint: str, out: Path):
     tiny-random and small-random are built and saved under musicgen/1/checkpoint first."""
     if checkpoint in RANDOM_CHECKPOINTS:
         return _from_pretrained(str(save_random(out / T.MUSICGEN / "1" / CHECKPOINT_DIR, size=checkpoint)))
-    if Path(checkpoint).is_dir():
-        return _from_pretrained(checkpoint)
-
-    try:
-        import huggingface_hub
-
-        huggingface_hub.snapshot_download(checkpoint, local_files_only=True)
-        return _from_pretrained(checkpoint)  # cached: no network needed
-    except Exception:
-        pass
-    if not _hub_reachable():
-        raise CheckpointUnavailable(
-            f"cannot load MusicGen checkpoint {checkpoint!r}: it is not a local directory, not in the "
-            f"local hub cache, and the model hub cannot be reached. Pass a local checkpoint directory, "
-            f"or use tiny-random (random weights of the real architecture): make serve MODEL={TINY_RANDOM}"
-        )
-    try:
-        return _from_pretrained(checkpoint)
-    except OSError as err:
-        raise CheckpointUnavailable(
-            f"cannot load MusicGen checkpoint {checkpoint!r}: {str(err).splitlines()[0]} "
-            f"(or use tiny-random: make serve MODEL={TINY_RANDOM})"
-        ) from err
+    return load_checkpoint_from(
+        checkpoint, _from_pretrained, "MusicGen checkpoint",
+        f"tiny-random (random weights of the real architecture): make serve MODEL={TINY_RANDOM}",
+    )
 
 
 def describe(model, tokenizer, checkpoint: str) -> MusicgenModel:

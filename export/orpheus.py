@@ -1,0 +1,239 @@
+"""Export an Orpheus-format text-to-speech checkpoint (Llama LM + SNAC 24 kHz) into a model repository.
+
+    python -m export orpheus --checkpoint canopylabs/orpheus-3b-0.1-ft --out model_repository
+    python -m export orpheus --checkpoint tiny-random --out model_repository
+
+Writes, each checked against the torch module:
+    orpheus/1/speech_lm_step.onnx     one LM step: chunked prefill and decode, rows at their own positions
+    snac_encoder/1/model.onnx         waveform -> codes [batch, 7, frames] (reference clips)
+    snac_decoder/1/model.onnx         codes [batch, 7, frames] -> waveform (noise off)
+    orpheus/1/tokenizer/, speech.json (and checkpoint/ + codec/ for the random checkpoints)
+
+The LM graph of a 3B checkpoint is about 13 GB in float32, past protobuf's 2 GB: its weights
+then go to one external data file beside it (speech_lm_step.onnx.data).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ensemble import tensors as T
+from ensemble.orpheus_format import LEVEL_CODES, TOKENS_PER_FRAME
+from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
+from export.checkpoints import CheckpointUnavailable, load_checkpoint
+from export.onnx_graph import export_graph
+from export.orpheus_graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
+from export.speech_tiny import (
+    BOS_TOKEN,
+    CONTROL_TOKENS,
+    EOT_TOKEN,
+    RANDOM_CHECKPOINTS,
+    RANDOM_VOICES,
+    SPARE_TOKENS,
+    TINY_RANDOM,
+    save_random_codec,
+    save_random_lm,
+)
+
+__all__ = ["CheckpointUnavailable", "export_orpheus", "exported"]
+
+DEFAULT_CHECKPOINT = "canopylabs/orpheus-3b-0.1-ft"
+DEFAULT_CODEC = "hubertsiuzdak/snac_24khz"
+ORPHEUS_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")  # orpheus-3b-0.1-ft's speakers
+ONNX_FILE = "model.onnx"
+HINT = f"--checkpoint {TINY_RANDOM} (random weights of the real architecture)"
+
+
+def default_codec(checkpoint: str) -> str:
+    """A random LM comes with the random codec of its size; a trained one with snac_24khz."""
+    return checkpoint if checkpoint in RANDOM_CHECKPOINTS else DEFAULT_CODEC
+
+
+def _load_lm(source: str):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    # float32 whatever the checkpoint was saved in (Orpheus is bf16): the graph is exported in fp32
+    model = LlamaForCausalLM.from_pretrained(source, attn_implementation="eager", dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(source)
+
+
+def _load_codec(source: str):
+    from snac import SNAC
+
+    return SNAC.from_pretrained(source).eval()
+
+
+def load_lm(checkpoint: str, out: Path):
+    """(model, tokenizer): a random one saved under orpheus/1/checkpoint, a directory, the hub cache, the hub."""
+    if checkpoint in RANDOM_CHECKPOINTS:
+        return _load_lm(str(save_random_lm(Path(out) / T.SPEECH / "1" / CHECKPOINT_DIR, checkpoint)))
+    return load_checkpoint(checkpoint, _load_lm, "Orpheus checkpoint", HINT)
+
+
+def load_codec(codec: str, out: Path):
+    if codec in RANDOM_CHECKPOINTS:
+        return _load_codec(str(save_random_codec(Path(out) / T.SPEECH / "1" / CODEC_DIR, codec)))
+    return load_checkpoint(codec, _load_codec, "SNAC codec", HINT)
+
+
+def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> SpeechModel:
+    """The metadata the pipeline needs, with the Orpheus layout checked against LM, tokenizer and codec.
+
+    text_vocab_size is not stored by Orpheus checkpoints (it is the constant tokeniser_length
+    in its code); it follows from the layout: vocab = text + 10 + 7 x codebook + 2.
+    """
+    config = model.config
+    strides = tuple(int(s) for s in snac.vq_strides)
+    if tuple(strides[0] // s for s in strides) != LEVEL_CODES:
+        raise ValueError(f"SNAC codec {codec!r} has level strides {strides}: the Orpheus frame needs "
+                         f"{len(LEVEL_CODES)} levels at 1, 2 and 4 codes per frame")
+    codebook = int(snac.codebook_size)
+    text_vocab = config.vocab_size - CONTROL_TOKENS - TOKENS_PER_FRAME * codebook - SPARE_TOKENS
+    bos, eot = tokenizer.convert_tokens_to_ids(BOS_TOKEN), tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    if text_vocab <= 0 or not all(isinstance(i, int) and 0 <= i < text_vocab for i in (bos, eot)):
+        raise ValueError(
+            f"{checkpoint!r} (vocabulary {config.vocab_size}) does not fit the Orpheus layout for codec {codec!r} "
+            f"({codebook} codes per level): text tokens {text_vocab}, {BOS_TOKEN}={bos}, {EOT_TOKEN}={eot}")
+    return SpeechModel(
+        checkpoint=checkpoint,
+        codec_checkpoint=codec,
+        sample_rate=int(snac.sampling_rate),
+        frame_samples=frame_samples(snac),
+        codebook_size=codebook,
+        text_vocab_size=text_vocab,
+        bos_token_id=bos,
+        eot_token_id=eot,
+        vocab_size=config.vocab_size,
+        num_layers=config.num_hidden_layers,
+        num_kv_heads=config.num_key_value_heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        max_positions=config.max_position_embeddings,
+        voices=tuple(voices),
+    )
+
+
+def graph_paths(out: Path) -> list[Path]:
+    out = Path(out)
+    return [out / T.SPEECH / "1" / LM_STEP_FILE, out / T.SPEECH_CODEC_ENCODER / "1" / ONNX_FILE,
+            out / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE]
+
+
+def exported(checkpoint: str, out: Path, codec: str | None = None) -> SpeechModel | None:
+    """The repository's speech export if it is complete and came from `checkpoint` and `codec`."""
+    codec = codec or default_codec(checkpoint)
+    version = Path(out) / T.SPEECH / "1"
+    try:
+        spec = SpeechModel.load(version)
+    except (OSError, ValueError, TypeError):
+        return None
+    complete = all(p.exists() for p in graph_paths(out)) and (version / TOKENIZER_DIR).is_dir()
+    return spec if complete and spec.checkpoint == checkpoint and spec.codec_checkpoint == codec else None
+
+
+def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model_repository"), codec: str | None = None,
+                   force: bool = False, voices: tuple[str, ...] | None = None) -> SpeechModel:
+    """Export LM step, SNAC encoder and decoder; voices default to the checkpoint's speakers."""
+    started = time.perf_counter()
+    out = Path(out)
+    codec = codec or default_codec(checkpoint)
+    if not force and (current := exported(checkpoint, out, codec)) is not None:
+        print(f"{out} already holds an export of {checkpoint} with {codec} (--force to export again)")
+        return current
+    if voices is None:
+        voices = RANDOM_VOICES if checkpoint in RANDOM_CHECKPOINTS else ORPHEUS_VOICES
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the progress lines below say what happens
+    print(f"loading {checkpoint} and {codec} ...")
+    model, tokenizer = load_lm(checkpoint, out)
+    snac = load_codec(codec, out)
+    spec = describe(model, tokenizer, snac, checkpoint, codec, voices)
+    version = out / T.SPEECH / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    print(f"  loaded in {time.perf_counter() - started:.1f}s: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"LM parameters, {sum(p.numel() for p in snac.parameters()) / 1e6:.1f}M codec parameters")
+
+    gen = torch.Generator().manual_seed(0)
+    print("exporting speech LM step ...")
+    rows, width, past = 3, 4, 6
+    cache = (spec.num_layers, rows, spec.num_kv_heads, past, spec.head_dim)
+    export_lm_graph(
+        SpeechLmStep(model),
+        {
+            T.INPUT_IDS: torch.randint(0, spec.vocab_size, (rows, width), generator=gen),
+            T.POSITIONS: torch.tensor([6, 2, 0]),  # rows at different positions share the step
+            T.LOGIT_INDEX: torch.tensor([3, 1, 0]),  # rows feeding fewer than `width` tokens
+            T.PAST_KEYS: torch.randn(cache, generator=gen),
+            T.PAST_VALUES: torch.randn(cache, generator=gen),
+        },
+        [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
+        {T.INPUT_IDS: {0: "rows", 1: "width"}, T.POSITIONS: {0: "rows"}, T.LOGIT_INDEX: {0: "rows"},
+         T.PAST_KEYS: {1: "rows", 3: "past"}, T.PAST_VALUES: {1: "rows", 3: "past"},
+         T.LOGITS: {0: "rows"}, T.NEW_KEYS: {1: "rows", 3: "width"}, T.NEW_VALUES: {1: "rows", 3: "width"}},
+        version / LM_STEP_FILE,
+    )
+
+    encoder_path, decoder_path = graph_paths(out)[1:]
+    print("exporting SNAC encoder ...")
+    clip = 0.3 * torch.randn(2, int(1.3 * spec.sample_rate), generator=gen)  # not a whole number of frames
+    export_graph(
+        SnacEncoder(snac),
+        {T.AUDIO: clip},
+        [T.AUDIO_CODES],
+        {T.AUDIO: {0: "batch", 1: "samples"}, T.AUDIO_CODES: {0: "batch", 2: "frames"}},
+        encoder_path,
+    )
+    print("exporting SNAC decoder ...")
+    export_graph(
+        SnacDecoder(snac),
+        {T.AUDIO_CODES: torch.randint(0, spec.codebook_size, (2, TOKENS_PER_FRAME, 12), generator=gen)},
+        [T.AUDIO],
+        {T.AUDIO_CODES: {0: "batch", 2: "frames"}, T.AUDIO: {0: "batch", 1: "samples"}},
+        decoder_path,
+    )
+
+    tokenizer_dir = version / TOKENIZER_DIR
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    tokenizer.save_pretrained(tokenizer_dir)
+    spec.save(version)
+    print(f"exported {checkpoint} + {codec} to {out} in {time.perf_counter() - started:.0f}s ({spec.sample_rate} Hz, "
+          f"{spec.frame_rate:.2f} frames/s = {spec.tokens_per_second:.0f} LM tokens/s, vocabulary {spec.vocab_size}, "
+          f"voices {', '.join(spec.voices) or 'none'})")
+    return spec
+
+
+def export_lm_graph(module, inputs, output_names, dynamic_axes, path: Path) -> float:
+    """export_graph into a scratch directory, then move the graph (and its weights) to `path`.
+
+    Past 2 GB the exporter writes every initializer to its own file beside the graph
+    (hundreds for a 3B model); those are gathered into one `<name>.data` file, which ONNX
+    Runtime finds next to the graph when it loads it.
+    """
+    scratch = path.parent / f".{path.name}.export"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        diff = export_graph(module, inputs, output_names, dynamic_axes, scratch / path.name)
+        external = path.parent / f"{path.name}.data"
+        external.unlink(missing_ok=True)
+        if any(p.name != path.name for p in scratch.iterdir()):
+            gather_external_data(scratch / path.name, path)
+        else:
+            (scratch / path.name).replace(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return diff
+
+
+def gather_external_data(source: Path, target: Path) -> Path:
+    """Re-save an ONNX graph whose tensors sit in many external files as `target` + one `target.data`."""
+    import onnx
+
+    model = onnx.load(str(source))  # reads the external tensors from source's directory
+    onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{target.name}.data", size_threshold=1024)
+    return target

@@ -1,0 +1,218 @@
+"""Torch modules that become the speech family's ONNX graphs.
+
+They reuse the weights of transformers' `LlamaForCausalLM` and of `snac.SNAC`, and compute
+what those compute, rearranged for serving:
+
+- `SpeechLmStep`: one step of the decoder-only LM in which every row feeds `width` tokens from
+  its own position. One graph serves chunked prefill (width 16..64) and decode (width 1), and
+  rows at different positions share a call (in-flight batching). The cache is padded to the
+  longest row and masked by each row's position; keys are cached after the rotary embedding.
+- `SnacEncoder`: waveform -> codes in the Orpheus frame layout (reference clips for cloning).
+- `SnacDecoder`: codes in the frame layout -> waveform, with SNAC's noise injection off
+  (`deterministic_decoder`), so that a stream decoded in overlapping windows equals a one-shot
+  decode and a request's audio depends only on its codes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ensemble.orpheus_format import FRAME_LEVELS, FRAME_OFFSETS, LEVEL_CODES, TOKENS_PER_FRAME
+
+# Frames of context a window of SNAC (24 kHz) codes needs on each side for its middle to equal
+# a one-shot decode (max |difference| < 1e-4; 1e-7 from there on). The decoder is
+# convolutional with no attention and, noise off, sees about 2.5 frames either way; measured
+# on the tiny and on the snac_24khz architecture (tests/unit/test_speech_export.py): with 2
+# frames the error is ~1.5e-4, with 1 ~8e-3. A stream's first and last windows need no
+# context on their outer side: the decoder zero-pads there as a one-shot decode does.
+DECODER_LEFT_CONTEXT_FRAMES = 3
+DECODER_LOOKAHEAD_FRAMES = 3
+
+
+# --- the LM -----------------------------------------------------------------------------
+class SpeechLmStep(nn.Module):
+    """input_ids [R, W], positions [R], logit_index [R], past_* [L, R, KVH, P, Dh]
+    -> logits [R, V], new_keys / new_values [L, R, KVH, W, Dh].
+
+    Row r feeds tokens at positions[r] .. positions[r] + W - 1. It attends to its cache entries
+    t < positions[r] (the rest of the padded cache is masked) and causally to its own new tokens.
+    A row with fewer than W tokens is padded on the right by the caller: padding comes after
+    the valid tokens, so it never affects them, and its outputs are ignored. Only the hidden
+    state of token logit_index[r] goes through the final norm and lm_head, so the graph never
+    builds a [R, W, vocab] tensor (vocab is 156940 for Orpheus).
+
+    Grouped-query attention: the query heads are grouped under their key/value head
+    ([R, KVH, G * W, Dh]) rather than the cache repeated G times per layer, which is the same
+    arithmetic as transformers' `repeat_kv` without copying the cache at every step.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        llama = model.model
+        config = model.config
+        self.embed_tokens = llama.embed_tokens
+        self.layers = llama.layers
+        self.norm = llama.norm
+        self.rotary_emb = llama.rotary_emb  # cos/sin from position ids, llama3 scaling included
+        self.lm_head = model.lm_head
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def forward(self, input_ids, positions, logit_index, past_keys, past_values):
+        rows, width = input_ids.shape
+        kv_heads, dh = self.num_kv_heads, self.head_dim
+        groups = self.num_heads // kv_heads
+        device = input_ids.device
+
+        hidden = self.embed_tokens(input_ids)  # [R, W, D]
+        steps = torch.arange(width, device=device)
+        position_ids = positions[:, None] + steps[None, :]  # [R, W]
+        cos, sin = self.rotary_emb(hidden, position_ids)  # [R, W, Dh]
+        cos, sin = cos[:, None], sin[:, None]  # [R, 1, W, Dh]
+
+        past = torch.arange(past_keys.shape[3], device=device)
+        past_valid = (past[None, :] < positions[:, None])[:, None, :].expand(rows, width, -1)  # [R, W, P]
+        causal = (steps[None, :] <= steps[:, None])[None].expand(rows, -1, -1)  # [R, W, W]
+        valid = torch.cat([past_valid, causal], dim=2)  # [R, W, P + W]
+        bias = torch.where(valid, 0.0, torch.finfo(hidden.dtype).min)[:, None, None]  # [R, 1, 1, W, P + W]
+
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            query = attn.q_proj(normed).view(rows, width, self.num_heads, dh).transpose(1, 2)  # [R, H, W, Dh]
+            key = attn.k_proj(normed).view(rows, width, kv_heads, dh).transpose(1, 2)  # [R, KVH, W, Dh]
+            value = attn.v_proj(normed).view(rows, width, kv_heads, dh).transpose(1, 2)
+            query = query * cos + _rotate_half(query) * sin
+            key = key * cos + _rotate_half(key) * sin
+            new_keys.append(key)
+            new_values.append(value)
+
+            keys = torch.cat([past_keys[i], key], dim=2)  # [R, KVH, P + W, Dh]
+            values = torch.cat([past_values[i], value], dim=2)
+            grouped = query.reshape(rows, kv_heads, groups * width, dh)  # head h = kv head h // G
+            scores = torch.matmul(grouped, keys.transpose(2, 3)) * attn.scaling  # [R, KVH, G * W, P + W]
+            scores = scores.view(rows, kv_heads, groups, width, -1) + bias
+            weights = torch.softmax(scores.float(), dim=-1).to(query.dtype).view(rows, kv_heads, groups * width, -1)
+            out = torch.matmul(weights, values).view(rows, self.num_heads, width, dh)  # [R, H, W, Dh]
+            out = out.transpose(1, 2).reshape(rows, width, self.num_heads * dh)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+        index = logit_index[:, None, None].expand(rows, 1, hidden.shape[-1])
+        last = hidden.gather(1, index)[:, 0]  # [R, D]: RMSNorm is per token, so gather first
+        logits = self.lm_head(self.norm(last)).float()  # [R, V]
+        return logits, torch.stack(new_keys), torch.stack(new_values)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+# --- SNAC -------------------------------------------------------------------------------
+def frame_samples(snac) -> int:
+    """Samples per 7-token frame: the hop times the coarsest level's stride (512 x 4 = 2048)."""
+    return int(snac.hop_length) * int(snac.vq_strides[0])
+
+
+def _upsample(x: torch.Tensor, stride: int) -> torch.Tensor:
+    # [B, C, T] -> [B, C, T * stride], each step repeated (repeat_interleave, in shape-agnostic ops)
+    if stride == 1:
+        return x
+    return x[..., None].expand(-1, -1, -1, stride).flatten(2)
+
+
+class SnacEncoder(nn.Module):
+    """audio [B, S] float32 -> codes [B, 7, F] int64 in the Orpheus frame layout.
+
+    S is padded on the right with zeros to a whole number of frames, as `SNAC.preprocess`
+    does (to a multiple of the local-attention window too, for SNAC variants that have one),
+    so F = ceil(S / 2048) for snac_24khz. The residual quantizer is SNAC's own arithmetic,
+    written with ops whose shapes stay symbolic in the exported graph (einops' rearrange and
+    repeat_interleave would bake the export's batch and length in).
+    """
+
+    def __init__(self, snac):
+        super().__init__()
+        self.encoder = snac.encoder
+        self.quantizers = snac.quantizer.quantizers
+        self.pad_to = int(snac.hop_length) * math.lcm(int(snac.vq_strides[0]), int(snac.attn_window_size or 1))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        batch, samples = audio.shape
+        blocks = torch.div(samples + self.pad_to - 1, self.pad_to, rounding_mode="floor")
+        padded = torch.cat([audio, audio.new_zeros(batch, self.pad_to - 1)], dim=1)[:, : blocks * self.pad_to]
+        residual = self.encoder(padded[:, None, :])  # [B, latent, T]
+        levels = []
+        for quantizer in self.quantizers:
+            z = residual
+            if quantizer.stride > 1:
+                z = F.avg_pool1d(z, quantizer.stride, quantizer.stride)
+            z_e = quantizer.in_proj(z)  # [B, Dc, T / stride]
+            encodings = F.normalize(z_e.transpose(1, 2), dim=-1)  # [B, T', Dc]
+            codebook = F.normalize(quantizer.codebook.weight, dim=1)  # [N, Dc]
+            dist = (encodings.pow(2).sum(-1, keepdim=True) - 2 * torch.matmul(encodings, codebook.t())
+                    + codebook.pow(2).sum(1)[None, None, :])  # as SNAC's decode_latents
+            indices = torch.argmax(-dist, dim=-1)  # [B, T']
+            levels.append(indices)
+            z_q = quantizer.out_proj(F.embedding(indices, quantizer.codebook.weight).transpose(1, 2))
+            residual = residual - _upsample(z_q, quantizer.stride)
+        return levels_to_frame(levels)
+
+
+def levels_to_frame(levels) -> torch.Tensor:
+    """SNAC's levels [B, F], [B, 2F], [B, 4F] -> [B, 7, F] (torch twin of orpheus_format's)."""
+    batch = levels[0].shape[0]
+    per_frame = [level.reshape(batch, -1, count) for level, count in zip(levels, LEVEL_CODES)]  # [B, F, count]
+    rows = [per_frame[level][:, :, offset] for level, offset in zip(FRAME_LEVELS, FRAME_OFFSETS)]
+    return torch.stack(rows, dim=1)
+
+
+def frame_to_levels(codes: torch.Tensor) -> list[torch.Tensor]:
+    """[B, 7, F] -> SNAC's levels [B, F], [B, 2F], [B, 4F] (torch twin of orpheus_format's)."""
+    levels = []
+    for level in range(len(LEVEL_CODES)):
+        rows = [k for k in range(TOKENS_PER_FRAME) if FRAME_LEVELS[k] == level]  # in offset order
+        levels.append(torch.stack([codes[:, k] for k in rows], dim=-1).flatten(1))
+    return levels
+
+
+def deterministic_decoder(snac) -> nn.Sequential:
+    """SNAC's decoder with its NoiseBlocks left out, sharing the codec's weights.
+
+    A NoiseBlock adds randn(B, 1, T) scaled by a learned 1x1 conv of its input: dither that
+    makes two decodes of the same codes differ. Served audio must not: a stream is decoded in
+    overlapping windows, and its chunks must join into what one decode of all the codes gives,
+    which only holds if the decoder is a function of its input. Dropping the block is
+    `x + 0 * h`: the noise term at zero, the rest untouched. The codec itself is not modified.
+    """
+    from snac.layers import DecoderBlock, NoiseBlock
+
+    layers = []
+    for layer in snac.decoder.model:
+        if isinstance(layer, DecoderBlock):
+            layer = nn.Sequential(*[nn.Identity() if isinstance(m, NoiseBlock) else m for m in layer.block])
+        layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+class SnacDecoder(nn.Module):
+    """codes [B, 7, F] int64 (Orpheus frame layout) -> audio [B, F * 2048] float32, noise off."""
+
+    def __init__(self, snac):
+        super().__init__()
+        self.quantizers = snac.quantizer.quantizers
+        self.decoder = deterministic_decoder(snac)
+
+    def forward(self, audio_codes: torch.Tensor) -> torch.Tensor:
+        z_q = 0.0
+        for quantizer, codes in zip(self.quantizers, frame_to_levels(audio_codes)):
+            z = quantizer.out_proj(F.embedding(codes, quantizer.codebook.weight).transpose(1, 2))
+            z_q = z_q + _upsample(z, quantizer.stride)
+        return self.decoder(z_q)[:, 0]
