@@ -11,3 +11,13 @@ def tiny_repository(tmp_path_factory):
     repository = tmp_path_factory.mktemp("repo")
     export_musicgen("tiny-random", repository)
     return repository
+
+
+@pytest.fixture(scope="session")
+def speech_repository(tmp_path_factory):
+    """A model repository exported from the tiny-random Orpheus + SNAC (about 5 s, once per session)."""
+    from export.orpheus import export_orpheus
+
+    repository = tmp_path_factory.mktemp("speech-repo")
+    export_orpheus("tiny-random", repository)
+    return repository

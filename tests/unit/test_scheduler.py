@@ -9,45 +9,12 @@ from ensemble.delay_pattern import frames_for, num_steps
 from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
 from ensemble.musicgen_request import InvalidRequest
 from ensemble.scheduler import AtCapacity
+from tests.list_stream import ListStream
 
 POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)
 DURATION = 0.5  # 25 frames at 50 Hz: chunks of 4, 8, 8, 5 frames
 PROMPT_A = "lo-fi piano with rain"
 PROMPT_B = "90s rock song with loud guitars and heavy drums"
-
-
-class ListStream:
-    """A Stream that records everything the engine does to it, in order."""
-
-    def __init__(self, cancel_after_chunks: int | None = None):
-        self.events: list[tuple] = []
-        self.cancel = False
-        self.cancel_after_chunks = cancel_after_chunks
-
-    @property
-    def chunks(self):
-        return [payload for kind, payload in self.events if kind == "chunk"]
-
-    @property
-    def ended(self) -> bool:
-        return any(kind in ("close", "fail") or (kind == "chunk" and payload.final) for kind, payload in self.events)
-
-    def codes(self) -> np.ndarray:
-        return np.concatenate([chunk.codes for chunk in self.chunks], axis=1)
-
-    def cancelled(self) -> bool:
-        return self.cancel
-
-    def send(self, chunk) -> None:
-        self.events.append(("chunk", chunk))
-        if self.cancel_after_chunks is not None and len(self.chunks) >= self.cancel_after_chunks:
-            self.cancel = True
-
-    def fail(self, error) -> None:
-        self.events.append(("fail", error))
-
-    def close(self) -> None:
-        self.events.append(("close", None))
 
 
 @pytest.fixture
