@@ -178,6 +178,7 @@ class EngineMetrics:
     COUNTERS = {
         "steps": ("tritone_decode_steps_total", "Decode steps run"),
         "request_steps": ("tritone_decode_request_steps_total", "Sum over decode steps of the requests in the step"),
+        "prefill_tokens": ("tritone_prefill_tokens_total", "Prompt tokens fed a chunk per step beside decoding rows"),
         "joined_running": ("tritone_requests_joined_running_total", "Requests admitted while others were mid-generation"),
         "completed": ("tritone_streams_completed_total", "Streams that generated all their audio"),
         "cancelled": ("tritone_streams_cancelled_total", "Streams cancelled by their client"),

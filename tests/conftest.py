@@ -1,5 +1,6 @@
 """Shared by the integration and browser tests: a real tritonserver on CPU serving a tiny-random
-MusicGen export (started once, when a test first asks for it) and gateways in front of it."""
+MusicGen and a tiny-random Orpheus export (started once, when a test first asks for it) and
+gateways in front of it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pytest
 from gateway.settings import Settings
 from serving.triton import TritonServer, free_port
 
-from tests.integration.musicgen_server import CAPACITY, run_gateway, tiny_repository
+from tests.integration.musicgen_server import CAPACITY, SPEECH, run_gateway, tiny_repository
 
 
 @pytest.fixture(scope="session")
 def musicgen_repository(tmp_path_factory) -> Path:
-    return tiny_repository(tmp_path_factory.mktemp("musicgen"), **CAPACITY)
+    return tiny_repository(tmp_path_factory.mktemp("musicgen"), musicgen=CAPACITY, speech=SPEECH)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers for tests against a real tritonserver serving a tiny-random MusicGen export."""
+"""Helpers for tests against a real tritonserver serving tiny-random MusicGen and Orpheus exports."""
 
 from __future__ import annotations
 
@@ -9,27 +9,39 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from client.metrics import read_engine_metrics
-from ensemble import musicgen_spec, tensors as T
+from ensemble import musicgen_spec, speech_spec, tensors as T
 from ensemble.spec import CONFIG_PATHS, render
 from export.musicgen import export_musicgen
+from export.orpheus import export_orpheus
 from serving.container import sync_skeleton
 from serving.triton import free_port
 
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
 CAPACITY = {"max_slots": "4", "max_queue": "4"}
+# Speech: the same capacity; chunks of at most 4 frames (28 steps) so that a stream's chunk rhythm
+# is fine enough to see a stall; prefill 16 tokens per step.
+SPEECH = {**CAPACITY, "max_frames": "4", "prefill_chunk": "16"}
 
 
-def tiny_repository(root: Path, **parameters: str) -> Path:
-    """Copy the committed repository (configs, model.py), export tiny-random into it."""
+def _override_cpu_parameters(repository: Path, spec, parameters: dict[str, str]) -> None:
+    cpu = spec.targets["cpu"]
+    cpu = dataclasses.replace(cpu, parameters={**cpu.parameters, **parameters})
+    spec = dataclasses.replace(spec, targets={**spec.targets, "cpu": cpu})
+    (repository / spec.name / CONFIG_PATHS["cpu"]).write_text(render(spec, "cpu"))
+
+
+def tiny_repository(root: Path, musicgen: dict[str, str] | None = None, speech: dict[str, str] | None = None) -> Path:
+    """Copy the committed repository (configs, model.py), export both tiny-random families into it.
+
+    `musicgen` / `speech` override parameters of that pipeline's CPU config (e.g. its capacity)."""
     repository = root / "model_repository"
     sync_skeleton(repository)
     export_musicgen("tiny-random", repository, force=True)
-    if parameters:
-        pipeline = musicgen_spec.PIPELINE
-        cpu = pipeline.targets["cpu"]
-        cpu = dataclasses.replace(cpu, parameters={**cpu.parameters, **parameters})
-        pipeline = dataclasses.replace(pipeline, targets={**pipeline.targets, "cpu": cpu})
-        (repository / T.MUSICGEN / CONFIG_PATHS["cpu"]).write_text(render(pipeline, "cpu"))
+    export_orpheus("tiny-random", repository, force=True)
+    if musicgen:
+        _override_cpu_parameters(repository, musicgen_spec.PIPELINE, musicgen)
+    if speech:
+        _override_cpu_parameters(repository, speech_spec.PIPELINE, speech)
     return repository
 
 

@@ -1,0 +1,184 @@
+"""Speech (Orpheus format + SNAC) served by a real tritonserver on CPU (tiny-random weights), over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from client import GenerationError, SpeechRequest, stream_speech
+from client.metrics import read_engine_metrics
+from ensemble import tensors as T
+from ensemble.musicgen_model import ONNX_FILE
+from ensemble.onnx_models import OnnxCodecDecoder
+from tests.speech_reference import reference_prompt, reference_speech
+
+pytestmark = pytest.mark.integration
+
+RATE, FRAME = 24000, 2048
+LONG_TEXT = "Turn left at the next corner, then keep going straight for two miles."
+# SNAC decoded in windows with 4 frames of left context and 3 of lookahead equals the one-shot
+# decode to float rounding (the decoder sees about 2.5 frames either way; see export/orpheus_graphs.py).
+STREAMING_TOLERANCE = 1e-4
+
+
+async def collect(url, request: SpeechRequest, first_chunk: asyncio.Event | None = None, times: list | None = None):
+    chunks = []
+    async for chunk in stream_speech(url, request, max_chars=None):
+        chunks.append(chunk)
+        if times is not None:
+            times.append(time.perf_counter())
+        if first_chunk is not None:
+            first_chunk.set()
+    return chunks
+
+
+def greedy(text: str, max_duration: float, penalty: float = 1.3, **fields) -> SpeechRequest:
+    return SpeechRequest(text=text, max_duration=max_duration, top_k=1, repetition_penalty=penalty,
+                         return_codes=True, **fields)
+
+
+def codes_of(chunks) -> np.ndarray:
+    return np.concatenate([chunk.codes for chunk in chunks], axis=1)
+
+
+def clip_codes(frames: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 64, (7, frames))
+
+
+def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_flight(
+    musicgen_server, musicgen_repository
+):
+    url = musicgen_server.grpc_url
+    clip = clip_codes(30)
+    first = greedy(LONG_TEXT, 3.0, penalty=1.0)
+    joiners = [
+        greedy("Hello there.", 0.6, voice="tara"),
+        greedy("She sells sea shells.", 1.5, reference_text="A voice to clone.", reference_codes=clip),
+        greedy("Thank you so much for listening, see you next time!", 2.0),
+    ]
+    before = read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)
+
+    async def scenario():
+        started = asyncio.Event()
+        running = asyncio.create_task(collect(url, first, started))
+        await started.wait()  # the first stream is mid-generation: the others join its batch
+        results = await asyncio.gather(*(collect(url, request) for request in joiners))
+        return [await running, *results]
+
+    results = asyncio.run(scenario())
+    after = read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)
+
+    for request, chunks in zip([first, *joiners], results):
+        prompt = reference_prompt(musicgen_repository, request.text, request.voice, request.reference_text,
+                                  request.reference_codes)
+        expected = reference_speech(musicgen_repository, prompt, int(request.max_duration * RATE / FRAME),
+                                    request.repetition_penalty)
+        np.testing.assert_array_equal(codes_of(chunks), expected)
+        assert sum(chunk.audio.size for chunk in chunks) == expected.shape[1] * FRAME
+        assert {chunk.sample_rate for chunk in chunks} == {RATE}
+    assert after["tritone_requests_joined_running_total"] - before["tritone_requests_joined_running_total"] >= 2
+    assert after["tritone_decode_batch_requests_max"] >= 3
+
+
+def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(musicgen_server, musicgen_repository):
+    chunks = asyncio.run(collect(musicgen_server.grpc_url, greedy(LONG_TEXT, 2.5, penalty=1.0)))
+    codes = codes_of(chunks)
+    audio = np.concatenate([chunk.audio for chunk in chunks])
+    whole = OnnxCodecDecoder(musicgen_repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)(codes[None])[0]
+    assert audio.shape == whole.shape == (29 * FRAME,)
+    boundaries = np.cumsum([chunk.audio.size for chunk in chunks])[:-1]
+    assert len(boundaries) >= 6
+    worst = max(float(np.max(np.abs(audio[b - 2 * FRAME : b + 2 * FRAME] - whole[b - 2 * FRAME : b + 2 * FRAME])))
+                for b in boundaries)
+    print(f"largest difference within two frames of a chunk boundary: {worst:.2e}")
+    assert worst < STREAMING_TOLERANCE
+    assert float(np.max(np.abs(audio - whole))) < STREAMING_TOLERANCE
+
+
+def test_a_long_prompt_prefills_without_stalling_the_other_streams(musicgen_server):
+    """While a 30 s voice prompt (about 2500 tokens) goes in, a running stream keeps receiving chunks."""
+    url = musicgen_server.grpc_url
+    metrics = musicgen_server.metrics_url
+    runner = greedy(LONG_TEXT, 20.0, penalty=1.0)
+    cloned = greedy("Cloned.", 0.5, reference_text="Someone talking for half a minute.", reference_codes=clip_codes(350))
+
+    async def scenario():
+        times: list[float] = []
+        started = asyncio.Event()
+        running = asyncio.create_task(collect(url, runner, started, times))
+        await started.wait()
+        await asyncio.sleep(0.5)  # the runner's steady rhythm before the long prompt arrives
+        prefill_tokens = read_engine_metrics(metrics, T.SPEECH)["tritone_prefill_tokens_total"]
+        submitted = time.perf_counter()
+        first_cloned = asyncio.Event()
+        cloned_task = asyncio.create_task(collect(url, cloned, first_cloned))
+        await first_cloned.wait()
+        cloned_first_audio = time.perf_counter()
+        prefilled = read_engine_metrics(metrics, T.SPEECH)["tritone_prefill_tokens_total"] - prefill_tokens
+        await cloned_task
+        running.cancel()
+        return times, submitted, cloned_first_audio, prefilled
+
+    times, submitted, cloned_first_audio, prefilled = asyncio.run(scenario())
+    gaps_before = np.diff([t for t in times if t < submitted])
+    during = [t for t in times if submitted <= t <= cloned_first_audio]
+    gaps_during = np.diff([max(t for t in times if t < submitted), *during, cloned_first_audio])
+    prefill_s = cloned_first_audio - submitted
+    print(f"prefill of {prefilled:.0f} tokens took {prefill_s:.2f} s; the running stream got {len(during)} chunks "
+          f"meanwhile; largest gap {gaps_during.max():.3f} s (before: {gaps_before.max():.3f} s)")
+    assert prefilled >= 2450
+    assert len(during) >= 3  # it kept streaming through the prefill
+    assert gaps_during.max() < prefill_s / 2
+    assert read_engine_metrics(metrics, T.SPEECH)["tritone_decode_slots_active"] <= 1
+
+
+def test_a_reference_clip_sent_as_audio_is_encoded_once(musicgen_server):
+    clip = np.random.default_rng(5).uniform(-0.3, 0.3, 2 * RATE).astype(np.float32)
+    request = greedy("One.", 0.3, reference_text="Two seconds of noise.", reference_audio=clip)
+
+    def encoder_executions() -> float:
+        with urllib.request.urlopen(musicgen_server.metrics_url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("nv_inference_count{") and f'model="{T.SPEECH_CODEC_ENCODER}"' in line:
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = encoder_executions()
+    first = asyncio.run(collect(musicgen_server.grpc_url, request))
+    second = asyncio.run(collect(musicgen_server.grpc_url, request))
+    assert encoder_executions() - before == 1
+    np.testing.assert_array_equal(codes_of(first), codes_of(second))
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (SpeechRequest(text="Hi.", voice="alloy"), "INVALID_ARGUMENT: voice: 'alloy' is not a speaker of this checkpoint"),
+        (SpeechRequest(text="Hi.", reference_text="no clip"), "INVALID_ARGUMENT: reference_text: needs the clip"),
+        (SpeechRequest(text="Hi.", reference_text="short", reference_audio=np.zeros(RATE // 4, np.float32)),
+         "INVALID_ARGUMENT: reference_audio: is 0.25 s at 24000 Hz; a reference clip must last 1 to 30 s"),
+        (SpeechRequest(text="Hi.", max_duration=100.0), "INVALID_ARGUMENT: max_duration: must be in (0, 60] seconds"),
+    ],
+)
+def test_bad_requests_fail_naming_the_field(musicgen_server, request_, message):
+    with pytest.raises(GenerationError) as error:
+        asyncio.run(collect(musicgen_server.grpc_url, request_))
+    assert message in str(error.value)
+
+
+def test_cancelling_a_stream_frees_its_slot(musicgen_server):
+    async def cancel_after_first_chunk():
+        chunks = stream_speech(musicgen_server.grpc_url, greedy(LONG_TEXT, 20.0, penalty=1.0), max_chars=None)
+        async for _ in chunks:
+            break
+        await chunks.aclose()
+
+    asyncio.run(cancel_after_first_chunk())
+    deadline = time.monotonic() + 10
+    while read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)["tritone_decode_slots_active"] != 0:
+        assert time.monotonic() < deadline, "the cancelled stream's slot was not freed"
+        time.sleep(0.1)
