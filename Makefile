@@ -1,10 +1,13 @@
-# tritone: `make serve` runs Triton (CPU) serving MusicGen and the HTTP gateway; `make test` runs the tests.
+# tritone: `make serve` runs Triton (CPU) serving MusicGen and Orpheus-format speech, and the HTTP gateway;
+# `make test` runs the tests.
 # Both set up what they need first (virtual environment, packages, the Triton binary, an export).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= facebook/musicgen-small
+# the speech checkpoint: random weights follow MODEL's (make serve MODEL=tiny-random serves both tiny)
+SPEECH_MODEL ?= $(if $(filter tiny-random small-random,$(MODEL)),$(MODEL),canopylabs/orpheus-3b-0.1-ft)
 REPOSITORY ?= model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
@@ -28,6 +31,7 @@ venv: $(BIN)/.installed
 
 export: venv
 	$(BIN)/python -m export musicgen --checkpoint $(MODEL) --out $(REPOSITORY)
+	$(BIN)/python -m export orpheus --checkpoint $(SPEECH_MODEL) --out $(REPOSITORY)
 
 render: venv
 	$(BIN)/python -m ensemble.render

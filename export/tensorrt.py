@@ -1,11 +1,13 @@
 """Build TensorRT plans from the exported ONNX graphs (GPU target), and check them against ONNX Runtime.
 
     python -m export musicgen --checkpoint facebook/musicgen-small --out model_repository --target tensorrt
+    python -m export orpheus --checkpoint canopylabs/orpheus-3b-0.1-ft --out model_repository --target tensorrt
 
 Written against TensorRT 10's Python API (`pip install .[gpu]`); never imported on CPU installs.
 Each plan gets one optimization profile from the pipeline spec (the batch range of the model's
 GPU target, and the shapes the pipeline sends: prompt buckets up to max_text_tokens, codec
-windows from min_window to max_frames + left_context + lookahead), FP16 or BF16 with the layers
+windows from min_window to max_frames + left_context + lookahead, reference clips up to 30 s),
+FP16 or BF16 with the layers
 that overflow in FP16 kept in FP32 (T5's layer norms and feed-forward output, known to exceed
 65504), and a timing cache shared by every build.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble import musicgen_spec
+from ensemble import musicgen_spec, speech_spec
 from ensemble.musicgen_model import ONNX_FILE
 from ensemble.spec import ModelSpec
 
@@ -30,6 +32,9 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 FP32_LAYERS = {
     musicgen_spec.TEXT_ENCODER.name: re.compile(r"layer_norm|DenseReluDense/wo"),
     musicgen_spec.CODEC_DECODER.name: re.compile(r"lstm", re.IGNORECASE),
+    # codes are an argmin over codebook distances: reduced precision would change which code wins,
+    # and the encoder runs once per voice, so all of it stays FP32
+    speech_spec.CODEC_ENCODER.name: re.compile(r"."),
 }
 
 
@@ -144,22 +149,30 @@ def check_plan(spec: ModelSpec, onnx_path: Path, plan_path: Path, inputs: dict[s
     return worst
 
 
+MUSIC = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
+SPEECH = (speech_spec.CODEC_ENCODER, speech_spec.CODEC_DECODER)
+
+
 def sample_inputs(spec: ModelSpec, codebook_size: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     if spec is musicgen_spec.TEXT_ENCODER:
         mask = np.ones((2, 16), np.int64)
         mask[1, 9:] = 0
         return {"input_ids": rng.integers(3, 100, (2, 16)), "attention_mask": mask}
-    return {"audio_codes": rng.integers(0, codebook_size, (2, musicgen_spec.CODEBOOKS, 45))}
+    if spec is musicgen_spec.CODEC_DECODER:
+        return {"audio_codes": rng.integers(0, codebook_size, (2, musicgen_spec.CODEBOOKS, 45))}
+    if spec is speech_spec.CODEC_ENCODER:
+        return {"audio": rng.uniform(-0.5, 0.5, (2, 3 * 24000)).astype(np.float32)}
+    return {"audio_codes": rng.integers(0, codebook_size, (2, 7, 12))}
 
 
-def build_engines(repository: Path, precision: str = "fp16", codebook_size: int = 2048) -> list[Path]:
+def build_engines(repository: Path, precision: str = "fp16", codebook_size: int = 2048, specs=MUSIC) -> list[Path]:
     """Build (or keep, when newer than their ONNX graph) the plans of the stateless models."""
     repository = Path(repository)
     timing_cache = repository / TIMING_CACHE
     tolerance = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}[precision]
     plans = []
-    for spec in (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER):
+    for spec in specs:
         version = repository / spec.name / "1"
         onnx_path, plan_path = version / ONNX_FILE, version / PLAN_FILE
         if plan_path.exists() and plan_path.stat().st_mtime >= onnx_path.stat().st_mtime:

@@ -36,15 +36,18 @@ def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
             shutil.copy2(path, target)
 
 
-def prepare(target: str, repository: Path, checkpoint: str, precision: str) -> None:
+def prepare(target: str, repository: Path, checkpoint: str, precision: str, speech_checkpoint: str) -> None:
     from export.musicgen import export_musicgen
+    from export.orpheus import export_orpheus
 
     sync_skeleton(repository)
-    spec = export_musicgen(checkpoint, repository)  # skipped when the volume already holds it
+    music = export_musicgen(checkpoint, repository)  # skipped when the volume already holds it
+    speech = export_orpheus(speech_checkpoint, repository)
     if target == "gpu":
-        from export.tensorrt import build_engines
+        from export.tensorrt import MUSIC, SPEECH, build_engines
 
-        build_engines(repository, precision, spec.codebook_size)  # skipped when up to date
+        build_engines(repository, precision, music.codebook_size, MUSIC)  # skipped when up to date
+        build_engines(repository, precision, speech.codebook_size, SPEECH)
 
 
 def server_command(target: str, repository: Path) -> list[str]:
@@ -60,9 +63,10 @@ def main(argv=None) -> None:
     parser.add_argument("--target", choices=("gpu", "cpu"), required=True)
     parser.add_argument("--repository", type=Path, default=Path(os.environ.get("MODEL_REPOSITORY", "/models")))
     parser.add_argument("--checkpoint", default=os.environ.get("MODEL", "facebook/musicgen-small"))
+    parser.add_argument("--speech-checkpoint", default=os.environ.get("SPEECH_MODEL", "canopylabs/orpheus-3b-0.1-ft"))
     parser.add_argument("--precision", default=os.environ.get("TRT_PRECISION", "fp16"))
     args = parser.parse_args(argv)
-    prepare(args.target, args.repository, args.checkpoint, args.precision)
+    prepare(args.target, args.repository, args.checkpoint, args.precision, args.speech_checkpoint)
     command = server_command(args.target, args.repository)
     print("starting:", " ".join(command), flush=True)
     os.execv(command[0], command)

@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ensemble import musicgen_spec, tensors as T
+from ensemble import musicgen_spec, speech_spec, tensors as T
+from ensemble.speech_pipeline import SPEECH_POLICY
 from ensemble.musicgen_model import ONNX_FILE
 from ensemble.text_conditioning import BUCKETS
 from export.tensorrt import keep_fp32, profile_for
@@ -59,6 +60,19 @@ def test_tensorrt_profiles_cover_every_shape_the_pipeline_sends():
     assert low <= opt <= high
 
 
+def test_speech_tensorrt_profiles_cover_reference_clips_and_every_codec_window():
+    low, _, high = profile_for(speech_spec.CODEC_ENCODER).shapes[T.AUDIO]
+    assert low == (1, 2048) and high == (32, 30 * 24000)  # a frame to the longest reference clip
+    low, opt, high = profile_for(speech_spec.CODEC_DECODER).shapes[T.AUDIO_CODES]
+    policy = SPEECH_POLICY
+    assert low == (1, 7, 1) and high == (32, 7, policy.max_frames + policy.left_context + policy.lookahead)
+    assert low <= opt <= high
+    parameters = {k: v.string_value for k, v in gpu_config(T.SPEECH).parameters.items()}
+    assert (parameters["lm_runtime"], parameters["device"]) == ("torch", "cuda")
+    assert keep_fp32(speech_spec.CODEC_ENCODER, ["/encoder/Conv", "/quantizer/ArgMax"]) == [
+        "/encoder/Conv", "/quantizer/ArgMax"]
+
+
 def test_fp16_builds_keep_t5_layer_norms_and_feed_forward_outputs_in_fp32(tiny_repository):
     graph = onnx.load(str(tiny_repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)).graph
     names = [node.name for node in graph.node]
@@ -84,11 +98,17 @@ def test_the_dockerfile_passes_hadolint():
 
 def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_path, capsys):
     volume = tmp_path / "models"
-    prepare("cpu", volume, "tiny-random", "fp16")
+    prepare("cpu", volume, "tiny-random", "fp16", "tiny-random")
     assert (volume / T.MUSICGEN / "configs" / "cpu.pbtxt").is_file()
     assert (volume / T.MUSICGEN / "1" / "lm_step.onnx").is_file()
-    prepare("cpu", volume, "tiny-random", "fp16")  # a restart finds the export
-    assert "already holds an export of tiny-random" in capsys.readouterr().out
+    assert (volume / T.SPEECH / "configs" / "cpu.pbtxt").is_file()
+    assert (volume / T.SPEECH / "1" / "speech_lm_step.onnx").is_file()
+    assert (volume / T.SPEECH_CODEC_DECODER / "1" / "model.onnx").is_file()
+    capsys.readouterr()
+    prepare("cpu", volume, "tiny-random", "fp16", "tiny-random")  # a restart finds the exports
+    out = capsys.readouterr().out
+    assert "already holds an export of tiny-random" in out
+    assert "exporting" not in out
     command = server_command("cpu", volume)
     assert command[1:4] == ["-m", "serving", "--model-repository"]
     assert ["--model-control-mode", "explicit", "--load-model", "*"] == command[-4:]
