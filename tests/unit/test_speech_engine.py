@@ -174,3 +174,20 @@ def test_a_prompt_that_leaves_no_room_in_the_context_is_refused_naming_text(pipe
     assert error.value.field == T.TEXT
     assert "leaves less than 1 s of speech" in str(error.value)
     assert pipeline.engine.stats.waiting == 0
+
+
+def test_the_torch_runtime_for_the_gpu_target_serves_the_same_codes(speech_repository):
+    """The GPU target runs the LM step's torch module with the cache on the device; on the CPU here."""
+
+    def run(settings):
+        pipeline = SpeechPipeline(speech_repository, settings)
+        streams = [submit(pipeline, "Hello there, how are you doing today?", **{T.MAX_DURATION: 1.0}),
+                   submit(pipeline, "She sells sea shells.", **{T.VOICE: "leo", T.MAX_DURATION: 0.5})]
+        run_until_ended(pipeline, *streams)
+        return [stream.codes() for stream in streams]
+
+    onnx_codes = run(SpeechSettings(policy=POLICY, prefill_chunk=8))
+    torch_codes = run(SpeechSettings(policy=POLICY, prefill_chunk=8, lm_runtime="torch", device="cpu",
+                                     dtype="float32"))
+    for ours, theirs in zip(torch_codes, onnx_codes):
+        np.testing.assert_array_equal(ours, theirs)
