@@ -13,6 +13,8 @@ Streaming (StreamEncoder) versus whole files (encode_audio):
 - mp3: streamed without a Xing/LAME header, so decoders keep the encoder delay and padding
   (up to about three 1152-sample frames extra); encode_audio's file has the Xing header (gapless).
 - opus: Ogg Opus at 48 kHz either way; pre-skip and the end granule make the decoded length exact.
+- aac: AAC-LC in ADTS (FFmpeg's native encoder), a header per frame, so any prefix of the stream
+  decodes; decoders keep the encoder's priming (1024 samples) and the last frame's padding.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "opus", "pcm")
+FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "opus", "pcm", "aac")
 
 OPUS_SAMPLE_RATE = 48_000
 _UNKNOWN_SIZE = 0xFFFFFFFF
@@ -33,6 +35,7 @@ _AV_CODECS = {
     "flac": ("flac", "flac", "s16", None),
     "mp3": ("mp3", "libmp3lame", "fltp", 128_000),
     "opus": ("ogg", "libopus", "flt", 64_000),
+    "aac": ("adts", "aac", "fltp", 128_000),
 }
 # flush_packets: hand every packet to the writer at once (not when FFmpeg's 32 KiB I/O buffer fills).
 _MUXER_OPTIONS = {
@@ -40,6 +43,7 @@ _MUXER_OPTIONS = {
     "mp3": {"flush_packets": "1", "id3v2_version": "0"},  # bare MPEG frames: an empty stream is b""
     # One Opus packet (20 ms) per Ogg page: pages leave the muxer at once, not after a second of audio.
     "ogg": {"flush_packets": "1", "page_duration": "20000"},
+    "adts": {"flush_packets": "1"},
 }
 
 
@@ -56,6 +60,7 @@ def content_type(fmt: str, sample_rate: int) -> str:
         "flac": "audio/flac",
         "mp3": "audio/mpeg",
         "opus": "audio/ogg; codecs=opus",
+        "aac": "audio/aac",
         # raw s16le (as OpenAI's pcm); audio/L16 would promise big-endian (RFC 2586)
         "pcm": f"audio/pcm;rate={int(sample_rate)};channels=1;format=s16le",
     }[fmt]

@@ -12,9 +12,10 @@ from gateway.job_runner import JobRunner
 from gateway.job_store import JobStore
 from gateway.metrics import GatewayMetrics
 from gateway.model_manager import ModelManager
-from gateway.routes import health, jobs, models, music, web
+from gateway.routes import health, jobs, models, music, speech, voices, web
 from gateway.settings import Settings
 from gateway.triton import Triton
+from gateway.voice_store import VoiceStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,12 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.models = ModelManager(app.state.triton, settings.idle_unload_s)
         app.state.models.start()
         app.state.jobs = JobStore(settings.data_dir)
+        app.state.voices = VoiceStore(settings.data_dir)
         app.state.job_runner = JobRunner(app.state.jobs, app.state.triton, app.state.metrics, settings,
                                          ensure_ready=app.state.models.ensure_ready)
         await app.state.job_runner.start()
         yield
         await app.state.job_runner.stop()
         app.state.jobs.close()
+        app.state.voices.close()
         await app.state.models.stop()
         await app.state.triton.close()
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
-    for module in (music, jobs, models, health, web):
+    app.middleware("http")(voices.upload_size_guard)
+    for module in (music, speech, voices, jobs, models, health, web):
         app.include_router(module.router)
     return app

@@ -9,6 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from client import MusicRequest
 
 AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]  # OpenAI's list and order
+SPEECH_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # OpenAI's names, all served by orpheus
+
+
+def not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
 
 
 class GenerationFields(BaseModel):
@@ -27,9 +35,7 @@ class GenerationFields(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise ValueError("must not be blank")
-        return prompt
+        return not_blank(prompt)
 
 
 class MusicBody(GenerationFields):
@@ -42,6 +48,44 @@ class MusicBody(GenerationFields):
     def to_request(self) -> MusicRequest:
         return MusicRequest(text=self.prompt, duration=self.duration, temperature=self.temperature, top_k=self.top_k,
                             top_p=self.top_p, guidance_scale=self.guidance_scale, seed=self.seed)
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's form for a custom voice: {"id": "voice_..."}."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=100)
+
+
+class SpeechBody(BaseModel):
+    """OpenAI's speech request (POST /v1/audio/speech), plus sampling options of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("orpheus", max_length=100, description="orpheus, or OpenAI's names for a speech model: "
+                                                              + ", ".join(SPEECH_MODEL_ALIASES) + ".")
+    input: str = Field(min_length=1, max_length=4096, description="The text to speak. Long text is spoken "
+                       "sentence by sentence, without gaps.", examples=["Hello! Nice to meet you."])
+    voice: str | VoiceRef | None = Field(
+        None, description="A built-in speaker (tara, leah, jess, leo, dan, mia, zac, zoe), an OpenAI voice name "
+                          "(alloy, ash, ... map to built-in speakers), or a stored voice's id or name "
+                          "(GET /v1/audio/voices). Default: tara.")
+    response_format: SpeechFormat = Field("mp3", description="Audio encoding of the response.")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; the pitch is kept.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: encoded bytes; sse: server-sent events (speech.audio.delta, speech.audio.done).")
+    instructions: str | None = Field(None, max_length=4096, description="Accepted for compatibility and ignored: "
+                                     "the Orpheus checkpoint takes no style instructions.")
+    temperature: float | None = Field(None, ge=0, le=10, description="Sampling temperature; 0 is greedy. Default 0.6.")
+    top_k: int | None = Field(None, ge=0, le=100_000, description="Sample among the k likeliest codes; 0 disables (default).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass. Default 0.8.")
+    repetition_penalty: float | None = Field(None, ge=1, le=3, description="1 disables it. Default 1.3.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Same seed, same audio. Default: random.")
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, text: str) -> str:
+        return not_blank(text)
 
 
 class ErrorDetail(BaseModel):

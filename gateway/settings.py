@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+
+# OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
+# OpenAI has 11 voices and Orpheus 8, so some speakers stand in for two.
+OPENAI_VOICES = {
+    "alloy": "tara", "ash": "leo", "ballad": "dan", "coral": "mia", "echo": "zac", "fable": "dan",
+    "onyx": "leo", "nova": "leah", "sage": "zoe", "shimmer": "jess", "verse": "zac",
+}
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,3 +36,19 @@ class Settings(BaseSettings):
     max_job_duration_s: float = Field(300.0, description="longest job; beyond 30 s a job is generated in windows")
     job_workers: int = Field(2, description="jobs generating at once")
     idle_unload_s: float = Field(0.0, description="unload models idle this long (explicit model control); 0: never")
+
+    speech_model: str = Field("orpheus", description="Triton model that speaks (decoupled, streams audio)")
+    speech_codec_encoder: str = Field("snac_encoder", description="Triton model that encodes a voice clip to codes")
+    speech_sample_rate: int = Field(24000, description="the speech codec's rate: stored clips are resampled to it")
+    speech_voices: list[str] = Field(
+        default_factory=lambda: ["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe"],
+        description="built-in speakers: those the checkpoint was fine-tuned on")
+    speech_voice_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(OPENAI_VOICES), description="OpenAI voice name -> built-in speaker")
+    speech_default_voice: str = Field("tara", description="the voice when a request names none")
+    speech_max_sentence_chars: int = Field(300, description="longer sentences are split at word boundaries")
+    voice_max_bytes: int = Field(10 * 2**20, description="largest voice clip upload (413 beyond)")
+    voice_min_seconds: float = 1.0
+    voice_max_seconds: float = 30.0
+    voice_min_sample_rate: int = Field(16000, description="clips recorded at a lower rate are refused")
+    encode_timeout_s: float = Field(120.0, description="how long encoding a voice clip may take")

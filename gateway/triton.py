@@ -1,4 +1,4 @@
-"""The gateway's one connection to Triton: generation streams, health, models, metrics.
+"""The gateway's one connection to Triton: generation streams, voice clip encoding, health, models, metrics.
 
 Created once in the app's lifespan and injected into routes (`TritonDep`).
 """
@@ -11,10 +11,14 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
+import numpy as np
+from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from client import AudioChunk, MusicRequest, StreamStats, stream_music
+from client import AudioChunk, MusicRequest, SpeechRequest, StreamStats, stream_music, stream_speech
+from client.request import tensor_input
+from ensemble import tensors as T
 from gateway.errors import APIError, triton_unavailable
 from gateway.settings import Settings
 
@@ -91,6 +95,20 @@ class Triton:
             raise triton_unavailable(f"metrics: {error}") from None
         return response.text
 
-    def stream(self, request: MusicRequest, stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
+    def stream(self, request: MusicRequest | SpeechRequest, stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
+        """Music from `pipeline`; speech from `speech_model`, a sentence per request, the next started ahead."""
+        if isinstance(request, SpeechRequest):
+            return stream_speech(self.grpc, request, model=self.settings.speech_model,
+                                 max_chars=self.settings.speech_max_sentence_chars,
+                                 timeout=self.settings.stream_timeout_s, stats=stats,
+                                 target=self.settings.triton_grpc_url)
         return stream_music(self.grpc, request, model=self.settings.pipeline,
                             timeout=self.settings.stream_timeout_s, stats=stats)
+
+    async def encode_voice(self, audio: np.ndarray) -> np.ndarray:
+        """A clip (mono float32 at the codec's rate) -> its codes [7, frames], through the codec encoder."""
+        inputs = [tensor_input(T.AUDIO, "FP32", np.ascontiguousarray(audio, np.float32)[None, :])]
+        result = await self._call(self.grpc.infer(self.settings.speech_codec_encoder, inputs,
+                                                  outputs=[InferRequestedOutput(T.AUDIO_CODES)]),
+                                  self.settings.encode_timeout_s)
+        return result.as_numpy(T.AUDIO_CODES)[0].astype(np.int64)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway.audio_encoding import StreamEncoder, content_type, encode_audio
+from gateway.audio_encoding import content_type, encode_audio
 from gateway.auth import ClientKey
 from gateway.dependencies import LimiterDep, MetricsDep, TritonDep
 from gateway.generation import Generation
 from gateway.schemas import ERROR_RESPONSES, MusicBody
+from gateway.streaming import audio_bytes, sse_events
 
 router = APIRouter(tags=["music"])
 
@@ -51,43 +49,9 @@ async def create_music(body: MusicBody, key: ClientKey, triton: TritonDep, limit
             await finish()
         return Response(encode_audio(audio, generation.sample_rate, body.response_format), media_type=media_type,
                         headers=headers)
+    audio = (chunk.audio async for chunk in generation.chunks())
     if body.stream_format == "sse":
-        return StreamingResponse(sse_events(generation, body.response_format, finish), media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
-    return StreamingResponse(audio_bytes(generation, body.response_format, finish), media_type=media_type,
-                             headers=headers)
-
-
-async def audio_bytes(generation: Generation, fmt: str, finish):
-    encoder = StreamEncoder(fmt, generation.sample_rate)
-    try:
-        async for chunk in generation.chunks():
-            if data := encoder.encode(chunk.audio):
-                yield data
-        if data := encoder.finish():
-            yield data
-    finally:  # also when the HTTP client disconnects: the gRPC stream is cancelled
-        await finish()
-
-
-def _event(payload: dict) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
-
-
-async def sse_events(generation: Generation, fmt: str, finish):
-    """OpenAI's speech SSE shape: delta events with base64 audio, then one done event."""
-    encoder = StreamEncoder(fmt, generation.sample_rate)
-    samples = 0
-    try:
-        async for chunk in generation.chunks():
-            samples += len(chunk.audio)
-            if data := encoder.encode(chunk.audio):
-                yield _event({"type": "music.audio.delta", "audio": base64.b64encode(data).decode()})
-        if data := encoder.finish():
-            yield _event({"type": "music.audio.delta", "audio": base64.b64encode(data).decode()})
-        yield _event({"type": "music.audio.done", "sample_rate": generation.sample_rate,
-                      "duration": samples / generation.sample_rate, "format": fmt})
-    except Exception as error:  # headers are sent: report in-band
-        yield _event({"type": "error", "error": {"message": str(error), "type": "server_error"}})
-    finally:
-        await finish()
+        return StreamingResponse(sse_events(audio, body.response_format, generation.sample_rate, finish, "music"),
+                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(audio_bytes(audio, body.response_format, generation.sample_rate, finish),
+                             media_type=media_type, headers=headers)

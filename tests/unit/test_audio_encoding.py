@@ -72,7 +72,7 @@ def test_content_types_are_exactly_the_bytes_sent():
 
 @pytest.mark.parametrize("call", [
     lambda: content_type("ogg", RATE),
-    lambda: StreamEncoder("aac", RATE),
+    lambda: StreamEncoder("aiff", RATE),
     lambda: encode_audio(sine(), RATE, "WAV"),
 ])
 def test_unknown_format_is_a_value_error_naming_the_allowed_ones(call):
@@ -82,7 +82,7 @@ def test_unknown_format_is_a_value_error_naming_the_allowed_ones(call):
 
 def test_sample_rate_out_is_48k_for_opus_only():
     assert {fmt: StreamEncoder(fmt, RATE).sample_rate_out for fmt in FORMATS} == {
-        "wav": RATE, "flac": RATE, "mp3": RATE, "opus": 48_000, "pcm": RATE}
+        "wav": RATE, "flac": RATE, "mp3": RATE, "opus": 48_000, "pcm": RATE, "aac": RATE}
 
 
 @pytest.mark.parametrize("fmt", ["wav", "pcm"])

@@ -68,14 +68,26 @@ def text_of(request) -> str:
 
 
 class FakeOrpheus(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """Per stream: `script(text, fake)` gives ModelInferResponses, error strings, or callables to wait on."""
+    """Per stream: `script(text, fake)` gives ModelInferResponses, error strings, or callables to wait on.
+    Unary calls are the codec encoder: codes [1, 7, samples // 2048] (at least one frame)."""
 
     def __init__(self, script):
         self.script = script
         self.texts: list[str] = []
         self.requests = []
         self.ended: list[str] = []
+        self.encoded: list[np.ndarray] = []
         self.arrived = threading.Condition()
+
+    def ModelInfer(self, request, context):
+        audio = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(list(request.inputs[0].shape))
+        self.encoded.append(audio)
+        frames = max(1, audio.shape[1] // 2048)
+        codes = (np.arange(7 * frames, dtype=np.int64) % 4096).reshape(1, 7, frames)
+        message = service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id)
+        message.outputs.add(name=T.AUDIO_CODES, datatype="INT64", shape=list(codes.shape))
+        message.raw_output_contents.append(codes.tobytes())
+        return message
 
     def ModelStreamInfer(self, request_iterator, context):
         request = next(request_iterator)
@@ -106,18 +118,23 @@ def spoken(text, chunks=2):
             for i in range(chunks)]
 
 
+def start_fake(script) -> tuple[FakeOrpheus, str, grpc.Server]:
+    fake = FakeOrpheus(script)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return fake, f"127.0.0.1:{port}", server
+
+
 @pytest.fixture
 def serve():
     servers = []
 
     def start(script):
-        fake = FakeOrpheus(script)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
+        fake, url, server = start_fake(script)
         servers.append(server)
-        return fake, f"127.0.0.1:{port}"
+        return fake, url
 
     yield start
     for server in servers:

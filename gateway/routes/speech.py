@@ -1,0 +1,81 @@
+"""POST /v1/audio/speech: OpenAI's text-to-speech request, spoken by `orpheus` as it is generated.
+
+The input is split into sentences, each one `orpheus` stream, the next opened while the current
+one plays, concatenated in order (client.speech.stream_speech); a client that goes away cancels
+every open stream. `speed` is applied to the stream with a pitch-preserving time stretch
+(gateway/tempo.py). `instructions` is accepted and ignored: the checkpoint takes no style prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from client import SpeechRequest
+from gateway import voices
+from gateway.audio_encoding import content_type
+from gateway.auth import ClientKey
+from gateway.dependencies import LimiterDep, MetricsDep, SettingsDep, TritonDep
+from gateway.errors import APIError
+from gateway.generation import Generation
+from gateway.routes.music import AUDIO_TYPES
+from gateway.schemas import ERROR_RESPONSES, SPEECH_MODEL_ALIASES, SpeechBody, VoiceRef
+from gateway.streaming import audio_bytes, sse_events
+from gateway.tempo import TempoStretch
+
+router = APIRouter(tags=["speech"])
+
+
+def _check_model(model: str, settings) -> None:
+    if model not in (settings.speech_model, *SPEECH_MODEL_ALIASES):
+        names = ", ".join((settings.speech_model, *SPEECH_MODEL_ALIASES))
+        raise APIError(404, f"model: {model!r} is not a speech model here; use one of {names}", param="model",
+                       code="model_not_found")
+
+
+async def _at_speed(chunks: AsyncIterator[np.ndarray], speed: float, sample_rate: int) -> AsyncIterator[np.ndarray]:
+    stretch = TempoStretch(speed, sample_rate)
+    async for audio in chunks:
+        yield stretch.process(audio)
+    yield stretch.finish()
+
+
+@router.post(
+    "/v1/audio/speech",
+    response_class=Response,
+    responses={200: {"content": {**AUDIO_TYPES, "audio/aac": {}}, "description": "Audio in response_format, or SSE events"},
+               404: {"description": "Not a speech model"}, **ERROR_RESPONSES},
+    summary="Speak a text (OpenAI's speech API)",
+)
+async def create_speech(body: SpeechBody, key: ClientKey, triton: TritonDep, limiter: LimiterDep,
+                        metrics: MetricsDep, settings: SettingsDep, request: Request):
+    _check_model(body.model, settings)
+    voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
+    fields = await voices.speech_fields(voice, request.app.state.voices, settings, voices.voice_owner(settings, key))
+    speech = SpeechRequest(text=body.input, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                           repetition_penalty=body.repetition_penalty, seed=body.seed, **fields)
+    await request.app.state.models.ensure_ready(settings.speech_model)
+    await limiter.acquire(key)
+    try:
+        generation = await Generation.open(triton, speech, metrics)
+    except BaseException:
+        limiter.release(key)
+        raise
+
+    async def finish():
+        await generation.close()
+        limiter.release(key)
+
+    rate = generation.sample_rate
+    audio = (chunk.audio async for chunk in generation.chunks())
+    if body.speed != 1.0:
+        audio = _at_speed(audio, body.speed, rate)
+    headers = {"X-Sample-Rate": str(rate)}
+    if body.stream_format == "sse":
+        return StreamingResponse(sse_events(audio, body.response_format, rate, finish, "speech"),
+                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(audio_bytes(audio, body.response_format, rate, finish),
+                             media_type=content_type(body.response_format, rate), headers=headers)
