@@ -45,6 +45,10 @@ class SpeechLmStep(nn.Module):
     state of token logit_index[r] goes through the final norm and lm_head, so the graph never
     builds a [R, W, vocab] tensor (vocab is 156940 for Orpheus).
 
+    Tied embeddings (Orpheus 3B, as Llama 3.2): the graph holds the matrix once, as lm_head's
+    [hidden, vocab] operand, and embeds by gathering its columns. Used as-is, the exporter
+    would fold lm_head's transpose into a second copy (+1.9 GB for Orpheus 3B).
+
     Grouped-query attention: the query heads are grouped under their key/value head
     ([R, KVH, G * W, Dh]) rather than the cache repeated G times per layer, which is the same
     arithmetic as transformers' `repeat_kv` without copying the cache at every step.
@@ -54,11 +58,15 @@ class SpeechLmStep(nn.Module):
         super().__init__()
         llama = model.model
         config = model.config
-        self.embed_tokens = llama.embed_tokens
         self.layers = llama.layers
         self.norm = llama.norm
         self.rotary_emb = llama.rotary_emb  # cos/sin from position ids, llama3 scaling included
-        self.lm_head = model.lm_head
+        if model.lm_head.weight is llama.embed_tokens.weight:
+            self.embed_tokens = self.lm_head = None
+            # a view of the shared weight, [hidden, vocab]: no copy in torch, one initializer in ONNX
+            self.output_embedding = nn.Parameter(llama.embed_tokens.weight.t(), requires_grad=False)
+        else:
+            self.embed_tokens, self.lm_head, self.output_embedding = llama.embed_tokens, model.lm_head, None
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -69,7 +77,7 @@ class SpeechLmStep(nn.Module):
         groups = self.num_heads // kv_heads
         device = input_ids.device
 
-        hidden = self.embed_tokens(input_ids)  # [R, W, D]
+        hidden = self._embed(input_ids, rows, width)  # [R, W, D]
         steps = torch.arange(width, device=device)
         position_ids = positions[:, None] + steps[None, :]  # [R, W]
         cos, sin = self.rotary_emb(hidden, position_ids)  # [R, W, Dh]
@@ -106,8 +114,19 @@ class SpeechLmStep(nn.Module):
 
         index = logit_index[:, None, None].expand(rows, 1, hidden.shape[-1])
         last = hidden.gather(1, index)[:, 0]  # [R, D]: RMSNorm is per token, so gather first
-        logits = self.lm_head(self.norm(last)).float()  # [R, V]
+        logits = self._lm_head(self.norm(last)).float()  # [R, V]
         return logits, torch.stack(new_keys), torch.stack(new_values)
+
+    def _embed(self, input_ids, rows, width):
+        if self.output_embedding is None:
+            return self.embed_tokens(input_ids)
+        columns = self.output_embedding.index_select(1, input_ids.reshape(-1))  # [D, R * W]
+        return columns.t().reshape(rows, width, -1)
+
+    def _lm_head(self, hidden):
+        if self.output_embedding is None:
+            return self.lm_head(hidden)
+        return torch.matmul(hidden, self.output_embedding)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
