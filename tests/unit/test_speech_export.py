@@ -154,7 +154,7 @@ def test_lm_step_equals_transformers_across_chunked_prefill_and_decode(repositor
         for r, n in enumerate(counts):
             ids[r, :n] = rows[r][done[r]:done[r] + n]
             ids[r, n:] = 7  # padding: any token
-        past = max(c.shape[3] for c in caches) + 2
+        past = max(c.shape[3] for c in caches) + (2 if done[0] else 0)  # the first call: an empty cache
         padded = 1e3 * rng.standard_normal((2, L, 2, H, past, D)).astype(np.float32)  # masked garbage
         for r, cache in enumerate(caches):
             padded[:, :, r, :, :cache.shape[3]] = cache
@@ -283,3 +283,25 @@ def test_external_data_is_gathered_into_one_file(repository, tmp_path):
     inputs[T.PAST_VALUES] = inputs[T.PAST_KEYS]
     expected = _session(repository / T.SPEECH / "1" / LM_STEP_FILE).run([T.LOGITS], inputs)[0]
     np.testing.assert_array_equal(_session(target).run([T.LOGITS], inputs)[0], expected)
+
+
+def test_lm_step_with_untied_embeddings_equals_transformers():
+    """Checkpoints with a separate lm_head (not Orpheus 3B's case) take the module's other path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from export.orpheus_graphs import SpeechLmStep
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(0, 50, (1, 9))
+    step = SpeechLmStep(model)
+    assert step.output_embedding is None
+    empty = torch.zeros(2, 1, 1, 0, 8)
+    with torch.no_grad():
+        expected = model(ids).logits[0]
+        _, keys, values = step(ids[:, :5], torch.tensor([0]), torch.tensor([4]), empty, empty)
+        logits, _, _ = step(ids[:, 5:], torch.tensor([5]), torch.tensor([3]), keys, values)
+    torch.testing.assert_close(logits[0], expected[-1], atol=1e-5, rtol=0)
