@@ -150,8 +150,8 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
 
     transformers_logging.disable_progress_bar()  # the progress lines below say what happens
     print(f"loading {checkpoint} and {codec} ...")
+    snac = load_codec(codec, out)  # first: an unreachable codec fails before minutes of loading a 3B LM
     model, tokenizer = load_lm(checkpoint, out)
-    snac = load_codec(codec, out)
     spec = describe(model, tokenizer, snac, checkpoint, codec, voices)
     version = out / T.SPEECH / "1"
     version.mkdir(parents=True, exist_ok=True)
