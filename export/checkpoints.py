@@ -41,24 +41,40 @@ def cached_snapshot(source: str) -> str | None:
         return None
 
 
-def load_checkpoint(source: str, loader: Callable[[str], Loaded], what: str, hint: str) -> Loaded:
-    """`loader(source)` for a directory or a hub id, or CheckpointUnavailable naming `hint`.
+def ensure_available(source: str, what: str, hint: str) -> str | None:
+    """Raise CheckpointUnavailable unless `source` is a directory, cached, or the hub is reachable.
 
-    what: e.g. "MusicGen checkpoint", for the message; hint: the alternative to suggest.
-    A cached hub id is loaded from its snapshot directory, so no request reaches the hub.
+    Returns the local directory to load from (the source itself or its cached snapshot), or
+    None when it has to come from the hub. what: e.g. "MusicGen checkpoint", for the message;
+    hint: the alternative to suggest.
     """
     if Path(source).is_dir():
-        return loader(source)
+        return source
     if (snapshot := cached_snapshot(source)) is not None:
-        try:
-            return loader(snapshot)
-        except Exception:
-            pass  # an incomplete cache: let the hub fill it in
+        return snapshot
     if not hub_reachable():
         raise CheckpointUnavailable(
             f"cannot load {what} {source!r}: it is not a local directory, not in the local hub cache, "
             f"and the model hub cannot be reached. Pass a local checkpoint directory, or use {hint}"
         )
+    return None
+
+
+def load_checkpoint(source: str, loader: Callable[[str], Loaded], what: str, hint: str) -> Loaded:
+    """`loader(source)` for a directory or a hub id, or CheckpointUnavailable naming `hint`.
+
+    A cached hub id is loaded from its snapshot directory, so no request reaches the hub.
+    """
+    local = ensure_available(source, what, hint)
+    if local is not None:
+        try:
+            return loader(local)
+        except Exception:
+            if local == source:
+                raise
+            # an incomplete cache: let the hub fill it in
+            if not hub_reachable():
+                raise
     try:
         return loader(source)
     except OSError as err:

@@ -24,7 +24,7 @@ import torch
 from ensemble import tensors as T
 from ensemble.orpheus_format import LEVEL_CODES, TOKENS_PER_FRAME
 from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
-from export.checkpoints import CheckpointUnavailable, load_checkpoint
+from export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
 from export.onnx_graph import export_graph
 from export.orpheus_graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
 from export.speech_tiny import (
@@ -150,8 +150,11 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
 
     transformers_logging.disable_progress_bar()  # the progress lines below say what happens
     print(f"loading {checkpoint} and {codec} ...")
-    snac = load_codec(codec, out)  # first: an unreachable codec fails before minutes of loading a 3B LM
+    for source, what in ((checkpoint, "Orpheus checkpoint"), (codec, "SNAC codec")):
+        if source not in RANDOM_CHECKPOINTS:  # both, before minutes of loading a 3B LM
+            ensure_available(source, what, HINT)
     model, tokenizer = load_lm(checkpoint, out)
+    snac = load_codec(codec, out)
     spec = describe(model, tokenizer, snac, checkpoint, codec, voices)
     version = out / T.SPEECH / "1"
     version.mkdir(parents=True, exist_ok=True)
