@@ -47,6 +47,8 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(OPENAI_VOICES), description="OpenAI voice name -> built-in speaker")
     speech_default_voice: str = Field("tara", description="the voice when a request names none")
     speech_max_sentence_chars: int = Field(300, description="longer sentences are split at word boundaries")
+    speech_max_sentence_s: float | None = Field(
+        None, description="cap on the seconds of speech per sentence (max_duration); None: the model's own limit")
     voice_max_bytes: int = Field(10 * 2**20, description="largest voice clip upload (413 beyond)")
     voice_min_seconds: float = 1.0
     voice_max_seconds: float = 30.0

@@ -56,7 +56,8 @@ async def create_speech(body: SpeechBody, key: ClientKey, triton: TritonDep, lim
     voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
     fields = await voices.speech_fields(voice, request.app.state.voices, settings, voices.voice_owner(settings, key))
     speech = SpeechRequest(text=body.input, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                           repetition_penalty=body.repetition_penalty, seed=body.seed, **fields)
+                           repetition_penalty=body.repetition_penalty, seed=body.seed,
+                           max_duration=settings.speech_max_sentence_s, **fields)
     await request.app.state.models.ensure_ready(settings.speech_model)
     await limiter.acquire(key)
     try:

@@ -1,4 +1,5 @@
-// tritone web page: stream music into Web Audio as it arrives, then keep it as a WAV; manage jobs.
+// tritone web page: stream music or speech into Web Audio as it arrives, then keep it as a WAV; manage jobs
+// and cloned voices.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -18,12 +19,14 @@ function showError(element, message) {
 }
 
 // Form fields -> request body; empty optional fields are left out so the server's defaults apply.
+// seed stays a string: JSON numbers lose precision past 2^53; the API accepts an integer string.
+const TEXT_FIELDS = new Set(["prompt", "seed", "input", "voice"]);
+
 function formBody(form) {
   const body = {};
   for (const [name, value] of new FormData(form)) {
     if (value === "") continue;
-    // seed stays a string: JSON numbers lose precision past 2^53; the API accepts an integer string.
-    body[name] = name === "prompt" || name === "seed" ? value : Number(value);
+    body[name] = TEXT_FIELDS.has(name) ? value : Number(value);
   }
   return body;
 }
@@ -43,13 +46,13 @@ function wavBlob(parts, sampleRate) {
 }
 
 let audioContext = null;
-let audioUrl = null;
 
-async function generate(event) {
-  event.preventDefault();
-  const form = event.target, button = $("generate"), status = $("stream-status");
+// POST `body` to `url` asking for raw s16le PCM, schedule each piece on the AudioContext as it arrives, and
+// offer the whole as a WAV at the end. `ui` holds the elements of one panel (music or speech).
+async function streamAudio(url, body, ui) {
+  const { button, status, error, player, download } = ui;
   const setStatus = (state, text) => { status.dataset.state = state; status.textContent = text; };
-  showError($("error"), "");
+  showError(error, "");
   button.disabled = true;
   // Created on the click (a user gesture), so browsers allow it to play.
   audioContext = audioContext || new AudioContext();
@@ -58,10 +61,10 @@ async function generate(event) {
   status.dataset.bytes = "0"; status.dataset.buffers = "0";
   setStatus("connecting", "Generating…");
   try {
-    const response = await fetch("/v1/audio/music", {
+    const response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ...formBody(form), response_format: "pcm", stream: true }),
+      body: JSON.stringify({ ...body, response_format: "pcm" }),
     });
     if (!response.ok) throw new Error(await apiError(response));
     const rate = Number(response.headers.get("X-Sample-Rate"));
@@ -94,15 +97,126 @@ async function generate(event) {
       status.dataset.bytes = String(bytes); status.dataset.buffers = String(buffers);
       status.textContent = `Streaming… ${bytes} bytes, ${(bytes / 2 / rate).toFixed(2)} s received`;
     }
-    if (audioUrl) URL.revokeObjectURL(audioUrl);
-    audioUrl = URL.createObjectURL(wavBlob(parts, rate));
-    $("player").src = audioUrl;
-    $("download").href = audioUrl;
-    $("download").hidden = false;
+    if (player.dataset.url) URL.revokeObjectURL(player.dataset.url);
+    player.dataset.url = URL.createObjectURL(wavBlob(parts, rate));
+    player.src = player.dataset.url;
+    download.href = player.dataset.url;
+    download.hidden = false;
     setStatus("done", `Done: ${bytes} bytes, ${(bytes / 2 / rate).toFixed(2)} s of audio at ${rate} Hz.`);
-  } catch (error) {
-    showError($("error"), error.message);
+  } catch (failure) {
+    showError(error, failure.message);
     setStatus("error", bytes ? `Stopped after ${bytes} bytes.` : "Failed.");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function generate(event) {
+  event.preventDefault();
+  return streamAudio("/v1/audio/music", { ...formBody(event.target), stream: true }, {
+    button: $("generate"), status: $("stream-status"), error: $("error"), player: $("player"),
+    download: $("download"),
+  });
+}
+
+function speak(event) {
+  event.preventDefault();
+  return streamAudio("/v1/audio/speech", formBody(event.target), {
+    button: $("speak"), status: $("speech-status"), error: $("speech-error"), player: $("speech-player"),
+    download: $("speech-download"),
+  });
+}
+
+// ---- Tabs --------------------------------------------------------------------------------------
+
+function selectTab(tab) {
+  for (const other of document.querySelectorAll('[role="tab"]')) {
+    const selected = other === tab;
+    other.setAttribute("aria-selected", String(selected));
+    other.tabIndex = selected ? 0 : -1;
+    $(other.getAttribute("aria-controls")).hidden = !selected;
+  }
+  if (tab.id === "tab-speech") refreshVoices();
+}
+
+function tabKeys(event) {   // arrow keys move between tabs (WAI-ARIA tabs pattern)
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+  if (!step) return;
+  const next = tabs[(tabs.indexOf(event.target) + step + tabs.length) % tabs.length];
+  next.focus();
+  selectTab(next);
+}
+
+// ---- Voices ------------------------------------------------------------------------------------
+
+function option(value, label) {
+  const item = document.createElement("option");
+  item.value = value;
+  item.textContent = label;
+  return item;
+}
+
+function renderVoice(voice) {
+  const li = document.createElement("li");
+  const title = document.createElement("p");
+  title.className = "job-title";
+  title.textContent = voice.name;
+  const info = document.createElement("p");
+  info.textContent = `${voice.duration.toFixed(1)} s · “${voice.transcript}”`;
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Delete";
+  remove.setAttribute("aria-label", `Delete voice ${voice.name}`);
+  remove.addEventListener("click", async () => {
+    const response = await fetch(`/v1/audio/voices/${encodeURIComponent(voice.id)}`, { method: "DELETE" });
+    showError($("voice-error"), response.ok ? "" : await apiError(response));
+    await refreshVoices();
+  });
+  li.append(title, info, remove);
+  li.dataset.voice = voice.id;
+  return li;
+}
+
+async function refreshVoices(select) {
+  let response;
+  try {
+    response = await fetch("/v1/audio/voices");
+  } catch (failure) {
+    return showError($("voice-error"), `Voices: ${failure.message}`);
+  }
+  if (!response.ok) return showError($("voice-error"), await apiError(response));
+  const voices = (await response.json()).data || [];
+  const picker = $("voice"), chosen = select || picker.value;
+  const builtin = document.createElement("optgroup");
+  builtin.label = "Built-in";
+  const cloned = document.createElement("optgroup");
+  cloned.label = "Cloned";
+  for (const voice of voices) {
+    if (voice.type === "cloned") cloned.append(option(voice.id, voice.name));
+    else builtin.append(option(voice.id, voice.aliases && voice.aliases.length
+      ? `${voice.name} (${voice.aliases.join(", ")})` : voice.name));
+  }
+  picker.replaceChildren(builtin, ...(cloned.children.length ? [cloned] : []));
+  if (chosen && [...picker.options].some((item) => item.value === chosen)) picker.value = chosen;
+  const stored = voices.filter((voice) => voice.type === "cloned");
+  $("voices").replaceChildren(...stored.map(renderVoice));
+  $("voices-empty").hidden = stored.length > 0;
+}
+
+async function uploadVoice(event) {
+  event.preventDefault();
+  const form = event.target, button = $("upload-voice");
+  button.disabled = true;
+  showError($("voice-error"), "");
+  try {
+    const response = await fetch("/v1/audio/voices", { method: "POST", body: new FormData(form) });
+    if (!response.ok) return showError($("voice-error"), await apiError(response));
+    const voice = await response.json();
+    form.reset();
+    await refreshVoices(voice.id);
+  } catch (failure) {
+    showError($("voice-error"), failure.message);
   } finally {
     button.disabled = false;
   }
@@ -194,6 +308,13 @@ async function jobRequest(url, body) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("generate-form").addEventListener("submit", generate);
+  $("speech-form").addEventListener("submit", speak);
+  $("voice-form").addEventListener("submit", uploadVoice);
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    tab.addEventListener("click", () => selectTab(tab));
+    tab.addEventListener("keydown", tabKeys);
+  }
+  if (location.hash === "#speech") selectTab($("tab-speech"));
   $("job-form").addEventListener("submit", (event) => {
     event.preventDefault();
     jobRequest("/v1/jobs", formBody(event.target));
