@@ -39,7 +39,7 @@ LM_RUNTIMES = ("onnxruntime", "torch")
 # SNAC 24 kHz frames are 2048 samples (85 ms). The decoder is convolutional and not causal:
 # each chunk is decoded with left context and lookahead (ensemble/chunker.py); these cover its
 # receptive field so that streamed audio equals a one-shot decode (tests/unit/test_speech_engine.py).
-SPEECH_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_frames=24, left_context=4, lookahead=3, min_window=1)
+SPEECH_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_frames=24, left_context=3, lookahead=3, min_window=1)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from export.speech_tiny import (
     CONTROL_TOKENS,
     EOT_TOKEN,
     RANDOM_CHECKPOINTS,
-    RANDOM_VOICES,
     SPARE_TOKENS,
     TINY_RANDOM,
     save_random_codec,
@@ -145,7 +144,7 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
         print(f"{out} already holds an export of {checkpoint} with {codec} (--force to export again)")
         return current
     if voices is None:
-        voices = RANDOM_VOICES if checkpoint in RANDOM_CHECKPOINTS else ORPHEUS_VOICES
+        voices = ORPHEUS_VOICES  # the random checkpoints take the same names, so clients work unchanged
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the progress lines below say what happens

@@ -24,7 +24,6 @@ from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR
 TINY_RANDOM = "tiny-random"
 SMALL_RANDOM = "small-random"
 RANDOM_CHECKPOINTS = (TINY_RANDOM, SMALL_RANDOM)
-RANDOM_VOICES = ("tara", "leo")  # so the random exports exercise the "voice: text" prompt path
 
 BOS_TOKEN = "<|begin_of_text|>"
 EOT_TOKEN = "<|eot_id|>"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 RATE, FRAME = 24000, 2048
 LONG_TEXT = "Turn left at the next corner, then keep going straight for two miles."
-# SNAC decoded in windows with 4 frames of left context and 3 of lookahead equals the one-shot
+# SNAC decoded in windows with 3 frames of left context and 3 of lookahead equals the one-shot
 # decode to float rounding (the decoder sees about 2.5 frames either way; see export/orpheus_graphs.py).
 STREAMING_TOLERANCE = 1e-4
 

@@ -143,7 +143,7 @@ def test_cancelling_during_prefill_frees_the_slot_and_closes_the_stream(pipeline
     [
         ({T.TEXT: " "}, T.TEXT, "must be non-empty text"),
         ({T.TEXT: "x" * 4097}, T.TEXT, "is 4097 characters; the limit is 4096"),
-        ({T.VOICE: "alloy"}, T.VOICE, "'alloy' is not a speaker of this checkpoint; it knows tara, leo"),
+        ({T.VOICE: "alloy"}, T.VOICE, "'alloy' is not a speaker of this checkpoint; it knows tara, leah, jess, leo, dan, mia, zac, zoe"),
         ({T.REFERENCE_TEXT: "hi"}, T.REFERENCE_TEXT, "needs the clip it transcribes"),
         ({T.REFERENCE_CODES: np.zeros((7, 20), np.int64)}, T.REFERENCE_TEXT, "is required with a reference clip"),
         ({T.REFERENCE_TEXT: "hi", T.REFERENCE_CODES: np.zeros((4, 20), np.int64)}, T.REFERENCE_CODES,
