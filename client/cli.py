@@ -73,21 +73,21 @@ def _report(stats: StreamStats, args: argparse.Namespace) -> None:
     print(f"wrote {args.out}" + (f" and {args.codes_out}" if args.codes_out else ""), file=sys.stderr)
 
 
-def _run_musicgen(args: argparse.Namespace) -> None:
-    request = MusicRequest(
-        text=args.text,
-        duration=args.duration,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance_scale=args.guidance_scale,
-        seed=args.seed,
-        return_codes=args.codes_out is not None,
-    )
-    stats = save_music_sync(
-        args.url, request, args.out, codes_path=args.codes_out, on_chunk=_progress, timeout=args.timeout
-    )
+def _sampling(args: argparse.Namespace) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
+            "return_codes": args.codes_out is not None}
+
+
+def _save(save, args: argparse.Namespace, request, **options) -> None:
+    stats = save(args.url, request, args.out, codes_path=args.codes_out, on_chunk=_progress, timeout=args.timeout,
+                 **options)
     _report(stats, args)
+
+
+def _run_musicgen(args: argparse.Namespace) -> None:
+    request = MusicRequest(text=args.text, duration=args.duration, guidance_scale=args.guidance_scale,
+                           **_sampling(args))
+    _save(save_music_sync, args, request)
 
 
 def _run_speech(args: argparse.Namespace) -> None:
@@ -99,22 +99,10 @@ def _run_speech(args: argparse.Namespace) -> None:
             reference = decode_clip(args.reference, SAMPLE_RATE)
         except (OSError, ValueError) as error:
             raise UsageError(f"--reference {args.reference}: {error}") from None
-    request = SpeechRequest(
-        text=args.text,
-        voice=args.voice,
-        reference_text=args.reference_text,
-        reference_audio=reference,
-        max_duration=args.max_duration,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-        return_codes=args.codes_out is not None,
-    )
-    stats = save_speech_sync(args.url, request, args.out, codes_path=args.codes_out, on_chunk=_progress,
-                             timeout=args.timeout, max_chars=args.max_sentence_chars or None)
-    _report(stats, args)
+    request = SpeechRequest(text=args.text, voice=args.voice, reference_text=args.reference_text,
+                            reference_audio=reference, max_duration=args.max_duration,
+                            repetition_penalty=args.repetition_penalty, **_sampling(args))
+    _save(save_speech_sync, args, request, max_chars=args.max_sentence_chars or None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,19 +42,25 @@ def optional_scalars(scalars) -> list[InferInput]:
             for name, datatype, dtype, value in scalars if value is not None]
 
 
+def sampling_inputs(request, *family) -> list[InferInput]:
+    """The sampling inputs both pipelines take, those that are set: temperature, top_k, top_p, the
+    family's own (name, datatype, numpy dtype, value) rows, seed and return_codes."""
+    return optional_scalars([
+        (T.TEMPERATURE, "FP32", np.float32, request.temperature),
+        (T.TOP_K, "INT32", np.int32, request.top_k),
+        (T.TOP_P, "FP32", np.float32, request.top_p),
+        *family,
+        (T.SEED, "INT64", np.int64, request.seed),
+        (T.RETURN_CODES, "BOOL", np.bool_, True if request.return_codes else None),
+    ])
+
+
 def build_inputs(request: MusicRequest) -> list[InferInput]:
     """InferInputs for `request`: TEXT and DURATION always, the others only when set."""
     inputs = [
         text_input(T.TEXT, request.text),
         tensor_input(T.DURATION, "FP32", np.array([request.duration], dtype=np.float32)),
-        *optional_scalars([
-            (T.TEMPERATURE, "FP32", np.float32, request.temperature),
-            (T.TOP_K, "INT32", np.int32, request.top_k),
-            (T.TOP_P, "FP32", np.float32, request.top_p),
-            (T.GUIDANCE_SCALE, "FP32", np.float32, request.guidance_scale),
-            (T.SEED, "INT64", np.int64, request.seed),
-            (T.RETURN_CODES, "BOOL", np.bool_, True if request.return_codes else None),
-        ]),
+        *sampling_inputs(request, (T.GUIDANCE_SCALE, "FP32", np.float32, request.guidance_scale)),
     ]
     if request.prompt_codes is not None:
         inputs.append(tensor_input(T.PROMPT_CODES, "INT64", np.ascontiguousarray(request.prompt_codes, dtype=np.int64)))

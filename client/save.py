@@ -16,7 +16,19 @@ from .stream import stream_music
 from .wav import WavWriter
 
 
-async def _save(stream, url, request, wav_path, codes_path, on_chunk, stream_options) -> StreamStats:
+async def save_stream(
+    stream: Callable,
+    url: str,
+    request: MusicRequest | SpeechRequest,
+    wav_path: str | os.PathLike,
+    *,
+    codes_path: str | os.PathLike | None = None,
+    on_chunk: Callable[[AudioChunk, StreamStats], None] | None = None,
+    **stream_options,
+) -> StreamStats:
+    """Stream `request` with `stream` (stream_music, stream_speech) into `wav_path`; with `codes_path`, save
+    codes [codebooks, frames]. `on_chunk` is called after each chunk is written; `stream_options` go to `stream`.
+    """
     if codes_path is not None and not request.return_codes:
         raise ValueError("codes_path needs request.return_codes=True")
     stats = StreamStats()
@@ -33,33 +45,14 @@ async def _save(stream, url, request, wav_path, codes_path, on_chunk, stream_opt
     return stats
 
 
-async def save_music(
-    url: str,
-    request: MusicRequest,
-    wav_path: str | os.PathLike,
-    *,
-    codes_path: str | os.PathLike | None = None,
-    on_chunk: Callable[[AudioChunk, StreamStats], None] | None = None,
-    **stream_options,
-) -> StreamStats:
-    """Stream `request` into `wav_path`; with `codes_path`, save codes [codebooks, frames].
-
-    `on_chunk` is called after each chunk is written; `stream_options` go to stream_music.
-    """
-    return await _save(stream_music, url, request, wav_path, codes_path, on_chunk, stream_options)
+async def save_music(url: str, request: MusicRequest, wav_path: str | os.PathLike, **options) -> StreamStats:
+    """Generate `request` into `wav_path` (options: codes_path, on_chunk, and stream_music's; see save_stream)."""
+    return await save_stream(stream_music, url, request, wav_path, **options)
 
 
-async def save_speech(
-    url: str,
-    request: SpeechRequest,
-    wav_path: str | os.PathLike,
-    *,
-    codes_path: str | os.PathLike | None = None,
-    on_chunk: Callable[[AudioChunk, StreamStats], None] | None = None,
-    **stream_options,
-) -> StreamStats:
-    """Speak `request` into `wav_path` sentence by sentence (client.speech.stream_speech); as save_music."""
-    return await _save(stream_speech, url, request, wav_path, codes_path, on_chunk, stream_options)
+async def save_speech(url: str, request: SpeechRequest, wav_path: str | os.PathLike, **options) -> StreamStats:
+    """Speak `request` into `wav_path` sentence by sentence (options: codes_path, on_chunk, and stream_speech's)."""
+    return await save_stream(stream_speech, url, request, wav_path, **options)
 
 
 def save_music_sync(*args, **kwargs) -> StreamStats:

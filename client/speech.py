@@ -23,7 +23,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 
 from ensemble import tensors as T
 
-from .request import optional_scalars, tensor_input, text_input
+from .request import optional_scalars, sampling_inputs, tensor_input, text_input
 from .response import AudioChunk
 from .sentences import MAX_SENTENCE_CHARS, split_sentences
 from .stats import StreamStats
@@ -67,16 +67,8 @@ def speech_inputs(request: SpeechRequest) -> list[InferInput]:
     if request.reference_audio is not None:
         inputs.append(tensor_input(T.REFERENCE_AUDIO, "FP32",
                                    np.ascontiguousarray(np.reshape(request.reference_audio, -1), np.float32)))
-    inputs += optional_scalars([
-        (T.MAX_DURATION, "FP32", np.float32, request.max_duration),
-        (T.TEMPERATURE, "FP32", np.float32, request.temperature),
-        (T.TOP_K, "INT32", np.int32, request.top_k),
-        (T.TOP_P, "FP32", np.float32, request.top_p),
-        (T.REPETITION_PENALTY, "FP32", np.float32, request.repetition_penalty),
-        (T.SEED, "INT64", np.int64, request.seed),
-        (T.RETURN_CODES, "BOOL", np.bool_, True if request.return_codes else None),
-    ])
-    return inputs
+    inputs += optional_scalars([(T.MAX_DURATION, "FP32", np.float32, request.max_duration)])
+    return inputs + sampling_inputs(request, (T.REPETITION_PENALTY, "FP32", np.float32, request.repetition_penalty))
 
 
 def sentence_requests(request: SpeechRequest, max_chars: int | None = MAX_SENTENCE_CHARS) -> list[SpeechRequest]:

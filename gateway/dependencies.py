@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.auth import StreamLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
 from gateway.triton import Triton
@@ -22,4 +21,3 @@ def _state(name: str):
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 TritonDep = Annotated[Triton, Depends(_state("triton"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_state("metrics"))]
-LimiterDep = Annotated[StreamLimiter, Depends(_state("limiter"))]

@@ -8,9 +8,11 @@ closing it (client gone, error, done) cancels the gRPC stream so Triton frees th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from client import AudioChunk, ClientError, MusicRequest, StreamStats
+from fastapi import Request
+
+from client import AudioChunk, ClientError, MusicRequest, SpeechRequest, StreamStats
 from gateway.errors import from_client_error
 from gateway.metrics import GatewayMetrics
 from gateway.triton import Triton
@@ -26,7 +28,7 @@ class Generation:
         self._closed = False
 
     @classmethod
-    async def open(cls, triton: Triton, request: MusicRequest, metrics: GatewayMetrics) -> "Generation":
+    async def open(cls, triton: Triton, request: MusicRequest | SpeechRequest, metrics: GatewayMetrics) -> "Generation":
         stats = StreamStats()
         stream = triton.stream(request, stats)
         metrics.active_streams.inc()
@@ -66,3 +68,23 @@ class Generation:
             self._metrics.real_time_factor.observe(self.stats.real_time_factor)
         elif not self.completed:
             self._metrics.errors.labels("stream_cancelled").inc()
+
+
+async def open_for_client(http: Request, key: str, model: str,
+                          request: MusicRequest | SpeechRequest) -> tuple[Generation, Callable[[], Awaitable[None]]]:
+    """For an HTTP route: load `model` if it was unloaded, take one of the key's concurrent streams, open the
+    generation. Returns it and `finish`, which closes it and gives the key's stream back (await it once)."""
+    state = http.app.state
+    await state.models.ensure_ready(model)
+    await state.limiter.acquire(key)
+    try:
+        generation = await Generation.open(state.triton, request, state.metrics)
+    except BaseException:
+        state.limiter.release(key)
+        raise
+
+    async def finish() -> None:
+        await generation.close()
+        state.limiter.release(key)
+
+    return generation, finish

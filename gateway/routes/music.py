@@ -8,8 +8,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.audio_encoding import content_type, encode_audio
 from gateway.auth import ClientKey
-from gateway.dependencies import LimiterDep, MetricsDep, TritonDep
-from gateway.generation import Generation
+from gateway.generation import open_for_client
 from gateway.schemas import ERROR_RESPONSES, MusicBody
 from gateway.streaming import audio_bytes, sse_events
 
@@ -26,20 +25,8 @@ AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg":
                **ERROR_RESPONSES},
     summary="Generate music from a text prompt",
 )
-async def create_music(body: MusicBody, key: ClientKey, triton: TritonDep, limiter: LimiterDep, metrics: MetricsDep,
-                       request: Request):
-    await request.app.state.models.ensure_ready(request.app.state.settings.pipeline)
-    await limiter.acquire(key)
-    try:
-        generation = await Generation.open(triton, body.to_request(), metrics)
-    except BaseException:
-        limiter.release(key)
-        raise
-
-    async def finish():
-        await generation.close()
-        limiter.release(key)
-
+async def create_music(body: MusicBody, key: ClientKey, request: Request):
+    generation, finish = await open_for_client(request, key, request.app.state.settings.pipeline, body.to_request())
     media_type = content_type(body.response_format, generation.sample_rate)
     headers = {"X-Sample-Rate": str(generation.sample_rate)}
     if not body.stream:

@@ -18,9 +18,9 @@ from client import SpeechRequest
 from gateway import voices
 from gateway.audio_encoding import content_type
 from gateway.auth import ClientKey
-from gateway.dependencies import LimiterDep, MetricsDep, SettingsDep, TritonDep
+from gateway.dependencies import SettingsDep
 from gateway.errors import APIError
-from gateway.generation import Generation
+from gateway.generation import open_for_client
 from gateway.routes.music import AUDIO_TYPES
 from gateway.schemas import ERROR_RESPONSES, SPEECH_MODEL_ALIASES, SpeechBody, VoiceRef
 from gateway.streaming import audio_bytes, sse_events
@@ -50,26 +50,14 @@ async def _at_speed(chunks: AsyncIterator[np.ndarray], speed: float, sample_rate
                404: {"description": "Not a speech model"}, **ERROR_RESPONSES},
     summary="Speak a text (OpenAI's speech API)",
 )
-async def create_speech(body: SpeechBody, key: ClientKey, triton: TritonDep, limiter: LimiterDep,
-                        metrics: MetricsDep, settings: SettingsDep, request: Request):
+async def create_speech(body: SpeechBody, key: ClientKey, settings: SettingsDep, request: Request):
     _check_model(body.model, settings)
     voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
     fields = await voices.speech_fields(voice, request.app.state.voices, settings, voices.voice_owner(settings, key))
     speech = SpeechRequest(text=body.input, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                            repetition_penalty=body.repetition_penalty, seed=body.seed,
                            max_duration=settings.speech_max_sentence_s, **fields)
-    await request.app.state.models.ensure_ready(settings.speech_model)
-    await limiter.acquire(key)
-    try:
-        generation = await Generation.open(triton, speech, metrics)
-    except BaseException:
-        limiter.release(key)
-        raise
-
-    async def finish():
-        await generation.close()
-        limiter.release(key)
-
+    generation, finish = await open_for_client(request, key, settings.speech_model, speech)
     rate = generation.sample_rate
     audio = (chunk.audio async for chunk in generation.chunks())
     if body.speed != 1.0:
