@@ -25,6 +25,7 @@ from ensemble import tensors as T  # noqa: E402
 from ensemble.orpheus_format import TOKENS_PER_FRAME, frame_to_levels, levels_to_frame  # noqa: E402
 from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel  # noqa: E402
 from export.orpheus_graphs import DECODER_LEFT_CONTEXT_FRAMES, DECODER_LOOKAHEAD_FRAMES, SnacDecoder  # noqa: E402
+from export.orpheus import ORPHEUS_VOICES  # noqa: E402
 from export.speech_tiny import SENTENCES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_export_writes_graphs_tokenizer_and_metadata(repository, spec, tmp_path)
     assert (spec.sample_rate, spec.frame_samples, spec.codebook_size) == (24000, 2048, 64)
     assert spec.vocab_size == spec.text_vocab_size + 10 + 7 * 64 + 2
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim, spec.hidden_size) == (2, 2, 16, 64)
-    assert spec.max_positions == 4096 and spec.voices == ("tara", "leo")
+    assert spec.max_positions == 4096 and spec.voices == ORPHEUS_VOICES
     assert spec.format.audio_end <= spec.vocab_size
     assert SpeechModel.load(spec.save(tmp_path).parent) == spec
     written = json.loads((version / "speech.json").read_text())
