@@ -306,3 +306,10 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
         _, keys, values = step(ids[:, :5], torch.tensor([0]), torch.tensor([4]), empty, empty)
         logits, _, _ = step(ids[:, 5:], torch.tensor([5]), torch.tensor([3]), keys, values)
     torch.testing.assert_close(logits[0], expected[-1], atol=1e-5, rtol=0)
+
+
+def test_the_served_streaming_policy_covers_the_decoders_measured_context():
+    from ensemble.speech_pipeline import SPEECH_POLICY
+
+    assert SPEECH_POLICY.left_context >= DECODER_LEFT_CONTEXT_FRAMES
+    assert SPEECH_POLICY.lookahead >= DECODER_LOOKAHEAD_FRAMES
