@@ -27,11 +27,10 @@ from ensemble.musicgen_request import GenerationParams, Limits, validate
 from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
 from ensemble.musicgen_decoding import Job, MusicgenFamily
 from ensemble.scheduler import Engine, Stream
-from ensemble.settings import from_parameters
+from ensemble.settings import check_sample_rate, from_parameters
 from ensemble.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
-LM_RUNTIMES = ("onnxruntime", "torch")
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], ...] -> [audio [T * hop], ...]
 
 
@@ -50,10 +49,7 @@ class PipelineSettings:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "PipelineSettings":
-        settings = from_parameters(cls, parameters, "musicgen")
-        if settings.lm_runtime not in LM_RUNTIMES:
-            raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {settings.lm_runtime!r}")
-        return settings
+        return from_parameters(cls, parameters, "musicgen")
 
 
 class MusicgenPipeline:
@@ -69,9 +65,7 @@ class MusicgenPipeline:
         repository = Path(repository)
         version = repository / T.MUSICGEN / "1"
         self.model = MusicgenModel.load(version)
-        if self.model.sample_rate != settings.sample_rate:
-            raise ValueError(f"the export in {version} is {self.model.sample_rate} Hz but the musicgen config declares "
-                             f"sample_rate {settings.sample_rate}")
+        check_sample_rate(version, self.model.sample_rate, settings.sample_rate, "musicgen")
         self.settings = settings
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
         self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)

@@ -22,7 +22,11 @@ def _convert(value: str, like):
     return type(like)(value)
 
 
+LM_RUNTIMES = ("onnxruntime", "torch")  # where a pipeline's LM runs: ONNX Runtime (CPU), torch (GPU)
+
+
 def from_parameters(cls, parameters: dict[str, str], model: str):
+    """`cls` from `parameters`; an `lm_runtime` field must name one of LM_RUNTIMES."""
     kwargs, known = {}, set()
     for f in fields(cls):
         default = _default(f)
@@ -38,4 +42,13 @@ def from_parameters(cls, parameters: dict[str, str], model: str):
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"unknown {model} parameters {unknown}; known: {sorted(known)}")
+    if kwargs.get("lm_runtime", "onnxruntime") not in LM_RUNTIMES:
+        raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {kwargs['lm_runtime']!r}")
     return cls(**kwargs)
+
+
+def check_sample_rate(version, exported: int, declared: int, model: str) -> None:
+    """The rate a config declares (clients read it) must be the export's."""
+    if exported != declared:
+        raise ValueError(f"the export in {version} is {exported} Hz but the {model} config declares "
+                         f"sample_rate {declared}")

@@ -27,14 +27,13 @@ from ensemble.onnx_models import OnnxAudioEncoder, OnnxCodecDecoder, OnnxSpeechL
 from ensemble.orpheus_format import TOKENS_PER_FRAME
 from ensemble.request_fields import InvalidRequest
 from ensemble.scheduler import Engine, Stream
-from ensemble.settings import from_parameters
+from ensemble.settings import check_sample_rate, from_parameters
 from ensemble.speech_decoding import SpeechFamily, SpeechJob
 from ensemble.speech_model import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
 from ensemble.speech_request import SpeechLimits, SpeechParams, validate
 
 AudioEncoder = Callable[[np.ndarray], np.ndarray]  # audio [1, S] -> codes [1, 7, F]
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [7, F], ...] -> [audio [F * 2048], ...]
-LM_RUNTIMES = ("onnxruntime", "torch")
 
 # SNAC 24 kHz frames are 2048 samples (85 ms). The decoder is convolutional and not causal:
 # each chunk is decoded with left context and lookahead (ensemble/chunker.py); these cover its
@@ -59,10 +58,7 @@ class SpeechSettings:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "SpeechSettings":
-        settings = from_parameters(cls, parameters, T.SPEECH)
-        if settings.lm_runtime not in LM_RUNTIMES:
-            raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {settings.lm_runtime!r}")
-        return settings
+        return from_parameters(cls, parameters, T.SPEECH)
 
 
 class ReferenceCache:
@@ -105,9 +101,7 @@ class SpeechPipeline:
         repository = Path(repository)
         version = repository / T.SPEECH / "1"
         self.model = SpeechModel.load(version)
-        if self.model.sample_rate != settings.sample_rate:
-            raise ValueError(f"the export in {version} is {self.model.sample_rate} Hz but the {T.SPEECH} config "
-                             f"declares sample_rate {settings.sample_rate}")
+        check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.SPEECH)
         self.settings = settings
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
