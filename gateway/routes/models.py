@@ -10,18 +10,18 @@ from gateway.schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["models"])
 
-# Pipeline parameters worth showing a client (from the model's config).
+# Pipeline parameters worth showing a client (from the config of musicgen and of orpheus).
 PUBLIC_PARAMETERS = {"sample_rate": int, "max_duration_s": float, "max_text_chars": int, "max_text_tokens": int,
                      "max_slots": int, "max_queue": int}
 
 
-@router.get("/v1/models", summary="Models on the Triton server, ready or not, with the pipeline's limits")
+@router.get("/v1/models", summary="Models on the Triton server, ready or not, with the pipelines' limits")
 async def list_models(triton: TritonDep, settings: SettingsDep):
     data = []
     for model in await triton.models():
         entry = {"id": model.name, "object": "model", "owned_by": "tritone", "version": model.version,
                  "state": model.state or "UNLOADED", "ready": model.state == "READY", "reason": model.reason}
-        if model.name == settings.pipeline and entry["ready"]:
+        if model.name in (settings.pipeline, settings.speech_model) and entry["ready"]:
             parameters = await triton.parameters(model.name)
             entry.update({k: cast(parameters[k]) for k, cast in PUBLIC_PARAMETERS.items() if k in parameters})
         data.append(entry)

@@ -1,0 +1,207 @@
+"""POST /v1/audio/speech and the voices API through a real gateway and tritonserver serving the tiny-random
+Orpheus export (`orpheus`, `snac_encoder`, `snac_decoder`), and OpenAI's own Python client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import av
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from openai import OpenAI
+
+from client.metrics import read_engine_metrics
+from ensemble import tensors as T
+from ensemble.orpheus_format import TOKENS_PER_FRAME
+
+from .musicgen_server import run_gateway
+
+pytestmark = pytest.mark.integration
+RATE = 24000
+FRAME = 2048  # SNAC 24 kHz: samples per 7-code frame
+MAX_SENTENCE_S = 1.5  # random weights rarely say end-of-speech: each sentence is capped
+# sentences the tiny tokenizer was trained on (export/speech_tiny.py)
+FIRST = "Hello there, how are you doing today?"
+SECOND = "The quick brown fox jumps over the lazy dog."
+THIRD = "She sells sea shells by the sea shore."
+
+
+@pytest.fixture
+def speech_settings(gateway_settings):
+    return gateway_settings.model_copy(update={"speech_max_sentence_s": MAX_SENTENCE_S})
+
+
+@pytest.fixture
+def url(speech_settings):
+    with run_gateway(speech_settings) as gateway:
+        yield gateway
+
+
+def speech(url, **body) -> httpx.Response:
+    return httpx.post(f"{url}/v1/audio/speech", json={"input": FIRST, "voice": "tara", **body}, timeout=120)
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    with av.open(io.BytesIO(data)) as container:
+        frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
+        return np.concatenate(frames), container.streams.audio[0].rate
+
+
+def pcm(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.frombuffer(response.content, "<i2")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "rate", "slack"),
+    [
+        ("mp3", "audio/mpeg", RATE, 3 * 1152),
+        ("opus", "audio/ogg; codecs=opus", 48000, 0),
+        ("aac", "audio/aac", RATE, 2 * 1024),
+        ("flac", "audio/flac", RATE, 0),
+        ("wav", "audio/wav", RATE, 0),
+    ],
+)
+def test_each_format_decodes_to_whole_frames_at_24_khz(url, fmt, content_type, rate, slack):
+    samples = len(pcm(speech(url, response_format="pcm", temperature=0)))
+    assert samples > 0 and samples % FRAME == 0 and samples <= MAX_SENTENCE_S * RATE + FRAME
+    response = speech(url, response_format=fmt, temperature=0)
+    assert response.status_code == 200
+    assert (response.headers["content-type"], response.headers["x-sample-rate"]) == (content_type, str(RATE))
+    audio, decoded_rate = decode(response.content)
+    assert decoded_rate == rate
+    assert samples * rate // RATE <= len(audio) <= samples * rate // RATE + slack
+
+
+def test_sse_deltas_decode_to_the_same_audio(url):
+    plain = pcm(speech(url, response_format="pcm", temperature=0))
+    response = speech(url, response_format="pcm", temperature=0, stream_format="sse")
+    events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line]
+    assert {e["type"] for e in events[:-1]} == {"speech.audio.delta"}
+    assert events[-1] == {"type": "speech.audio.done", "sample_rate": RATE, "duration": len(plain) / RATE,
+                          "format": "pcm"}
+    streamed = np.frombuffer(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]), "<i2")
+    np.testing.assert_array_equal(streamed, plain)
+
+
+def test_a_long_input_is_its_sentences_spoken_alone_back_to_back(url):
+    """Greedy with one seed: the whole equals each sentence's audio generated alone, concatenated."""
+    alone = [pcm(speech(url, input=sentence, response_format="pcm", temperature=0, seed=3))
+             for sentence in (FIRST, SECOND, THIRD)]
+    whole = pcm(speech(url, input=f"{FIRST} {SECOND}\n{THIRD}", response_format="pcm", temperature=0, seed=3))
+    assert len(whole) == sum(map(len, alone))
+    np.testing.assert_array_equal(whole, np.concatenate(alone))
+
+
+def test_openai_voice_names_and_the_models_own_refusals(speech_settings):
+    settings = speech_settings.model_copy(update={"speech_voices": [*speech_settings.speech_voices, "bob"]})
+    with run_gateway(settings) as url:
+        assert speech(url, voice="ash").status_code == 200  # -> leo
+        refused = speech(url, voice="bob")  # listed by this gateway, unknown to the checkpoint
+        assert refused.status_code == 422
+        assert refused.json()["error"]["param"] == "voice"
+        assert refused.json()["error"]["message"].startswith("voice: 'bob' is not a speaker of this checkpoint")
+        too_many = speech(url, top_k=100_000)  # checked by the model: it knows its codebook size
+        assert too_many.status_code == 422 and too_many.json()["error"]["param"] == "top_k"
+
+
+def test_speed_stretches_the_real_stream(url):
+    normal = len(pcm(speech(url, response_format="pcm", temperature=0)))
+    slow = len(pcm(speech(url, response_format="pcm", temperature=0, speed=0.5)))
+    assert slow == round(normal / 0.5)
+
+
+def test_the_official_openai_client_streams_a_24_khz_wav(speech_settings):
+    with run_gateway(speech_settings.model_copy(update={"api_keys": ["sk-test"]})) as gateway:
+        client = OpenAI(base_url=gateway + "/v1", api_key="sk-test", max_retries=0)
+        with client.audio.speech.with_streaming_response.create(
+                model="tts-1", voice="alloy", input=f"{FIRST} {SECOND}", response_format="wav") as response:
+            assert response.headers["content-type"] == "audio/wav"
+            pieces = list(response.iter_bytes())
+        audio, rate = sf.read(io.BytesIO(b"".join(pieces)))
+        assert rate == RATE and len(audio) > 0 and len(audio) % FRAME == 0
+        wrong = OpenAI(base_url=gateway + "/v1", api_key="nope", max_retries=0)
+        with pytest.raises(Exception) as refused:
+            wrong.audio.speech.create(model="tts-1", voice="alloy", input=FIRST)
+        assert getattr(refused.value, "status_code", None) == 403
+
+
+def clip_wav(seconds: float = 2.0, rate: int = 44100) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    voice = 0.2 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([voice, voice * 0.8], axis=1).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def test_a_stored_voice_round_trip_across_a_restart(speech_settings):
+    with run_gateway(speech_settings) as url:
+        created = httpx.post(f"{url}/v1/audio/voices", files={"file": ("me.wav", clip_wav())},
+                             data={"name": "Me", "transcript": FIRST}, timeout=120)
+        assert created.status_code == 201, created.text
+        voice = created.json()
+        assert voice["frames"] in (2 * RATE // FRAME, 2 * RATE // FRAME + 1)  # 23.4 frames of audio
+        ids = [v["id"] for v in httpx.get(f"{url}/v1/audio/voices").json()["data"]]
+        assert ids[-1] == voice["id"] and "tara" in ids
+        spoken = pcm(speech(url, input=SECOND, voice="Me", response_format="pcm", temperature=0))
+        assert len(spoken) > 0 and len(spoken) % FRAME == 0
+    with run_gateway(speech_settings) as url:  # a new gateway process state, the same data_dir
+        assert httpx.get(f"{url}/v1/audio/voices/{voice['id']}").json() == voice
+        again = pcm(speech(url, input=SECOND, voice={"id": voice["id"]}, response_format="pcm", temperature=0))
+        np.testing.assert_array_equal(again, spoken)  # the stored codes, not a new encoding
+        assert httpx.delete(f"{url}/v1/audio/voices/{voice['id']}").json()["deleted"] is True
+        assert httpx.get(f"{url}/v1/audio/voices/{voice['id']}").status_code == 404
+        assert speech(url, voice=voice["id"]).status_code == 422
+
+
+def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, musicgen_server):
+    """The voice's codes are snac_encoder's for the normalized clip (24 kHz mono), asked directly."""
+    from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
+
+    from client.clip import decode_clip
+    from gateway.voice_store import VoiceStore
+
+    with run_gateway(speech_settings) as url:
+        voice = httpx.post(f"{url}/v1/audio/voices", files={"file": ("me.wav", clip_wav(1.5))},
+                           data={"name": "Me", "transcript": FIRST}, timeout=120).json()
+    store = VoiceStore(speech_settings.data_dir)
+    try:
+        stored = store.codes(voice["id"])
+    finally:
+        store.close()
+    clip = decode_clip(io.BytesIO(clip_wav(1.5)), RATE)
+    audio = InferInput(T.AUDIO, [1, len(clip)], "FP32")
+    audio.set_data_from_numpy(clip[None, :])
+    client = InferenceServerClient(musicgen_server.grpc_url)
+    direct = client.infer(T.SPEECH_CODEC_ENCODER, [audio], outputs=[InferRequestedOutput(T.AUDIO_CODES)])
+    expected = direct.as_numpy(T.AUDIO_CODES)[0]
+    assert stored.shape[0] == TOKENS_PER_FRAME
+    np.testing.assert_array_equal(stored, expected)
+
+
+def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicgen_server):
+    settings = speech_settings.model_copy(update={"speech_max_sentence_s": 20.0})
+    text = " ".join([FIRST, SECOND, THIRD] * 4)
+    before = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
+    with run_gateway(settings) as url:
+        with httpx.stream("POST", f"{url}/v1/audio/speech", timeout=120,
+                          json={"input": text, "voice": "tara", "response_format": "pcm"}) as response:
+            assert response.status_code == 200
+            next(response.iter_bytes())  # audio is flowing; now hang up
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            after = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
+            if after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0 and \
+                    after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
+                break
+            time.sleep(0.1)
+        assert after["tritone_decode_slots_active"] == 0
+        assert after["tritone_requests_waiting"] == 0
+        assert after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]
+        assert after["tritone_streams_completed_total"] - before["tritone_streams_completed_total"] < 12
+        assert "tritone_gateway_active_streams 0.0" in httpx.get(f"{url}/metrics").text
