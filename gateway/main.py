@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = GatewayMetrics()
     app.state.limiter = StreamLimiter(settings.max_streams_per_key)
     errors.install(app)
+    app.middleware("http")(voices.upload_size_guard)  # inner: the requests counter below sees its 413s
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -52,7 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
-    app.middleware("http")(voices.upload_size_guard)
     for module in (music, speech, voices, jobs, models, health, web):
         app.include_router(module.router)
     return app
