@@ -1,13 +1,14 @@
-"""python -m benchmarks run --model tiny-random|small-random [--smoke] [--out benchmarks/results]
-                         [--concurrency 1,2,4,8,16] [--duration 5]
+"""python -m benchmarks run [--family music|speech] --model tiny-random|small-random [--smoke]
+                         [--out benchmarks/results] [--concurrency 1,2,4,8,16] [--duration 5]
 python -m benchmarks readme
 
-`run` exports the model into a work directory if needed, starts a real tritonserver (CPU configs,
-explicit model control, every model loaded, free ports), runs the perf_analyzer suite (when
-benchmarks.perf_analyzer is there), the streaming load generator, then stops the server and
-measures the engine's decode step and transformers' generate() on the same weights. It writes
-results.json, results.md and PNG plots under OUT/<model>/. `readme` rewrites README.md's
-performance block from the latest results.
+`run` exports the family's model into a work directory if needed (both families share it),
+starts a real tritonserver (CPU configs, explicit model control, the family's models loaded, free
+ports), runs the perf_analyzer suite (when benchmarks.perf_analyzer is there), the streaming load
+generator (speech: with a built-in and a cloned voice, then the prefill stall), then stops the
+server and measures transformers on the same weights (music: also the engine's decode step). It
+writes results.json, results.md and PNG plots under OUT/<model>/, keeping the other family's
+section. `readme` rewrites README.md's performance block from the latest results.
 """
 
 from __future__ import annotations
@@ -30,24 +31,41 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _voices(text: str) -> tuple[str, ...]:
+    voices = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not voices or any(v not in ("builtin", "cloned") for v in voices):
+        raise argparse.ArgumentTypeError(f"expected builtin, cloned or both, got {text!r}")
+    return voices
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="measure tritone and the transformers baselines, write results")
+    run.add_argument("--family", choices=("music", "speech"), default="music",
+                     help="music (musicgen, the default) or speech (orpheus)")
     run.add_argument("--model", required=True, choices=("tiny-random", "small-random"))
     run.add_argument("--smoke", action="store_true", help="short requests and few steps: checks the recipes run")
     run.add_argument("--out", type=Path, default=RESULTS, help="results root; files go to OUT/<model>/")
-    run.add_argument("--concurrency", type=_levels, help="levels, e.g. 1,2,4,8,16 (the default)")
-    run.add_argument("--duration", type=float, help="seconds of audio per request (default 5; smoke 1)")
+    run.add_argument("--concurrency", type=_levels, help="levels, e.g. 1,2,4,8,16 (the default; speech 1,2,4,8)")
+    run.add_argument("--duration", type=float,
+                     help="seconds of audio per request (default 5; speech: max_duration, default 3; smoke 1)")
     run.add_argument("--rounds", type=int, help="level N streams max(N * rounds, min-requests) requests (default 1)")
     run.add_argument("--min-requests", type=int, help="requests per level at least (default 4; smoke 2)")
     run.add_argument("--sequential-requests", type=int,
-                     help="transformers one-at-a-time requests measured (default 4; smoke 2)")
+                     help="transformers one-at-a-time requests measured (default 4, speech 3; smoke 2)")
     run.add_argument("--static-levels", type=_levels, help="transformers static batch sizes (default: every level)")
-    run.add_argument("--step-streams", type=_levels, help="engine step-cost batch sizes (default: every level)")
+    run.add_argument("--step-streams", type=_levels, help="music: engine step-cost batch sizes (default: every level)")
+    run.add_argument("--voices", type=_voices, help="speech: builtin,cloned (the default) or one of them")
+    run.add_argument("--clone-levels", type=_levels, help="speech: the cloned voice's levels (default: every level)")
+    run.add_argument("--stall-streams", type=int,
+                     help="speech: running streams while a 30 s voice prompt is prefilled (default 2; 0 skips it)")
     run.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: the cores)")
     run.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer suite")
+    run.add_argument("--perf-analyzer-smoke", action="store_true",
+                     help="run the perf_analyzer recipes at their smoke settings (concurrency 1 and 2, short "
+                          "windows) in a full run: what fits a CPU's time budget")
     run.add_argument("--work-dir", type=Path, default=ROOT / ".tritone" / "bench",
                      help="where the model repository is exported and the server logs (default .tritone/bench)")
 
@@ -64,19 +82,32 @@ def main(argv=None) -> int:
         print(f"{args.readme}: {'performance block rewritten' if changed else 'already up to date'}")
         return 0
 
-    from benchmarks.runner import BenchConfig, prepare_repository, run_suite, triton_server
+    from benchmarks.runner import FAMILY_MODELS, BenchConfig, prepare_repository, run_suite, triton_server
 
-    config = BenchConfig.create(
-        args.model, args.smoke, concurrency=args.concurrency, duration=args.duration, rounds=args.rounds,
-        min_requests=args.min_requests, sequential_requests=args.sequential_requests,
-        static_levels=args.static_levels, step_streams=args.step_streams, threads=args.threads,
-        perf_analyzer=False if args.no_perf_analyzer else None,
-    )
+    common = dict(concurrency=args.concurrency, duration=args.duration, rounds=args.rounds,
+                  min_requests=args.min_requests, sequential_requests=args.sequential_requests,
+                  static_levels=args.static_levels, threads=args.threads,
+                  perf_analyzer=False if args.no_perf_analyzer else None,
+                  perf_analyzer_smoke=args.perf_analyzer_smoke or None)
+    if args.family == "speech":
+        if args.step_streams is not None:
+            parser.error("--step-streams is a music option")
+        from benchmarks.speech import SpeechBenchConfig, run_speech_suite
+
+        config = SpeechBenchConfig.create(args.model, args.smoke, voices=args.voices, clone_levels=args.clone_levels,
+                                          stall_streams=args.stall_streams, **common)
+        suite = run_speech_suite
+    else:
+        speech_only = [name for name in ("voices", "clone_levels", "stall_streams") if getattr(args, name) is not None]
+        if speech_only:
+            parser.error(f"--{speech_only[0].replace('_', '-')} is a speech option (--family speech)")
+        config = BenchConfig.create(args.model, args.smoke, step_streams=args.step_streams, **common)
+        suite = run_suite
     work_dir = args.work_dir / args.model
     out_dir = args.out / args.model
-    repository = prepare_repository(args.model, work_dir)
-    with triton_server(repository, work_dir / "tritonserver.log") as server:
-        run_suite(config, repository, server.grpc_url, server.metrics_url, out_dir, stop_server=server.stop)
+    repository = prepare_repository(args.model, work_dir, family=args.family)
+    with triton_server(repository, work_dir / "tritonserver.log", models=FAMILY_MODELS[args.family]) as server:
+        suite(config, repository, server.grpc_url, server.metrics_url, out_dir, stop_server=server.stop)
     print("update the README's performance section with: python -m benchmarks readme")
     return 0
 

@@ -78,6 +78,36 @@ def queued_latencies(service_s: list[float], concurrency: int) -> list[float]:
     return latencies
 
 
+def sequential_result(service_s: list[float], audio_s: float, levels: list[int], **extra) -> dict:
+    """One request at a time: throughput over the sum of service times; per level, the time to
+    first audio of N clients arriving together and served in turn (nothing streams: it is the
+    whole latency, queued behind the clients before)."""
+    return {
+        "requests": len(service_s),
+        "service_s": service_s,
+        "audio_s": audio_s,
+        "wall_s": sum(service_s),
+        "audio_s_per_wall_s": audio_s / sum(service_s),
+        "levels": [
+            {"concurrency": n, "time_to_first_audio_s": percentiles(queued_latencies(service_s, n))} for n in levels
+        ],
+        **extra,
+    }
+
+
+def static_result(concurrency: int, wall: float, audio_s: float, log=print, **extra) -> dict:
+    """One batch of `concurrency` requests: everybody gets audio when the whole batch is done."""
+    log(f"    {wall:.3g} s, {audio_s / wall:.3g} audio s/s")
+    return {
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "audio_s": audio_s,
+        "audio_s_per_wall_s": audio_s / wall,
+        "time_to_first_audio_s": wall,  # every request gets its audio when the batch is done
+        **extra,
+    }
+
+
 def run_baselines(
     model,
     tokenizer,
@@ -99,17 +129,7 @@ def run_baselines(
         wall, audio = generate(model, tokenizer, [prompt], new_tokens, sampling, seed)
         service.append(wall)
         audio_s += audio.shape[-1] / sample_rate
-    sequential = {
-        "requests": sequential_requests,
-        "service_s": service,
-        "audio_s": audio_s,
-        "wall_s": sum(service),
-        "audio_s_per_wall_s": audio_s / sum(service),
-        # no streaming: time to first audio is the whole latency, queued behind earlier clients
-        "levels": [
-            {"concurrency": n, "time_to_first_audio_s": percentiles(queued_latencies(service, n))} for n in levels
-        ],
-    }
+    sequential = sequential_result(service, audio_s, levels)
     log(f"    {np.median(service):.3g} s per request, {sequential['audio_s_per_wall_s']:.3g} audio s/s")
 
     static = []
@@ -117,15 +137,7 @@ def run_baselines(
         log(f"  transformers static batch of {n} ...")
         prompts = [prompt for prompt, _ in workload(n)]
         wall, audio = generate(model, tokenizer, prompts, new_tokens, sampling, workload(n)[0][1])
-        audio_s = audio.shape[0] * audio.shape[-1] / sample_rate
-        static.append({
-            "concurrency": n,
-            "wall_s": wall,
-            "audio_s": audio_s,
-            "audio_s_per_wall_s": audio_s / wall,
-            "time_to_first_audio_s": wall,  # every request gets its audio when the batch is done
-        })
-        log(f"    {wall:.3g} s, {audio_s / wall:.3g} audio s/s")
+        static.append(static_result(n, wall, audio.shape[0] * audio.shape[-1] / sample_rate, log))
     return {
         "system": "transformers MusicgenForConditionalGeneration.generate()",
         "max_new_tokens": new_tokens,

@@ -1,8 +1,9 @@
-"""An audio-aware streaming load generator for the `musicgen` model (gRPC, asyncio).
+"""An audio-aware streaming load generator for the decoupled pipelines (gRPC, asyncio).
 
 For each concurrency level N, N closed-loop clients share a list of requests (the same prompts,
 durations and seeds for every system, see `workload`) and stream them over Triton's gRPC
-bidirectional stream. Per stream it records when each chunk arrived and how much audio it held,
+bidirectional stream: `musicgen` here (`run_load`), `orpheus` through `run_levels` with
+`client.stream_speech` (benchmarks/speech.py). Per stream it records when each chunk arrived and how much audio it held,
 and from that:
 
 - time to first audio (send -> first chunk);
@@ -13,19 +14,22 @@ and from that:
 
 and per level: aggregate seconds of audio per wall second (all audio / first send to last
 chunk) and the server's decode-batch occupancy, the delta of the engine's metrics
-`tritone_decode_request_steps_total / tritone_decode_steps_total` over the level.
+`tritone_decode_request_steps_total / tritone_decode_steps_total` over the level (the metrics
+of the model streamed, by its `model` label).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from client import GenerationError, MusicRequest, stream_music
 from client.metrics import read_engine_metrics
+from ensemble import tensors as T
 from export.tiny import PROMPTS
 
 # The random checkpoints' tokenizers were trained on these prompts; a real checkpoint's tokenizer
@@ -51,9 +55,6 @@ def workload(count: int) -> list[tuple[str, int]]:
     return [(PROMPTS[i % len(PROMPTS)], SEED + i) for i in range(count)]
 
 
-# --- metrics --------------------------------------------------------------------------
-
-
 # --- one stream -----------------------------------------------------------------------
 
 
@@ -64,6 +65,7 @@ class StreamRecord:
     arrivals: list[tuple[float, float]] = field(default_factory=list)  # (perf_counter, seconds of audio)
     finished: float | None = None
     error: str | None = None
+    codes: list[np.ndarray] = field(default_factory=list)  # the chunks' codes, when the request asks for them
 
     @property
     def audio_seconds(self) -> float:
@@ -99,11 +101,22 @@ def underruns(arrivals: list[tuple[float, float]]) -> tuple[int, float]:
     return count, stall
 
 
-async def _stream_one(url: str, index: int, request: MusicRequest, timeout: float) -> StreamRecord:
+# (url, request, timeout) -> its audio chunks: stream_music, or stream_speech for the speech pipeline
+StreamFunction = Callable[[str, object, float], AsyncIterator]
+
+
+def _stream_music(url: str, request: MusicRequest, timeout: float) -> AsyncIterator:
+    return stream_music(url, request, timeout=timeout)
+
+
+async def stream_one(url: str, index: int, request, timeout: float,
+                     stream: StreamFunction = _stream_music) -> StreamRecord:
     record = StreamRecord(index, time.perf_counter())
     try:
-        async for chunk in stream_music(url, request, timeout=timeout):
+        async for chunk in stream(url, request, timeout):
             record.arrivals.append((time.perf_counter(), chunk.seconds))
+            if chunk.codes is not None:
+                record.codes.append(chunk.codes)
         record.finished = time.perf_counter()
     except GenerationError as error:
         record.error = str(error)
@@ -140,23 +153,28 @@ async def run_level(
     grpc_url: str,
     metrics_url: str | None,
     concurrency: int,
-    requests: list[MusicRequest],
+    requests: list,
     timeout: float = 1800.0,
+    *,
+    stream: StreamFunction = _stream_music,
+    engine: str = T.MUSICGEN,
+    records: list[StreamRecord] | None = None,
 ) -> dict:
-    """`concurrency` closed-loop clients stream `requests` (in order, each taking the next one)."""
-    before = read_engine_metrics(metrics_url) if metrics_url else {}
+    """`concurrency` closed-loop clients stream `requests` (in order, each taking the next one);
+    `engine` is the model whose engine metrics are read. `records`, when given, receives the streams."""
+    before = read_engine_metrics(metrics_url, engine) if metrics_url else {}
     pending = list(enumerate(requests))
-    records: list[StreamRecord] = []
+    records = [] if records is None else records
 
     async def client():
         while pending:
             index, request = pending.pop(0)
-            records.append(await _stream_one(grpc_url, index, request, timeout))
+            records.append(await stream_one(grpc_url, index, request, timeout, stream))
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     ended = max([r.finished or r.sent for r in records] + [started])
-    after = read_engine_metrics(metrics_url) if metrics_url else {}
+    after = read_engine_metrics(metrics_url, engine) if metrics_url else {}
     return summarize_level(concurrency, records, started, ended, before, after)
 
 
@@ -185,6 +203,8 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
             "stall_s_max_stream": max((stall for _, stall in stalls), default=0.0),
         },
         "audio_s": audio,
+        "audio_s_per_request": {"min": min(r.audio_seconds for r in done), "max": max(r.audio_seconds for r in done)}
+        if done else None,
         "wall_s": wall,
         "audio_s_per_wall_s": audio / wall if wall > 0 else None,
         "decode": {
@@ -210,15 +230,37 @@ async def run_load(
     log=print,
 ) -> list[dict]:
     """Every level in turn; level N streams max(N * rounds, min_requests) requests."""
+    return await run_levels(
+        grpc_url, metrics_url, levels, lambda count, seconds: requests_for(count, seconds, sampling, codebook_size),
+        duration, rounds=rounds, min_requests=min_requests, warmup=warmup, log=log)
+
+
+async def run_levels(
+    grpc_url: str,
+    metrics_url: str | None,
+    levels: list[int],
+    make_requests: Callable[[int, float], list],
+    duration: float,
+    *,
+    stream: StreamFunction = _stream_music,
+    engine: str = T.MUSICGEN,
+    rounds: int = 1,
+    min_requests: int = 1,
+    warmup: bool = True,
+    records: dict[int, list[StreamRecord]] | None = None,
+    log=print,
+) -> list[dict]:
+    """Every level in turn; level N streams `make_requests(max(N * rounds, min_requests), duration)`.
+    `records`, when given, receives each level's streams by concurrency."""
     if warmup:  # first requests pay for lazy initialisation in the server; not measured
-        warm = requests_for(2, min(duration, 1.0), sampling, codebook_size)
-        await run_level(grpc_url, None, 2, warm)
+        await run_level(grpc_url, None, 2, make_requests(2, min(duration, 1.0)), stream=stream, engine=engine)
     results = []
     for concurrency in levels:
         count = max(concurrency * rounds, min_requests)
         log(f"  tritone: {count} streams of {duration:g} s at concurrency {concurrency} ...")
-        level = await run_level(grpc_url, metrics_url, concurrency,
-                                requests_for(count, duration, sampling, codebook_size))
+        kept = [] if records is None else records.setdefault(concurrency, [])
+        level = await run_level(grpc_url, metrics_url, concurrency, make_requests(count, duration),
+                                stream=stream, engine=engine, records=kept)
         ttfa = level["time_to_first_audio_s"]
         log(f"    TTFA p50 {_fmt(ttfa['p50'])} s p95 {_fmt(ttfa['p95'])} s, "
             f"{_fmt(level['audio_s_per_wall_s'])} audio s/s, occupancy {_fmt(level['decode']['occupancy'])}, "

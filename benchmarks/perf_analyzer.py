@@ -8,13 +8,15 @@ The binary is the one the `tritonclient==2.51.0` wheel installs next to the inte
 A recipe holds every perf_analyzer flag; a run adds only what depends on the run: `-m`, `-u`,
 `--input-data` (the recipe's file), `--concurrency-range C:C:1` (one process per concurrency, so
 the levels can be 1, 2, 4, 8), `-f` and `--profile-export-file` (under `out_dir/raw/`). A
-`smoke` section shrinks the concurrency list and the windows. Batching `"none"` reloads the
+`smoke` section shrinks the concurrency list, the windows and (speech codecs) the batching modes.
+Music's recipes are RECIPE_ORDER, speech's SPEECH_RECIPE_ORDER; the suite runs the music ones
+unless told (`recipes=`, `--family`, `--recipe`). Batching `"none"` reloads the
 model through Triton's repository API with the served config minus `dynamic_batching` (the
 server must run in explicit model-control mode) and afterwards unloads and loads it again from
 the repository, as it was.
 
     results = run_perf_analyzer_suite("127.0.0.1:8001", Path("results"), smoke=True)
-    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --out results --smoke
+    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --out results --smoke [--family speech]
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ import numpy as np
 
 BENCHMARKS = Path(__file__).resolve().parent
 RECIPES = BENCHMARKS / "recipes"
-RECIPE_ORDER = ("musicgen_text_encoder", "musicgen_codec_decoder", "musicgen")
+RECIPE_ORDER = ("musicgen_text_encoder", "musicgen_codec_decoder", "musicgen")  # music
+SPEECH_RECIPE_ORDER = ("snac_encoder", "snac_decoder", "orpheus")
+FAMILY_RECIPES = {"music": RECIPE_ORDER, "speech": SPEECH_RECIPE_ORDER}
+ALL_RECIPES = RECIPE_ORDER + SPEECH_RECIPE_ORDER
 
 APT_LIBB64 = "apt-get install libb64-0d"
 PIP_CUDART = "pip install nvidia-cuda-runtime-cu12"
@@ -169,22 +174,24 @@ class Recipe:
         raw = json.loads(path.read_text())
         flags = dict(raw["flags"])
         concurrency, timeout = raw["concurrency"], raw["timeout_s"]
+        batching = raw["batching"]
         if smoke:
             flags.update(raw["smoke"].get("flags", {}))
             concurrency = raw["smoke"].get("concurrency", concurrency)
             timeout = raw["smoke"].get("timeout_s", timeout)
+            batching = raw["smoke"].get("batching", batching)
         warmup = int(flags.get("--warmup-request-count", 0))
         if 0 < warmup < max(concurrency):
             # perf_analyzer 2.51 hangs (sync and streaming) when it warms up with fewer requests
             # than the concurrency it measures
             raise ValueError(f"{path}: --warmup-request-count {warmup} must be 0 or at least the "
                              f"largest concurrency {max(concurrency)} (perf_analyzer 2.51 hangs otherwise)")
-        for batching in raw["batching"]:
-            if batching not in ("rendered", "none"):
-                raise ValueError(f"{path}: batching must be 'rendered' or 'none', got {batching!r}")
+        for mode in batching:
+            if mode not in ("rendered", "none"):
+                raise ValueError(f"{path}: batching must be 'rendered' or 'none', got {mode!r}")
         return cls(name=path.stem, description=raw["description"], model=raw["model"],
                    input_data=BENCHMARKS / raw["input_data"], concurrency=tuple(concurrency),
-                   batching=tuple(raw["batching"]), profile_export=raw["profile_export"],
+                   batching=tuple(batching), profile_export=raw["profile_export"],
                    timeout_s=float(timeout), flags=flags)
 
     def arguments(self, grpc_url: str, concurrency: int, csv_path: Path, export_path: Path | None) -> list[str]:
@@ -459,10 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--smoke", action="store_true", help="concurrency 1 and 2, small windows")
-    parser.add_argument("--recipe", action="append", choices=RECIPE_ORDER, help="run only these (repeatable)")
+    parser.add_argument("--family", choices=tuple(FAMILY_RECIPES), default="music",
+                        help="the family's recipes (music: musicgen's, speech: orpheus' and SNAC's)")
+    parser.add_argument("--recipe", action="append", choices=ALL_RECIPES, help="run only these (repeatable)")
     args = parser.parse_args(argv)
     try:
-        results = run_perf_analyzer_suite(args.url, args.out, smoke=args.smoke, recipes=args.recipe or RECIPE_ORDER)
+        results = run_perf_analyzer_suite(args.url, args.out, smoke=args.smoke,
+                                          recipes=args.recipe or FAMILY_RECIPES[args.family])
     except (PerfAnalyzerNotInstalled, PerfAnalyzerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,10 @@
 
 Everything here is pure over the results dict the runner builds (no server, no model), so a
 results.json can be re-rendered: `python -m benchmarks readme` reads benchmarks/results/*/.
+
+One results.json per model holds both families: music at the top level (as before the speech
+family existed) and speech under "speech" (its own machine, commit, configuration, targets).
+A run of one family keeps the other's section from the file it finds.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ PLOTS = {
     "ttfa": "ttfa_vs_concurrency.png",
     "throughput": "throughput_vs_concurrency.png",
     "step_cost": "step_cost_vs_batch.png",
+}
+SPEECH_PLOTS = {
+    "speech_ttfa": "speech_ttfa_vs_concurrency.png",
+    "speech_throughput": "speech_throughput_vs_concurrency.png",
 }
 README_START = "<!-- benchmarks:start -->"
 README_END = "<!-- benchmarks:end -->"
@@ -36,8 +44,11 @@ def _ratio(a, b):
 
 def comparisons(results: dict) -> list[dict]:
     """tritone against both baselines, per concurrency level (ratios > 1 favour tritone)."""
-    tritone = results["tritone"]["levels"]
-    baseline = results.get("baseline") or {}
+    return compare_levels(results["tritone"]["levels"], results.get("baseline"))
+
+
+def compare_levels(tritone: list[dict], baseline: dict | None) -> list[dict]:
+    baseline = baseline or {}
     sequential = baseline.get("sequential") or {}
     queued = _by_concurrency(sequential.get("levels", []))
     static = _by_concurrency(baseline.get("static", []))
@@ -78,26 +89,51 @@ def verdict(target: dict) -> str:
         f"MISS, {1 / margin:.3g}x short of the threshold"
 
 
-def evaluate_targets(results: dict) -> list[dict]:
+def _streaming_targets(levels: list[dict], baseline: dict | None, prefix: str = "", what: str = "") -> list[dict]:
+    """The targets both families share, at TARGET_CONCURRENCY streams: throughput against both
+    baselines, and how much the first audio's p95 grows from 1 stream."""
     n = TARGET_CONCURRENCY
-    compare = _by_concurrency(comparisons(results))
-    levels = _by_concurrency(results["tritone"]["levels"])
-    at_n = compare.get(n, {})
-    p95_n = levels.get(n, {}).get("time_to_first_audio_s", {}).get("p95")
-    p95_1 = levels.get(1, {}).get("time_to_first_audio_s", {}).get("p95")
+    at_n = _by_concurrency(compare_levels(levels, baseline)).get(n, {})
+    by_n = _by_concurrency(levels)
+    p95_n = by_n.get(n, {}).get("time_to_first_audio_s", {}).get("p95")
+    p95_1 = by_n.get(1, {}).get("time_to_first_audio_s", {}).get("p95")
+    return [
+        _target(f"{prefix}throughput_vs_sequential",
+                f"{what}aggregate audio s per wall s at {n} streams >= 3x transformers one request at a time",
+                at_n.get("throughput_vs_sequential"), 3.0, True),
+        _target(f"{prefix}throughput_vs_static",
+                f"{what}aggregate audio s per wall s at {n} streams above transformers statically batched ({n} prompts)",
+                at_n.get("throughput_vs_static"), 1.0, True),
+        _target(f"{prefix}ttfa_p95_growth", f"{what}time to first audio p95 at {n} streams <= 2x its value at 1 stream",
+                _ratio(p95_n, p95_1), 2.0, False),
+    ]
+
+
+def evaluate_targets(results: dict) -> list[dict]:
     step = results.get("step_cost") or {}
     return [
-        _target("throughput_vs_sequential",
-                f"aggregate audio s per wall s at {n} streams >= 3x transformers one request at a time",
-                at_n.get("throughput_vs_sequential"), 3.0, True),
-        _target("throughput_vs_static",
-                f"aggregate audio s per wall s at {n} streams above transformers statically batched ({n} prompts)",
-                at_n.get("throughput_vs_static"), 1.0, True),
-        _target("ttfa_p95_growth", f"time to first audio p95 at {n} streams <= 2x its value at 1 stream",
-                _ratio(p95_n, p95_1), 2.0, False),
+        *_streaming_targets(results["tritone"]["levels"], results.get("baseline")),
         _target("decode_step_vs_eager", "a single stream's decode step no slower than transformers' eager step",
                 step.get("engine_vs_eager_one_stream"), 1.0, False),
     ]
+
+
+def evaluate_speech_targets(speech: dict) -> list[dict]:
+    """Speech: the shared targets with the built-in voice, throughput with a cloned voice, and the
+    running streams' largest gap while a 30 s voice prompt is prefilled."""
+    voices = speech.get("voices") or {}
+    targets = []
+    if "builtin" in voices:
+        targets += _streaming_targets(voices["builtin"]["tritone"]["levels"], voices["builtin"].get("baseline"),
+                                      what="built-in voice: ")
+    if "cloned" in voices:
+        targets += _streaming_targets(voices["cloned"]["tritone"]["levels"], voices["cloned"].get("baseline"),
+                                      "cloned_", "cloned voice: ")[:1]
+    stall = speech.get("prefill_stall") or {}
+    targets.append(_target(
+        "prefill_stall", f"running streams' largest inter-chunk gap while a {_f(stall.get('reference_s'))} s voice "
+                         "prompt is prefilled <= 2x their largest gap before", stall.get("stall_ratio"), 2.0, False))
+    return targets
 
 
 # --- markdown --------------------------------------------------------------------------------
@@ -136,29 +172,41 @@ def target_table(targets: list[dict]) -> list[str]:
 
 
 def tritone_table(results: dict) -> list[str]:
+    return levels_table(results["tritone"]["levels"])
+
+
+def levels_table(levels: list[dict], audio_column: bool = False) -> list[str]:
+    """tritone's streams per level; `audio_column`: the audio a request produced (min-max s), for
+    speech, which may end before its max_duration."""
+    audio = " Audio per request (s) |" if audio_column else ""
     lines = [
         "| Streams | Requests (ok) | TTFA p50 / p95 / p99 (ms) | RTF per stream p50 / p95 | Underruns (chunks, streams, stall s) "
-        "| Audio s per wall s | Decode occupancy |",
-        "|---|---|---|---|---|---|---|",
+        f"| Audio s per wall s | Decode occupancy |{audio}",
+        "|---|---|---|---|---|---|---|" + ("---|" if audio_column else ""),
     ]
-    for level in results["tritone"]["levels"]:
+    for level in levels:
         t, r, u = level["time_to_first_audio_s"], level["real_time_factor"], level["underruns"]
+        per_request = level.get("audio_s_per_request") or {}
         lines.append(
             f"| {level['concurrency']} | {level['requests']} ({level['completed']}) | "
             f"{_ms(t['p50'])} / {_ms(t['p95'])} / {_ms(t['p99'])} | {_f(r['p50'])} / {_f(r['p95'])} | "
             f"{u['chunks']}, {u['streams']}, {_f(u['stall_s'])} | {_f(level['audio_s_per_wall_s'])} | "
-            f"{_f(level['decode']['occupancy'])} |")
+            f"{_f(level['decode']['occupancy'])} |"
+            + (f" {_f(per_request.get('min'))}-{_f(per_request.get('max'))} |" if audio_column else ""))
     return lines
 
 
 def baseline_table(results: dict) -> list[str]:
-    baseline = results.get("baseline")
+    return compare_table(results["tritone"]["levels"], results.get("baseline"))
+
+
+def compare_table(levels: list[dict], baseline: dict | None) -> list[str]:
     if not baseline:
         return ["(baselines not run)"]
     seq = baseline["sequential"]
     queued = _by_concurrency(seq["levels"])
     static = _by_concurrency(baseline["static"])
-    compare = _by_concurrency(comparisons(results))
+    compare = _by_concurrency(compare_levels(levels, baseline))
     lines = [
         f"One at a time: {seq['requests']} requests, {_f(sum(seq['service_s']) / len(seq['service_s']))} s each, "
         f"**{_f(seq['audio_s_per_wall_s'])} audio s per wall s**. Time to first audio is the whole latency "
@@ -168,7 +216,7 @@ def baseline_table(results: dict) -> list[str]:
         "| TTFA p95 (ms): tritone / one-at-a-time / static |",
         "|---|---|---|---|---|",
     ]
-    for level in results["tritone"]["levels"]:
+    for level in levels:
         n = level["concurrency"]
         c = compare[n]
         s = static.get(n)
@@ -203,25 +251,41 @@ def perf_analyzer_section(results: dict) -> list[str]:
     if pa.get("status") != "ok":
         return [f"perf_analyzer: {pa.get('status', 'not run')}" + (f" ({pa['reason']})" if pa.get("reason") else "")]
     suite = pa["result"]
-    lines = ["| Model | Batching | Concurrency | Infer/s | Latency p50 / p95 (ms) | Server batch size | "
-             "First response p50 (ms) |", "|---|---|---|---|---|---|---|"]
+    lines = []
+    if suite.get("smoke") and not results.get("smoke"):
+        lines += ["The recipes ran at their smoke settings (concurrency 1 and 2, windows of a few requests, "
+                  "--perf-analyzer-smoke): what fits this machine's time budget.", ""]
+    lines += ["| Model | Batching | Concurrency | Infer/s | Latency p50 / p95 (ms) | Server batch size | "
+              "First response p50 (ms) | Audio s per s |", "|---|---|---|---|---|---|---|---|"]
     for name, recipe in (suite.get("recipes") or {}).items():
         for run in recipe.get("runs", []):
             if "error" in run:
                 lines.append(f"| {name} | {run.get('batching')} | {run.get('concurrency')} | error: "
-                             f"{str(run['error']).splitlines()[0][:80]} | | | |")
+                             f"{str(run['error']).splitlines()[0][:80]} | | | | |")
                 continue
             latency = run.get("latency_ms") or {}
             first = (run.get("first_response_ms") or {}).get("p50")
             lines.append(f"| {name} | {run.get('batching')} | {run.get('concurrency')} | "
                          f"{_f(run.get('throughput_infer_per_s'))} | {_f(latency.get('p50'))} / {_f(latency.get('p95'))} | "
-                         f"{_f(run.get('server_avg_batch_size'))} | {_f(first)} |")
+                         f"{_f(run.get('server_avg_batch_size'))} | {_f(first)} | {_f(run.get('audio_s_per_s'))} |")
     return lines
 
 
+def has_music(results: dict) -> bool:
+    return "tritone" in results
+
+
 def markdown(results: dict) -> str:
+    """results.md: the music run (when the file has one), then the speech run (when it has one)."""
+    lines = music_markdown(results) if has_music(results) else []
+    if results.get("speech"):
+        lines += speech_markdown(results["speech"])
+    return "\n".join(lines)
+
+
+def music_markdown(results: dict) -> list[str]:
     cfg = results["config"]
-    lines = [
+    return [
         f"# tritone benchmark: {results['model']}" + (" (smoke run: checks the recipes run, not speed)"
                                                      if results.get("smoke") else ""),
         "",
@@ -263,58 +327,184 @@ def markdown(results: dict) -> str:
         *[f"![{key}]({name})" for key, name in PLOTS.items()],
         "",
     ]
-    return "\n".join(lines)
+
+
+VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}
+
+
+def _prompt_tokens(voice: dict) -> str:
+    tokens = voice.get("prompt_tokens") or {}
+    return f"{_f(tokens.get('min'))}-{_f(tokens.get('max'))}"
+
+
+def speech_workload_line(speech: dict) -> str:
+    cfg = speech["config"]
+    server = speech.get("server", {})
+    voices = "; ".join(
+        f"{VOICE_TITLES.get(mode, mode)}: {voice['description']}, prompts of {_prompt_tokens(voice)} tokens"
+        for mode, voice in (speech.get("voices") or {}).items())
+    return (f"Workload: up to {cfg['duration_s']:g} s of speech per request (max_duration; speech may end sooner "
+            f"at end_of_speech, so the tables report the audio produced), sentences cycled from a fixed list of "
+            f"{len(cfg['sentences'])}, greedy decoding with repetition penalty {cfg['repetition_penalty']:g} under the "
+            f"Orpheus grammar, the same for every system ({voices}); {cfg['threads']} threads. Server: `orpheus` "
+            f"max_slots {server.get('max_slots', '?')}, max_queue {server.get('max_queue', '?')}, prefill_chunk "
+            f"{(server.get('orpheus_parameters') or {}).get('prefill_chunk', '?')}.")
+
+
+def stall_lines(stall: dict | None) -> list[str]:
+    if not stall:
+        return ["(not measured)"]
+    if stall.get("error"):
+        return [f"(failed: {stall['error']})"]
+    gap_before, gap_during = stall["gap_before_s"], stall["gap_during_s"]
+    steps = stall.get("ms_per_step") or {}
+    return [
+        f"{stall['streams']} streams ({stall['runner_voice']}) were running at steady chunk size "
+        f"({_f(stall['steady_chunk_s'])} s of audio per chunk) when a request cloning a {_f(stall['reference_s'])} s "
+        f"voice arrived: {stall['prefill_tokens']} prompt tokens, prefilled a chunk per step beside their "
+        f"decoding. Its first audio came **{_f(stall['long_prompt_ttfa_s'])} s** after it was sent (the prefill, "
+        f"then its first chunk); meanwhile they received {stall['chunks_during']} chunks.",
+        "",
+        "| Running streams' inter-chunk gaps | largest (s) | median (s) | gaps | ms per LM step |",
+        "|---|---|---|---|---|",
+        f"| before the long prompt (steady chunks) | {_f(gap_before['max'])} | {_f(gap_before['p50'])} | "
+        f"{gap_before['count']} | {_f(steps.get('before'))} |",
+        f"| spanning its prefill | **{_f(gap_during['max'])}** | {_f(gap_during['p50'])} | {gap_during['count']} | "
+        f"{_f(steps.get('during'))} |",
+        "",
+        f"Largest gap during / before: **{_f(stall['stall_ratio'])}x**. A prefill in one call would hold every "
+        f"running stream for the whole prefill instead.",
+    ]
+
+
+def speech_markdown(speech: dict) -> list[str]:
+    lines = [
+        f"# Speech (`orpheus`): {speech['model']}" + (" (smoke run: checks the recipes run, not speed)"
+                                                      if speech.get("smoke") else ""),
+        "",
+        f"Machine: {machine_line(speech)}.",
+        "",
+        speech_workload_line(speech),
+        "",
+        "## Speech targets",
+        "",
+        *target_table(speech["targets"]),
+    ]
+    for mode, voice in (speech.get("voices") or {}).items():
+        same = voice.get("same_codes") or {}
+        lines += [
+            "",
+            f"## Speech, {VOICE_TITLES.get(mode, mode)}: tritone streaming over gRPC",
+            "",
+            *levels_table(voice["tritone"]["levels"], audio_column=True),
+            "",
+            f"## Speech, {VOICE_TITLES.get(mode, mode)}: against transformers generate() + SNAC decode",
+            "",
+            *compare_table(voice["tritone"]["levels"], voice.get("baseline")),
+        ]
+        if same:
+            lines += ["", f"Same output: tritone's streamed codes equal generate()'s for {same['identical']} of "
+                          f"{same['requests']} requests (greedy; ONNX Runtime and torch round differently, so "
+                          f"near-ties may resolve apart)."]
+    lines += [
+        "",
+        "## Speech: a long voice prompt beside running streams (chunked prefill)",
+        "",
+        *stall_lines(speech.get("prefill_stall")),
+        "",
+        "## Speech: perf_analyzer",
+        "",
+        *perf_analyzer_section(speech),
+        "",
+        "## Speech plots",
+        "",
+        *[f"![{key}]({name})" for key, name in SPEECH_PLOTS.items()],
+        "",
+    ]
+    return lines
 
 
 # --- plots -----------------------------------------------------------------------------------
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
+def _series(levels: list[dict], baseline: dict | None, label: str = "", style: str = "") -> dict:
+    return {"levels": levels, "baseline": baseline or {}, "label": label, "style": style}
 
-    matplotlib.use("Agg")
+
+def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    title = f"{results['model']} on {results['machine'].get('cores', '?')} CPU cores"
-    levels = results["tritone"]["levels"]
-    xs = [level["concurrency"] for level in levels]
-    baseline = results.get("baseline") or {}
-    sequential = baseline.get("sequential")
-    static = baseline.get("static") or []
-    written = []
-
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, style in (("p50", "o-"), ("p95", "s--")):
-        ax.plot(xs, [level["time_to_first_audio_s"][key] for level in levels], style, label=f"tritone {key}")
-    if sequential:
-        ax.plot([r["concurrency"] for r in sequential["levels"]],
-                [r["time_to_first_audio_s"]["p95"] for r in sequential["levels"]], "^:",
-                label="transformers one at a time p95")
-    if static:
-        ax.plot([r["concurrency"] for r in static], [r["time_to_first_audio_s"] for r in static], "v:",
-                label="transformers static batch")
+    xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
+    for s in series:
+        levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
+        x = [level["concurrency"] for level in levels]
+        for key, style in (("p50", "o-"), ("p95", "s--")):
+            ax.plot(x, [level["time_to_first_audio_s"][key] for level in levels], style,
+                    label=f"tritone {s['label']}{key}")
+        if sequential:
+            ax.plot([r["concurrency"] for r in sequential["levels"]],
+                    [r["time_to_first_audio_s"]["p95"] for r in sequential["levels"]], "^:",
+                    label=f"transformers one at a time {s['label']}p95")
+        if static:
+            ax.plot([r["concurrency"] for r in static], [r["time_to_first_audio_s"] for r in static], "v:",
+                    label=f"transformers static batch {s['label']}".rstrip())
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="time to first audio (s)", title=title)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    written.append(_save(fig, out_dir / PLOTS["ttfa"]))
+    ax.legend(fontsize="small" if len(series) > 1 else None)
+    return _save(fig, path)
+
+
+def _throughput_plot(series: list[dict], title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(xs, [level["audio_s_per_wall_s"] for level in levels], "o-", label="tritone (streaming)")
-    if sequential:
-        ax.plot(xs, [sequential["audio_s_per_wall_s"]] * len(xs), "^:", label="transformers one at a time")
-    if static:
-        ax.plot([r["concurrency"] for r in static], [r["audio_s_per_wall_s"] for r in static], "v:",
-                label="transformers static batch")
+    xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
+    for s in series:
+        levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
+        x = [level["concurrency"] for level in levels]
+        which = f", {s['label'].strip()}" if s["label"] else ""
+        ax.plot(x, [level["audio_s_per_wall_s"] for level in levels], "o-", label=f"tritone (streaming){which}")
+        if sequential:
+            ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:", label=f"transformers one at a time{which}")
+        if static:
+            ax.plot([r["concurrency"] for r in static], [r["audio_s_per_wall_s"] for r in static], "v:",
+                    label=f"transformers static batch{which}")
     ax.plot(xs, xs, color="grey", linewidth=0.8, label="every stream in real time")
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="audio seconds per wall second",
            title=title)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    written.append(_save(fig, out_dir / PLOTS["throughput"]))
+    ax.legend(fontsize="small" if len(series) > 1 else None)
+    return _save(fig, path)
 
+
+def _title(results: dict) -> str:
+    return f"{results['model']} on {results['machine'].get('cores', '?')} CPU cores"
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    """The plots of every family the results hold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = Path(out_dir)
+    written = []
+    if has_music(results):
+        written += music_plots(results, out_dir)
+    if results.get("speech"):
+        written += speech_plots(results["speech"], out_dir)
+    return written
+
+
+def music_plots(results: dict, out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    title = _title(results)
+    series = [_series(results["tritone"]["levels"], results.get("baseline"))]
+    written = [_ttfa_plot(series, title, out_dir / PLOTS["ttfa"]),
+               _throughput_plot(series, title, out_dir / PLOTS["throughput"])]
     step = results.get("step_cost")
     if step:
         engine = step["engine"]
@@ -335,6 +525,16 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     return written
 
 
+def speech_plots(speech: dict, out_dir: Path) -> list[Path]:
+    title = f"speech: {_title(speech)}"
+    series = [_series(voice["tritone"]["levels"], voice.get("baseline"), f"{VOICE_TITLES.get(mode, mode)} ")
+              for mode, voice in (speech.get("voices") or {}).items()]
+    if not series:
+        return []
+    return [_ttfa_plot(series, title, out_dir / SPEECH_PLOTS["speech_ttfa"]),
+            _throughput_plot(series, title, out_dir / SPEECH_PLOTS["speech_throughput"])]
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -347,17 +547,38 @@ def _save(fig, path: Path) -> Path:
 # --- files -----------------------------------------------------------------------------------
 
 
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
-    """results.json, results.md and the plots into `out_dir`."""
+    """results.json, results.md and the plots into `out_dir`. `results` is one family's run (its
+    comparisons and targets are added to it); the other family's section is kept from the
+    results.json already there when that is the same model's."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results["comparisons"] = comparisons(results)
-    results["targets"] = evaluate_targets(results)
-    plots = plot(results, out_dir)
-    results["files"] = sorted([RESULTS_FILE, MARKDOWN_FILE] + [p.name for p in plots])
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out_dir / MARKDOWN_FILE).write_text(markdown(results))
-    return {name: out_dir / name for name in results["files"]}
+    existing = _read(out_dir / RESULTS_FILE)
+    existing = existing if existing and existing.get("model") == results["model"] else None
+    if results.get("family") == "speech":
+        for voice in (results.get("voices") or {}).values():
+            voice["comparisons"] = compare_levels(voice["tritone"]["levels"], voice.get("baseline"))
+        results["targets"] = evaluate_speech_targets(results)
+        merged = existing if existing is not None else {"schema": 1, "model": results["model"]}
+        merged["speech"] = results
+    else:
+        results["comparisons"] = comparisons(results)
+        results["targets"] = evaluate_targets(results)
+        merged = results
+        if existing is not None and existing.get("speech"):
+            merged["speech"] = existing["speech"]
+    plots = plot(merged, out_dir)
+    merged["files"] = sorted([RESULTS_FILE, MARKDOWN_FILE] + [p.name for p in plots])
+    (out_dir / RESULTS_FILE).write_text(json.dumps(merged, indent=2, default=str) + "\n")
+    (out_dir / MARKDOWN_FILE).write_text(markdown(merged))
+    return {name: out_dir / name for name in merged["files"]}
 
 
 # --- README ----------------------------------------------------------------------------------
@@ -366,27 +587,30 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
 def _load_all(results_root: Path) -> list[dict]:
     found = []
     for path in sorted(Path(results_root).glob(f"*/{RESULTS_FILE}")):
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError):
+        results = _read(path)
+        if results is None:
             continue
         results["_dir"] = path.parent
         found.append(results)
-    # published numbers: full runs (small-random first); smoke runs only while there is none
-    found.sort(key=lambda r: (r["model"] != "small-random", r["model"]))
-    full = [r for r in found if not r.get("smoke")]
-    return full or found
+    found.sort(key=lambda r: (r["model"] != "small-random", r["model"]))  # small-random first
+    return found
+
+
+def _published(sections: list[dict]) -> list[dict]:
+    """Full runs; smoke runs only while there is none."""
+    return [s for s in sections if not s.get("smoke")] or sections
 
 
 def readme_block(results_root: Path, readme_dir: Path) -> str:
     runs = _load_all(results_root)
-    if not runs:
+    music = _published([r for r in runs if has_music(r)])
+    speech = _published([r for r in runs if r.get("speech")])
+    if not music and not speech:
         return ("No results yet: run `python -m benchmarks run --model small-random` "
                 "(and `python -m benchmarks readme`).")
     lines = []
-    for results in runs:
-        rel = Path(results["_dir"]).resolve().relative_to(Path(readme_dir).resolve()) \
-            if Path(results["_dir"]).resolve().is_relative_to(Path(readme_dir).resolve()) else results["_dir"]
+    for results in music:
+        rel = _relative(results["_dir"], readme_dir)
         cfg = results["config"]
         lines += [
             f"**{results['model']}**" + (" (smoke run: not a speed measurement)" if results.get("smoke") else "")
@@ -408,7 +632,41 @@ def readme_block(results_root: Path, readme_dir: Path) -> str:
         if seq:
             lines += [f"transformers one request at a time: {_f(seq['audio_s_per_wall_s'])} audio s per wall s.", ""]
         lines += [f"![throughput]({rel}/{PLOTS['throughput']}) ![ttfa]({rel}/{PLOTS['ttfa']})", ""]
+    for results in speech:
+        lines += speech_readme(results["speech"], _relative(results["_dir"], readme_dir))
     return "\n".join(lines).rstrip()
+
+
+def speech_readme(speech: dict, rel) -> list[str]:
+    cfg = speech["config"]
+    lines = [
+        f"**Speech (`orpheus`), {speech['model']}**" + (" (smoke run: not a speed measurement)"
+                                                        if speech.get("smoke") else "")
+        + f", up to {cfg['duration_s']:g} s per request (greedy), measured on {machine_line(speech)}. "
+          f"Full tables and plots: [{rel}/{MARKDOWN_FILE}]({rel}/{MARKDOWN_FILE}).",
+        "",
+        *target_table(speech["targets"]),
+    ]
+    for mode, voice in (speech.get("voices") or {}).items():
+        seq = (voice.get("baseline") or {}).get("sequential")
+        lines += ["", f"{VOICE_TITLES.get(mode, mode).capitalize()} ({voice['description']}, prompts of "
+                      f"{_prompt_tokens(voice)} tokens):", "", *levels_table(voice["tritone"]["levels"], True)]
+        if seq:
+            lines += ["", f"transformers one request at a time: {_f(seq['audio_s_per_wall_s'])} audio s per wall s."]
+    stall = speech.get("prefill_stall") or {}
+    if stall and not stall.get("error"):
+        lines += ["", f"Prefill of a {_f(stall['reference_s'])} s voice prompt ({stall['prefill_tokens']} tokens, "
+                      f"first audio after {_f(stall['long_prompt_ttfa_s'])} s) beside {stall['streams']} running "
+                      f"streams: their largest inter-chunk gap {_f(stall['gap_during_s']['max'])} s, against "
+                      f"{_f(stall['gap_before_s']['max'])} s before."]
+    lines += ["", f"![speech throughput]({rel}/{SPEECH_PLOTS['speech_throughput']}) "
+                  f"![speech ttfa]({rel}/{SPEECH_PLOTS['speech_ttfa']})", ""]
+    return lines
+
+
+def _relative(directory, readme_dir):
+    directory, readme_dir = Path(directory).resolve(), Path(readme_dir).resolve()
+    return directory.relative_to(readme_dir) if directory.is_relative_to(readme_dir) else directory
 
 
 def update_readme(readme: Path, results_root: Path) -> bool:

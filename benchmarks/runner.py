@@ -1,8 +1,10 @@
 """One benchmark run: tritone (perf_analyzer, the streaming load generator) against a running
 server, then, with the server stopped, the engine's step cost and transformers' baselines.
 
-`run_suite` takes any running server (`grpc_url`, `metrics_url`): the CLI starts its own
-(`triton_server`), the smoke test passes the test session's.
+Two families share what is here (the model repository, the server, the machine's description,
+the phases, perf_analyzer): music (`run_suite`, below) and speech (`benchmarks.speech.run_speech_suite`).
+A suite takes any running server (`grpc_url`, `metrics_url`): the CLI starts its own
+(`triton_server`, loading the family's models), the smoke tests pass the test session's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from ensemble.musicgen_model import MusicgenModel
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEVELS = (1, 2, 4, 8, 16)
 MODELS = ("tiny-random", "small-random")
+FAMILIES = ("music", "speech")
+# the Triton models a family's benchmark needs loaded (the pipeline last: it calls the others)
+FAMILY_MODELS = {
+    "music": (T.MUSICGEN_TEXT_ENCODER, T.MUSICGEN_CODEC_DECODER, T.MUSICGEN),
+    "speech": (T.SPEECH_CODEC_ENCODER, T.SPEECH_CODEC_DECODER, T.SPEECH),
+}
 
 
 def cores() -> int:
@@ -37,8 +45,22 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+class Configurable:
+    """A family's benchmark configuration: the published run's defaults, SMOKE's for --smoke."""
+
+    SMOKE: dict = {}
+
+    @classmethod
+    def create(cls, model: str, smoke: bool = False, **overrides):
+        """Defaults for the published run, or the smoke run's (seconds, not speed); None overrides nothing."""
+        config = cls(model=model, smoke=smoke)
+        if smoke:
+            config = replace(config, **cls.SMOKE)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
 @dataclass
-class BenchConfig:
+class BenchConfig(Configurable):
     model: str
     smoke: bool = False
     concurrency: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
@@ -54,16 +76,11 @@ class BenchConfig:
     eager_repeats: int = 2
     threads: int = field(default_factory=cores)
     perf_analyzer: bool = True
+    perf_analyzer_smoke: bool = False  # the recipes' smoke settings in a full run (a CPU-sized subset)
     sampling: Sampling = field(default_factory=Sampling)
 
-    @classmethod
-    def create(cls, model: str, smoke: bool = False, **overrides) -> "BenchConfig":
-        """Defaults for the published run, or the smoke run's (seconds, not speed)."""
-        config = cls(model=model, smoke=smoke)
-        if smoke:
-            config = replace(config, duration=1.0, min_requests=2, sequential_requests=2, step_steps=5,
-                             step_warmup=1, eager_tokens=(4, 12), eager_repeats=1)
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    SMOKE = dict(duration=1.0, min_requests=2, sequential_requests=2, step_steps=5, step_warmup=1,
+                 eager_tokens=(4, 12), eager_repeats=1)
 
     def as_json(self) -> dict:
         data = asdict(self)
@@ -130,49 +147,55 @@ def git_info(root: Path = ROOT) -> dict:
         return {"commit": None, "dirty": None}
 
 
-def server_info(grpc_url: str) -> dict:
+def server_info(grpc_url: str, model: str = T.MUSICGEN) -> dict:
+    """Triton's version and the pipeline's served parameters (its capacity, chunking, ...)."""
     from tritonclient.grpc import InferenceServerClient
 
     client = InferenceServerClient(grpc_url)
     try:
         metadata = client.get_server_metadata(as_json=True)
-        config = client.get_model_config(T.MUSICGEN, as_json=True)["config"]
+        config = client.get_model_config(model, as_json=True)["config"]
     finally:
         client.close()
     parameters = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
     return {"triton_version": metadata.get("version"), "grpc_url": grpc_url,
             "max_slots": parameters.get("max_slots"), "max_queue": parameters.get("max_queue"),
-            "musicgen_parameters": parameters}
+            f"{model}_parameters": parameters}
 
 
 # --- the model repository and the server ---------------------------------------------------------
 
 
-def prepare_repository(model: str, work_dir: Path, log=print) -> Path:
-    """The committed repository's configs and glue copied into `work_dir`, `model` exported there
-    (skipped when it already holds that export)."""
-    from export.musicgen import export_musicgen, exported
+def prepare_repository(model: str, work_dir: Path, log=print, family: str = "music") -> Path:
+    """The committed repository's configs and glue copied into `work_dir`, `model` of `family`
+    exported there (skipped when it already holds that export). Both families share the directory."""
     from serving.container import sync_skeleton
+
+    if family == "speech":
+        from export.orpheus import export_orpheus as export, exported
+    else:
+        from export.musicgen import export_musicgen as export, exported
 
     repository = Path(work_dir) / "model_repository"
     sync_skeleton(repository)
     if exported(model, repository) is not None:
-        log(f"reusing the export of {model} in {repository}")
+        log(f"reusing the {family} export of {model} in {repository}")
     else:
-        log(f"exporting {model} into {repository} ...")
-        export_musicgen(model, repository)
+        log(f"exporting {family} {model} into {repository} ...")
+        export(model, repository)
     return repository
 
 
 @contextmanager
-def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log=print):
-    """A tritonserver as `make serve` runs it (CPU configs, explicit model control, every model
-    loaded) on free ports; stopped on exit."""
+def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log=print, models=("*",)):
+    """A tritonserver as `make serve` runs it (CPU configs, explicit model control) on free ports,
+    with `models` loaded (FAMILY_MODELS[family]: only what the benchmark calls); stopped on exit."""
     from serving.triton import TritonServer, free_port
 
     server = TritonServer()
     server.start(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                 model_config_name="cpu", model_control_mode="explicit", load_models=["*"], log_file=log_file)
+                 model_config_name="cpu", model_control_mode="explicit", load_models=list(models),
+                 log_file=log_file)
     try:
         log(f"starting tritonserver (gRPC {server.grpc_url}, log {log_file}) ...")
         server.wait_ready(timeout=timeout)
@@ -184,20 +207,82 @@ def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log) -> dict:
+def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log, family: str = "music") -> dict:
     try:
-        from benchmarks.perf_analyzer import run_perf_analyzer_suite
+        from benchmarks.perf_analyzer import FAMILY_RECIPES, run_perf_analyzer_suite
     except ImportError as error:
         return {"status": "skipped", "reason": f"benchmarks.perf_analyzer not importable: {error}"}
-    log("perf_analyzer suite ...")
+    log(f"perf_analyzer suite ({family} recipes) ...")
     try:
-        result = run_perf_analyzer_suite(grpc_url, out_dir, smoke)
+        result = run_perf_analyzer_suite(grpc_url, out_dir, smoke, FAMILY_RECIPES[family])
     except Exception as error:  # e.g. the binary or a library it links is missing: say so, go on
         log(f"  perf_analyzer: {type(error).__name__}: {error}")
         return {"status": "error", "reason": f"{type(error).__name__}: {error}"}
     if result.get("errors"):
         log(f"  perf_analyzer errors: {result['errors']}")
     return {"status": "ok", "result": result}
+
+
+class SuiteRun:
+    """What every family's suite shares: progress lines with the elapsed time, the machine and
+    how busy it was, the results' header, timed phases, perf_analyzer."""
+
+    def __init__(self, log=print):
+        self.started = time.perf_counter()
+        self.log = log
+        self.machine = machine_info()
+        self.machine["cpu_busy"] = {}
+        self.phases: dict[str, float] = {}
+
+    def say(self, message: str) -> None:
+        self.log(f"[{time.perf_counter() - self.started:6.0f} s] {message}")
+
+    def check_quiet(self, when: str) -> None:
+        """Sample how busy the CPUs are while nothing of ours runs; warn when something else is."""
+        busy = cpu_busy()
+        self.machine["cpu_busy"][when] = busy
+        if busy is not None and busy > report.BUSY:
+            self.say(f"warning: {busy:.0%} of the CPU is busy {when} with nothing of this run working: something "
+                     f"else is running, and the numbers will be slower than this machine can do")
+
+    def header(self, config, server: dict, family: str) -> dict:
+        return {
+            "schema": 1,
+            "family": family,
+            "model": config.model,
+            "smoke": config.smoke,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": self.machine,
+            "git": git_info(),
+            "config": config.as_json(),
+            "server": server,
+            "phases_s": self.phases,
+        }
+
+    @contextmanager
+    def phase(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - t0, 2)
+
+    def perf_analyzer(self, config, grpc_url: str, out_dir: Path, family: str) -> dict:
+        """The family's recipes (their smoke settings for a smoke run or config.perf_analyzer_smoke)."""
+        with self.phase("perf_analyzer"):
+            if not config.perf_analyzer:
+                return {"status": "disabled"}
+            return _perf_analyzer(grpc_url, out_dir, config.smoke or config.perf_analyzer_smoke, self.say, family)
+
+    def finish(self, results: dict, out_dir: Path) -> dict:
+        """Total time, then the files (results.json merged with the other family's section)."""
+        self.phases["total"] = round(time.perf_counter() - self.started, 2)
+        files = report.write_results(results, out_dir)
+        for target in results["targets"]:
+            value = "-" if target["value"] is None else f"{target['value']:.3g}x"
+            self.say(f"target: {target['target']}: {value} -> {report.verdict(target)}")
+        self.say(f"wrote {', '.join(str(p) for p in files.values())}")
+        return results
 
 
 def run_suite(
@@ -210,59 +295,26 @@ def run_suite(
     stop_server: Callable[[], object] | None = None,
     log=print,
 ) -> dict:
-    """Measure everything, write results.json, results.md and the plots into `out_dir`."""
-    started = time.perf_counter()
+    """Measure music, write results.json, results.md and the plots into `out_dir`."""
     repository = Path(repository)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def say(message: str) -> None:
-        log(f"[{time.perf_counter() - started:6.0f} s] {message}")
+    run = SuiteRun(log)
+    say = run.say
 
     spec = MusicgenModel.load(repository / T.MUSICGEN / "1")
     if spec.checkpoint != config.model:
         raise ValueError(f"{repository} holds an export of {spec.checkpoint}, not {config.model}")
-    machine = machine_info()
-    machine["cpu_busy"] = {}
+    run.check_quiet("before tritone")
+    results = run.header(config, server_info(grpc_url), "music")
+    results["perf_analyzer"] = run.perf_analyzer(config, grpc_url, out_dir / "perf_analyzer", "music")
 
-    def check_quiet(when: str) -> None:
-        """Sample how busy the CPUs are while nothing of ours runs; warn when something else is."""
-        busy = cpu_busy()
-        machine["cpu_busy"][when] = busy
-        if busy is not None and busy > report.BUSY:
-            say(f"warning: {busy:.0%} of the CPU is busy {when} with nothing of this run working: something "
-                f"else is running, and the numbers will be slower than this machine can do")
-
-    check_quiet("before tritone")
-    results = {
-        "schema": 1,
-        "model": config.model,
-        "smoke": config.smoke,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine,
-        "git": git_info(),
-        "config": config.as_json(),
-        "server": server_info(grpc_url),
-        "phases_s": {},
-    }
-
-    def phase(name: str, t0: float) -> None:
-        results["phases_s"][name] = round(time.perf_counter() - t0, 2)
-
-    t0 = time.perf_counter()
-    if config.perf_analyzer:
-        results["perf_analyzer"] = _perf_analyzer(grpc_url, out_dir / "perf_analyzer", config.smoke, say)
-    else:
-        results["perf_analyzer"] = {"status": "disabled"}
-    phase("perf_analyzer", t0)
-
-    t0 = time.perf_counter()
-    say(f"tritone streaming load: concurrency {config.concurrency}, {config.duration:g} s per request")
-    levels = asyncio.run(run_load(grpc_url, metrics_url, list(config.concurrency), config.duration,
-                                  spec.codebook_size, sampling=config.sampling, rounds=config.rounds,
-                                  min_requests=config.min_requests, log=say))
-    results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
-    phase("tritone_load", t0)
+    with run.phase("tritone_load"):
+        say(f"tritone streaming load: concurrency {config.concurrency}, {config.duration:g} s per request")
+        levels = asyncio.run(run_load(grpc_url, metrics_url, list(config.concurrency), config.duration,
+                                      spec.codebook_size, sampling=config.sampling, rounds=config.rounds,
+                                      min_requests=config.min_requests, log=say))
+        results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
 
     if stop_server is not None:
         say("stopping tritonserver (the rest runs locally, without it)")
@@ -270,38 +322,28 @@ def run_suite(
 
     from benchmarks import baseline, step_cost
 
-    check_quiet("before the local measurements")
-    t0 = time.perf_counter()
-    say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
-    os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))
-    engine = step_cost.engine_step_cost(repository, list(config.step_streams or config.concurrency),
-                                        steps=config.step_steps, warmup=config.step_warmup,
-                                        sampling=config.sampling, log=say)
-    phase("engine_step_cost", t0)
+    run.check_quiet("before the local measurements")
+    with run.phase("engine_step_cost"):
+        say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
+        os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))
+        engine = step_cost.engine_step_cost(repository, list(config.step_streams or config.concurrency),
+                                            steps=config.step_steps, warmup=config.step_warmup,
+                                            sampling=config.sampling, log=say)
 
-    t0 = time.perf_counter()
-    say(f"transformers baselines on {baseline.checkpoint_dir(repository)} ({config.threads} threads) ...")
-    model, tokenizer = baseline.load_model(baseline.checkpoint_dir(repository), config.threads)
-    results["baseline"] = baseline.run_baselines(
-        model, tokenizer, list(config.concurrency), config.duration, sampling=config.sampling,
-        sequential_requests=config.sequential_requests, static_levels=config.static_levels, log=say)
-    phase("transformers_baselines", t0)
+    with run.phase("transformers_baselines"):
+        say(f"transformers baselines on {baseline.checkpoint_dir(repository)} ({config.threads} threads) ...")
+        model, tokenizer = baseline.load_model(baseline.checkpoint_dir(repository), config.threads)
+        results["baseline"] = baseline.run_baselines(
+            model, tokenizer, list(config.concurrency), config.duration, sampling=config.sampling,
+            sequential_requests=config.sequential_requests, static_levels=config.static_levels, log=say)
 
-    t0 = time.perf_counter()
-    short, long = config.eager_tokens
-    eager = step_cost.transformers_decode_step(model, tokenizer, short=short, long=long,
-                                               repeats=config.eager_repeats, sampling=config.sampling, log=say)
-    results["step_cost"] = step_cost.step_cost_summary(engine, eager)
-    phase("transformers_step_cost", t0)
+    with run.phase("transformers_step_cost"):
+        short, long = config.eager_tokens
+        eager = step_cost.transformers_decode_step(model, tokenizer, short=short, long=long,
+                                                   repeats=config.eager_repeats, sampling=config.sampling, log=say)
+        results["step_cost"] = step_cost.step_cost_summary(engine, eager)
     del model
-
-    results["phases_s"]["total"] = round(time.perf_counter() - started, 2)
-    files = report.write_results(results, out_dir)
-    for target in results["targets"]:
-        value = "-" if target["value"] is None else f"{target['value']:.3g}x"
-        say(f"target: {target['target']}: {value} -> {report.verdict(target)}")
-    say(f"wrote {', '.join(str(p) for p in files.values())}")
-    return results
+    return run.finish(results, out_dir)
 
 
 def load_results(path: Path) -> dict:

@@ -4,8 +4,10 @@ with the install line; nothing is skipped."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -100,16 +102,21 @@ def test_models_are_back_to_their_rendered_configs_afterwards(suite, musicgen_se
 
 def test_recipes_spell_out_every_measurement_flag():
     for smoke in (False, True):
-        for recipe in pa.load_recipes(smoke=smoke):
+        for recipe in pa.load_recipes(smoke=smoke, names=pa.ALL_RECIPES):
             assert recipe.input_data.is_file()
             for flag in ("-i", "-b", "--shared-memory", "--warmup-request-count", "--measurement-mode",
                          "--measurement-request-count", "--stability-percentage", "--max-trials"):
                 assert flag in recipe.flags, (recipe.name, flag)
             assert recipe.flags["--measurement-mode"] == "count_windows"
             assert recipe.concurrency == ((1, 2) if smoke else (1, 2, 4, 8))
-    streaming = pa.Recipe.load(pa.RECIPES / "musicgen.json")
-    assert streaming.flags["--async"] is True and streaming.flags["--streaming"] is True
-    assert streaming.flags["-i"] == "grpc" and streaming.profile_export
+    for name in ("musicgen", "orpheus"):  # the decoupled pipelines stream
+        streaming = pa.Recipe.load(pa.RECIPES / f"{name}.json")
+        assert streaming.flags["--async"] is True and streaming.flags["--streaming"] is True
+        assert streaming.flags["-i"] == "grpc" and streaming.profile_export
+    assert set(pa.FAMILY_RECIPES["speech"]) == {"orpheus", "snac_encoder", "snac_decoder"}
+    for name in ("snac_encoder", "snac_decoder"):  # smoke: the batcher as rendered only
+        assert pa.Recipe.load(pa.RECIPES / f"{name}.json").batching == ("rendered", "none")
+        assert pa.Recipe.load(pa.RECIPES / f"{name}.json", smoke=True).batching == ("rendered",)
 
 
 def test_a_warmup_shorter_than_the_concurrency_is_refused(tmp_path):
@@ -127,6 +134,19 @@ def test_input_data_fits_both_tiny_random_and_musicgen_small():
     codes = json.loads((pa.BENCHMARKS / "data" / "musicgen_codec_decoder.json").read_text())["data"][0]["audio_codes"]
     assert codes["shape"] == [4, 35] and len(codes["content"]) == 4 * 35
     assert 0 <= min(codes["content"]) and max(codes["content"]) < 64  # tiny-random's codebooks
+
+
+def test_speech_input_data_fits_tiny_random_and_the_released_checkpoints():
+    orpheus = json.loads((pa.BENCHMARKS / "data" / "orpheus.json").read_text())["data"][0]
+    assert orpheus["voice"] == ["tara"]  # a speaker of orpheus-3b-0.1-ft and of the random exports
+    assert orpheus["top_k"] == [1] and 0 < orpheus["max_duration"][0] <= 60
+    codes = json.loads((pa.BENCHMARKS / "data" / "snac_decoder.json").read_text())["data"][0]["audio_codes"]
+    assert codes["shape"] == [7, 31] and len(codes["content"]) == 7 * 31  # a steady chunk's window
+    assert 0 <= min(codes["content"]) and max(codes["content"]) < 64  # tiny-random's codebooks
+    clip = json.loads((pa.BENCHMARKS / "data" / "snac_encoder.json").read_text())["data"][0]["audio"]
+    samples = np.frombuffer(base64.b64decode(clip["b64"]), np.float32)
+    assert clip["shape"] == [samples.size] == [3 * 24000]
+    assert 0.1 < np.abs(samples).max() <= 1.0
 
 
 def test_a_missing_library_names_its_install_line(monkeypatch):
