@@ -29,6 +29,11 @@ MAX_SENTENCE_S = 1.5  # random weights rarely say end-of-speech: each sentence i
 FIRST = "Hello there, how are you doing today?"
 SECOND = "The quick brown fox jumps over the lazy dog."
 THIRD = "She sells sea shells by the sea shore."
+SENTENCES = (FIRST, SECOND, "I can't believe it's already the end of the week.",
+             "Please leave a message after the tone, and I'll call you back.",
+             "Our flight to Lisbon departs at seven thirty tomorrow morning.", THIRD,
+             "Turn left at the next corner, then keep going straight for two miles.",
+             "Thank you so much for listening, see you next time!")
 
 
 @pytest.fixture
@@ -185,23 +190,29 @@ def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, mus
 
 
 def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicgen_server):
-    settings = speech_settings.model_copy(update={"speech_max_sentence_s": 20.0})
-    text = " ".join([FIRST, SECOND, THIRD] * 4)
+    # 72 sentences, greedy: about 100 s of speech, far more than is generated before the hang-up (the
+    # tiny model may finish the first sentence before the gateway notices, so a cancel is not certain)
+    text = " ".join(SENTENCES * 9)
     before = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
-    with run_gateway(settings) as url:
-        with httpx.stream("POST", f"{url}/v1/audio/speech", timeout=120,
-                          json={"input": text, "voice": "tara", "response_format": "pcm"}) as response:
+    with run_gateway(speech_settings.model_copy(update={"speech_max_sentence_s": 20.0})) as url:
+        with httpx.stream("POST", f"{url}/v1/audio/speech", timeout=120, json={
+                "input": text, "voice": "tara", "response_format": "pcm", "temperature": 0}) as response:
             assert response.status_code == 200
             next(response.iter_bytes())  # audio is flowing; now hang up
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             after = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
+            gateway = httpx.get(f"{url}/metrics").text
             if after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0 and \
-                    after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
+                    "tritone_gateway_active_streams 0.0" in gateway:
                 break
             time.sleep(0.1)
-        assert after["tritone_decode_slots_active"] == 0
-        assert after["tritone_requests_waiting"] == 0
-        assert after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]
-        assert after["tritone_streams_completed_total"] - before["tritone_streams_completed_total"] < 12
-        assert "tritone_gateway_active_streams 0.0" in httpx.get(f"{url}/metrics").text
+        assert after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0
+        assert "tritone_gateway_active_streams 0.0" in gateway
+        # at most the sentence being played and the one started ahead reached the engine, and it has stopped
+        started = sum(after[f"tritone_streams_{end}_total"] - before[f"tritone_streams_{end}_total"]
+                      for end in ("completed", "cancelled", "failed"))
+        assert 1 <= started <= 2
+        time.sleep(0.3)
+        assert read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)["tritone_decode_steps_total"] == \
+            after["tritone_decode_steps_total"]
