@@ -19,15 +19,16 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Triton is reachable and the pipeline is ready (503 otherwise)")
+@router.get("/readyz", summary="Triton is reachable and the music and speech pipelines are ready (503 otherwise)")
 async def readyz(triton: TritonDep, settings: SettingsDep):
     if not await triton.server_ready():
         return JSONResponse({"status": "unavailable", "reason": "Triton is not reachable"}, status_code=503,
                             headers={"Retry-After": "2"})
-    if not await triton.model_ready(settings.pipeline):
-        return JSONResponse({"status": "unavailable", "reason": f"{settings.pipeline} is not ready"},
-                            status_code=503, headers={"Retry-After": "2"})
-    return {"status": "ready", "pipeline": settings.pipeline}
+    for model in (settings.pipeline, settings.speech_model):
+        if not await triton.model_ready(model):
+            return JSONResponse({"status": "unavailable", "reason": f"{model} is not ready"},
+                                status_code=503, headers={"Retry-After": "2"})
+    return {"status": "ready", "pipeline": settings.pipeline, "speech_model": settings.speech_model}
 
 
 @router.get("/metrics", summary="Gateway metrics in Prometheus format")

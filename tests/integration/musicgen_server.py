@@ -45,8 +45,9 @@ def tiny_repository(root: Path, musicgen: dict[str, str] | None = None, speech: 
     return repository
 
 
-def read_metrics(server) -> dict[str, float]:
-    return read_engine_metrics(server.metrics_url)
+def read_metrics(server, model: str = T.MUSICGEN) -> dict[str, float]:
+    """One engine's counters (both engines share the server)."""
+    return read_engine_metrics(server.metrics_url, model)
 
 
 @contextmanager

@@ -173,7 +173,8 @@ def test_api_keys_gate_generation_and_limit_concurrent_streams(gateway_settings)
 
 def test_health_readiness_and_metrics(gateway_url):
     assert httpx.get(f"{gateway_url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{gateway_url}/readyz").json() == {"status": "ready", "pipeline": "musicgen"}
+    assert httpx.get(f"{gateway_url}/readyz").json() == {"status": "ready", "pipeline": "musicgen",
+                                                         "speech_model": "orpheus"}
     assert music(gateway_url, duration=0.5).status_code == 200
     text = httpx.get(f"{gateway_url}/metrics").text
     assert 'tritone_gateway_requests_total{route="/v1/audio/music",status="200"} 1.0' in text
@@ -184,7 +185,8 @@ def test_health_readiness_and_metrics(gateway_url):
 
 def test_models_lists_what_triton_has_with_the_pipeline_limits(gateway_url):
     models = {m["id"]: m for m in httpx.get(f"{gateway_url}/v1/models", timeout=10).json()["data"]}
-    assert set(models) == {"musicgen", "musicgen_text_encoder", "musicgen_codec_decoder"}
+    assert set(models) == {"musicgen", "musicgen_text_encoder", "musicgen_codec_decoder", "orpheus", "snac_encoder",
+                           "snac_decoder"}
     assert all(m["ready"] and m["state"] == "READY" for m in models.values())
     assert models["musicgen"]["sample_rate"] == RATE
     assert models["musicgen"]["max_duration_s"] == 30.0
