@@ -2,12 +2,15 @@
 
 A request's prompt (text turn, optionally a cloned voice's turn before it) can be thousands of
 tokens. Prefilling it in one call would stall every other stream for that long, so prompts go in
-`prefill_chunk` tokens per step, in the same LM call as the single-token decode steps of the other
-rows: the step is [rows, width] with width = the chunk while anyone prefills, else 1; each row
-has its own position and says which of its tokens' logits it wants. Decode rows never wait more
-than one (bounded) step. The trade: while a prompt is prefilled, decode rows are padded to the
-chunk width, which costs little where decoding is memory-bound (a GPU) and is bounded by
-`prefill_chunk` on a CPU.
+chunks, in the same LM call as the single-token decode steps of the other rows: the step is
+[rows, width], width 1 when nobody prefills; each row has its own position and says which of its
+tokens' logits it wants. Decode rows advance at every step and never wait more than one step.
+
+While someone prefills, every row is padded to the width, so a step computes rows x width
+tokens. `step_tokens` bounds that: width = min(prefill_chunk, step_tokens // rows), at least 1.
+Where decoding is memory-bound (a GPU) padding is nearly free and the budget is large; on a CPU,
+compute-bound, a small budget keeps a prefill step within a few decode steps' time, at the cost
+of more (cheaper) steps for the prompt.
 
 Sampling applies, in transformers' order: repetition penalty over every token of the row so
 far (prompt included), the Orpheus grammar mask (ensemble/orpheus_format.py), then temperature,
@@ -69,14 +72,16 @@ class SpeechSlot(Slot):
 class SpeechFamily:
     name = "orpheus"
 
-    def __init__(self, lm: SpeechLanguageModel, model: SpeechModel, policy: ChunkPolicy, prefill_chunk: int = 32):
-        if prefill_chunk < 1:
-            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+    def __init__(self, lm: SpeechLanguageModel, model: SpeechModel, policy: ChunkPolicy, prefill_chunk: int = 32,
+                 step_tokens: int = 4096):
+        if prefill_chunk < 1 or step_tokens < 1:
+            raise ValueError(f"prefill_chunk and step_tokens must be >= 1, got {prefill_chunk} and {step_tokens}")
         self.lm = lm
         self.model = model
         self.format = model.format
         self.policy = policy
         self.prefill_chunk = prefill_chunk
+        self.step_tokens = step_tokens
         self.frame_samples = model.frame_samples
         self.kv_layout = (model.num_layers, model.num_kv_heads, model.head_dim)
 
@@ -91,7 +96,10 @@ class SpeechFamily:
 
     def step(self, slots: list[SpeechSlot], cache: BatchKVCache, stats: EngineStats) -> None:
         prefilling = [slot for slot in slots if slot.prefilling]
-        width = min(self.prefill_chunk, max(len(s.prompt) - s.cached for s in prefilling)) if prefilling else 1
+        width = 1
+        if prefilling:
+            chunk = min(self.prefill_chunk, max(1, self.step_tokens // len(slots)))
+            width = min(chunk, max(len(s.prompt) - s.cached for s in prefilling))
         past_keys, past_values = cache.prepare(slots, width)
         input_ids = np.full((len(slots), width), self.format.pad_token_id, np.int64)
         positions = np.empty(len(slots), np.int64)

@@ -48,7 +48,8 @@ class SpeechSettings:
     max_slots: int = 8
     max_queue: int = 32
     sample_rate: int = 24000  # declared in the config so clients can read it; must match the export
-    prefill_chunk: int = 32  # prompt tokens per step while others decode
+    prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
+    step_tokens: int = 4096  # most tokens (rows x width, padding included) in one step while someone prefills
     reference_cache: int = 64  # encoded reference clips kept, by content hash
     lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
     device: str = "cpu"
@@ -111,7 +112,7 @@ class SpeechPipeline:
             decode = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)
             decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
         self.family = SpeechFamily(self._language_model(version), self.model, settings.policy,
-                                   settings.prefill_chunk)
+                                   settings.prefill_chunk, settings.step_tokens)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              on_step=on_step)
 

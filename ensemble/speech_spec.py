@@ -8,9 +8,12 @@ from ensemble.orpheus_format import TOKENS_PER_FRAME
 from ensemble.spec import ModelSpec, Runtime, Tensor
 from ensemble.speech_pipeline import SPEECH_POLICY
 
-CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "lm_runtime": "onnxruntime",
-                "device": "cpu", "dtype": "float32"}
-GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "lm_runtime": "torch",
+# step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
+# steps; a GPU decodes memory-bound, and the padded rows of a wide step cost little there.
+CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "step_tokens": "32",
+                "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
+GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "step_tokens": "8192",
+                "lm_runtime": "torch",
                 "device": "cuda", "dtype": "bfloat16"}
 STREAMING = {name: str(getattr(SPEECH_POLICY, name))
              for name in ("first_frames", "growth", "max_frames", "left_context", "lookahead", "min_window")}

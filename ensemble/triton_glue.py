@@ -310,4 +310,4 @@ class SpeechTritonModel(StreamingModel):
     def describe(self) -> str:
         settings, model = self.pipeline.settings, self.pipeline.model
         return (f"{model.checkpoint}, {settings.max_slots} decode slots, queue {settings.max_queue}, prefill "
-                f"{settings.prefill_chunk} tokens per step, voices: {', '.join(model.voices) or 'cloned only'}")
+                f"up to {settings.prefill_chunk} tokens per step ({settings.step_tokens} per step in all), voices: {', '.join(model.voices) or 'cloned only'}")

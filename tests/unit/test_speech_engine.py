@@ -90,7 +90,11 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipel
     assert np.max(np.abs(audio - whole)) < 1e-4
 
 
-def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step(pipeline):
+@pytest.mark.parametrize("step_tokens, width", [(4096, 8), (8, 4)])  # 2 rows: width = min(8, step_tokens // 2)
+def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step(speech_repository, step_tokens,
+                                                                                 width):
+    pipeline = SpeechPipeline(speech_repository, SpeechSettings(max_slots=4, max_queue=4, prefill_chunk=8,
+                                                                step_tokens=step_tokens, policy=POLICY))
     engine = pipeline.engine
     a = submit(pipeline, "Turn left at the next corner, then keep going straight for two miles.",
                **{T.MAX_DURATION: 5.0, T.REPETITION_PENALTY: 1.0})
@@ -108,7 +112,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step
         engine.run_once(emit_inline=True)
         assert slot_a.generated == before + 1  # a decodes at every step of c's prefill
         prefill_steps += 1
-    assert prefill_steps == -(-prompt // 8) - 1
+    assert prefill_steps == -(-prompt // width) - 1
     assert engine.stats.prefill_tokens >= prompt
     run_until_ended(pipeline, a, c)
     assert not a.failed and not c.failed
