@@ -143,6 +143,8 @@ def _f(value, digits: int = 3, suffix: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
+        if abs(value) >= 10 ** digits:  # whole numbers, not 1.75e+03
+            return f"{value:.0f}{suffix}"
         return f"{value:.{digits}g}{suffix}"
     return f"{value}{suffix}"
 
@@ -431,10 +433,27 @@ def _series(levels: list[dict], baseline: dict | None, label: str = "", style: s
     return {"levels": levels, "baseline": baseline or {}, "label": label, "style": style}
 
 
-def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
+def _figure(series: list[dict]):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    return plt.subplots(figsize=(6.4 if len(series) == 1 else 9.0, 4.2))
+
+
+def _finish(fig, ax, series: list[dict], xs: list[int], path: Path) -> Path:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the levels only, not 3x10^0
+    ax.grid(True, which="both", alpha=0.3)
+    if len(series) == 1:
+        ax.legend()
+    else:  # several voices: the legend beside the axes, not over the curves
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
+    fig, ax = _figure(series)
     xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
     for s in series:
         levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
@@ -450,16 +469,11 @@ def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
             ax.plot([r["concurrency"] for r in static], [r["time_to_first_audio_s"] for r in static], "v:",
                     label=f"transformers static batch {s['label']}".rstrip())
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="time to first audio (s)", title=title)
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small" if len(series) > 1 else None)
-    return _save(fig, path)
+    return _finish(fig, ax, series, xs, path)
 
 
 def _throughput_plot(series: list[dict], title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _figure(series)
     xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
     for s in series:
         levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
@@ -474,10 +488,7 @@ def _throughput_plot(series: list[dict], title: str, path: Path) -> Path:
     ax.plot(xs, xs, color="grey", linewidth=0.8, label="every stream in real time")
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="audio seconds per wall second",
            title=title)
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small" if len(series) > 1 else None)
-    return _save(fig, path)
+    return _finish(fig, ax, series, xs, path)
 
 
 def _title(results: dict) -> str:
@@ -518,10 +529,7 @@ def music_plots(results: dict, out_dir: Path) -> list[Path]:
         ax.axhline(20.0, color="grey", linewidth=0.8, label="real time for one stream (20 ms)")
         ax.set(xscale="log", yscale="log", xlabel="requests in the decode batch (2 rows each)",
                ylabel="ms per decode step", title=title)
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        written.append(_save(fig, out_dir / PLOTS["step_cost"]))
+        written.append(_finish(fig, ax, [{}], ns, out_dir / PLOTS["step_cost"]))
     return written
 
 

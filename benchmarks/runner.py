@@ -245,6 +245,24 @@ class SuiteRun:
             self.say(f"warning: {busy:.0%} of the CPU is busy {when} with nothing of this run working: something "
                      f"else is running, and the numbers will be slower than this machine can do")
 
+    def begin(self, config, exported: str, family: str, grpc_url: str, out_dir: Path) -> dict:
+        """Check that the repository holds config.model (`exported`: its checkpoint), sample how busy
+        the CPUs are, start the results (header, server) and run perf_analyzer over the family's recipes."""
+        if exported != config.model:
+            raise ValueError(f"the repository holds a {family} export of {exported}, not {config.model}")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        self.check_quiet("before tritone")
+        results = self.header(config, server_info(grpc_url, FAMILY_MODELS[family][-1]), family)
+        results["perf_analyzer"] = self.perf_analyzer(config, grpc_url, Path(out_dir) / "perf_analyzer", family)
+        return results
+
+    def go_local(self, stop_server: Callable[[], object] | None) -> None:
+        """Stop the server, so that nothing else competes for the cores, and sample them."""
+        if stop_server is not None:
+            self.say("stopping tritonserver (the rest runs locally, without it)")
+            stop_server()
+        self.check_quiet("before the local measurements")
+
     def header(self, config, server: dict, family: str) -> dict:
         return {
             "schema": 1,
@@ -297,17 +315,10 @@ def run_suite(
 ) -> dict:
     """Measure music, write results.json, results.md and the plots into `out_dir`."""
     repository = Path(repository)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     run = SuiteRun(log)
     say = run.say
-
     spec = MusicgenModel.load(repository / T.MUSICGEN / "1")
-    if spec.checkpoint != config.model:
-        raise ValueError(f"{repository} holds an export of {spec.checkpoint}, not {config.model}")
-    run.check_quiet("before tritone")
-    results = run.header(config, server_info(grpc_url), "music")
-    results["perf_analyzer"] = run.perf_analyzer(config, grpc_url, out_dir / "perf_analyzer", "music")
+    results = run.begin(config, spec.checkpoint, "music", grpc_url, out_dir)
 
     with run.phase("tritone_load"):
         say(f"tritone streaming load: concurrency {config.concurrency}, {config.duration:g} s per request")
@@ -316,13 +327,9 @@ def run_suite(
                                       min_requests=config.min_requests, log=say))
         results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
 
-    if stop_server is not None:
-        say("stopping tritonserver (the rest runs locally, without it)")
-        stop_server()
-
+    run.go_local(stop_server)
     from benchmarks import baseline, step_cost
 
-    run.check_quiet("before the local measurements")
     with run.phase("engine_step_cost"):
         say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
         os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))

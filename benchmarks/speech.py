@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.load import SEED, StreamRecord, run_levels
-from benchmarks.runner import Configurable, SuiteRun, cores, server_info
+from benchmarks.runner import Configurable, SuiteRun, cores
 from client import SpeechRequest, stream_speech
 from client.metrics import read_engine_metrics
 from ensemble import tensors as T
@@ -333,18 +333,10 @@ def run_speech_suite(
     """Measure speech; results.json gets (or replaces) its "speech" section, results.md and the
     plots are written into `out_dir` with the music run's kept."""
     repository = Path(repository)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     run = SuiteRun(log)
     say = run.say
-
     meta = SpeechModel.load(repository / T.SPEECH / "1")
-    if meta.checkpoint != config.model:
-        raise ValueError(f"{repository} holds a speech export of {meta.checkpoint}, not {config.model}")
-    run.check_quiet("before tritone")
-    server = server_info(grpc_url, T.SPEECH)
-    results = run.header(config, server, "speech")
-    results["perf_analyzer"] = run.perf_analyzer(config, grpc_url, out_dir / "perf_analyzer", "speech")
+    results = run.begin(config, meta.checkpoint, "speech", grpc_url, out_dir)
 
     workloads = {mode: workload(meta, mode, config.reference_s, config.repetition_penalty) for mode in config.voices}
     voices, records = {}, {}
@@ -369,20 +361,16 @@ def run_speech_suite(
             say(f"prefill stall: {config.stall_streams} running streams, a {config.stall_reference_s:g} s voice prompt")
             try:
                 results["prefill_stall"] = asyncio.run(prefill_stall(
-                    grpc_url, metrics_url, meta, server.get(f"{T.SPEECH}_parameters") or {},
+                    grpc_url, metrics_url, meta, results["server"].get(f"{T.SPEECH}_parameters") or {},
                     streams=config.stall_streams, reference_s=config.stall_reference_s,
                     repetition_penalty=config.repetition_penalty, log=say))
             except Exception as error:  # a result to report, not the end of the run
                 say(f"  prefill stall: {type(error).__name__}: {error}")
                 results["prefill_stall"] = {"error": f"{type(error).__name__}: {error}"}
 
-    if stop_server is not None:
-        say("stopping tritonserver (the rest runs locally, without it)")
-        stop_server()
-
+    run.go_local(stop_server)
     from benchmarks.speech_baseline import load_speech_baseline, run_speech_baselines
 
-    run.check_quiet("before the local measurements")
     with run.phase("transformers_baselines"):
         say(f"transformers speech baselines on {repository / T.SPEECH / '1'} ({config.threads} threads) ...")
         baseline = load_speech_baseline(repository, config.threads)
