@@ -342,6 +342,7 @@ def _prompt_tokens(voice: dict) -> str:
 def speech_workload_line(speech: dict) -> str:
     cfg = speech["config"]
     server = speech.get("server", {})
+    parameters = server.get("orpheus_parameters") or {}
     voices = "; ".join(
         f"{VOICE_TITLES.get(mode, mode)}: {voice['description']}, prompts of {_prompt_tokens(voice)} tokens"
         for mode, voice in (speech.get("voices") or {}).items())
@@ -350,7 +351,8 @@ def speech_workload_line(speech: dict) -> str:
             f"{len(cfg['sentences'])}, greedy decoding with repetition penalty {cfg['repetition_penalty']:g} under the "
             f"Orpheus grammar, the same for every system ({voices}); {cfg['threads']} threads. Server: `orpheus` "
             f"max_slots {server.get('max_slots', '?')}, max_queue {server.get('max_queue', '?')}, prefill_chunk "
-            f"{(server.get('orpheus_parameters') or {}).get('prefill_chunk', '?')}.")
+            f"{parameters.get('prefill_chunk', '?')}, step_tokens {parameters.get('step_tokens', '-')}, chunks "
+            f"of {parameters.get('first_frames', '?')} frames growing to {parameters.get('max_frames', '?')}.")
 
 
 def stall_lines(stall: dict | None) -> list[str]:
