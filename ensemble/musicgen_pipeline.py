@@ -70,8 +70,7 @@ class MusicgenPipeline:
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
         self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)
         if decode_codes is None:
-            decode = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE)
-            decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
+            decode_codes = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE).each
         self.family = MusicgenFamily(self._language_model(version), self.model, settings.policy)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              on_step=on_step)

@@ -109,8 +109,7 @@ class SpeechPipeline:
         encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SPEECH_CODEC_ENCODER / "1" / ONNX_FILE)
         self.references = ReferenceCache(encode_audio, settings.reference_cache)
         if decode_codes is None:
-            decode = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)
-            decode_codes = lambda windows: [decode(codes[None])[0] for codes in windows]  # noqa: E731
+            decode_codes = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE).each
         self.family = SpeechFamily(self._language_model(version), self.model, settings.policy,
                                    settings.prefill_chunk, settings.step_tokens)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
