@@ -102,7 +102,8 @@ def _streaming_targets(levels: list[dict], baseline: dict | None, prefix: str = 
                 f"{what}aggregate audio s per wall s at {n} streams >= 3x transformers one request at a time",
                 at_n.get("throughput_vs_sequential"), 3.0, True),
         _target(f"{prefix}throughput_vs_static",
-                f"{what}aggregate audio s per wall s at {n} streams above transformers statically batched ({n} prompts)",
+                f"{what}aggregate audio s per wall s at {n} streams above transformers statically batched "
+                f"({n} prompts)",
                 at_n.get("throughput_vs_static"), 1.0, True),
         _target(f"{prefix}ttfa_p95_growth", f"{what}time to first audio p95 at {n} streams <= 2x its value at 1 stream",
                 _ratio(p95_n, p95_1), 2.0, False),
@@ -436,9 +437,19 @@ def _series(levels: list[dict], baseline: dict | None, label: str = "", style: s
 
 
 def _figure(series: list[dict]):
+    """(figure, axes, every concurrency level of the series); wider for several series."""
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(6.4 if len(series) == 1 else 9.0, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4 if len(series) == 1 else 9.0, 4.2))
+    return fig, ax, sorted({level["concurrency"] for s in series for level in s["levels"]})
+
+
+def _each(series: list[dict]):
+    """Per series: (series, its levels' concurrency, sequential baseline or None, static batches)."""
+    for s in series:
+        baseline = s["baseline"]
+        x = [level["concurrency"] for level in s["levels"]]
+        yield s, x, baseline.get("sequential"), baseline.get("static") or []
 
 
 def _finish(fig, ax, series: list[dict], xs: list[int], path: Path) -> Path:
@@ -455,13 +466,10 @@ def _finish(fig, ax, series: list[dict], xs: list[int], path: Path) -> Path:
 
 
 def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
-    fig, ax = _figure(series)
-    xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
-    for s in series:
-        levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
-        x = [level["concurrency"] for level in levels]
+    fig, ax, xs = _figure(series)
+    for s, x, sequential, static in _each(series):
         for key, style in (("p50", "o-"), ("p95", "s--")):
-            ax.plot(x, [level["time_to_first_audio_s"][key] for level in levels], style,
+            ax.plot(x, [level["time_to_first_audio_s"][key] for level in s["levels"]], style,
                     label=f"tritone {s['label']}{key}")
         if sequential:
             ax.plot([r["concurrency"] for r in sequential["levels"]],
@@ -475,13 +483,10 @@ def _ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
 
 
 def _throughput_plot(series: list[dict], title: str, path: Path) -> Path:
-    fig, ax = _figure(series)
-    xs = sorted({level["concurrency"] for s in series for level in s["levels"]})
-    for s in series:
-        levels, sequential, static = s["levels"], s["baseline"].get("sequential"), s["baseline"].get("static") or []
-        x = [level["concurrency"] for level in levels]
+    fig, ax, xs = _figure(series)
+    for s, x, sequential, static in _each(series):
         which = f", {s['label'].strip()}" if s["label"] else ""
-        ax.plot(x, [level["audio_s_per_wall_s"] for level in levels], "o-", label=f"tritone (streaming){which}")
+        ax.plot(x, [level["audio_s_per_wall_s"] for level in s["levels"]], "o-", label=f"tritone (streaming){which}")
         if sequential:
             ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:", label=f"transformers one at a time{which}")
         if static:
