@@ -19,7 +19,7 @@ import av.filter
 import numpy as np
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
-_LOW, _HIGH = 0.5, 2.0  # atempo's blending range
+_HIGH = 2.0  # the top of atempo's blending range [0.5, 2]
 
 
 def atempo_factors(speed: float) -> list[float]:
@@ -57,11 +57,13 @@ class TempoStretch:
     def process(self, audio: np.ndarray) -> np.ndarray:
         """The stretched audio available so far (possibly empty while the filter fills its window)."""
         audio = np.ascontiguousarray(audio, np.float32).reshape(-1)
-        if self._graph is None or audio.size == 0:
-            return self._out(audio) if self._graph is None else np.zeros(0, np.float32)
+        pts, self._samples_in = self._samples_in, self._samples_in + audio.size
+        if self._graph is None:
+            return self._out(audio)
+        if audio.size == 0:
+            return np.zeros(0, np.float32)
         frame = av.AudioFrame.from_ndarray(audio[None, :], format="flt", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = self.sample_rate, self._samples_in, Fraction(1, self.sample_rate)
-        self._samples_in += audio.size
+        frame.sample_rate, frame.pts, frame.time_base = self.sample_rate, pts, Fraction(1, self.sample_rate)
         self._graph.push(frame)
         return self._out(self._pull())
 
@@ -71,8 +73,7 @@ class TempoStretch:
         if self._graph is not None:
             self._graph.push(None)
             rest = self._pull()
-        expected = round(self._samples_in / self.speed) if self._graph is not None else self._samples_out
-        missing = expected - self._samples_out
+        missing = round(self._samples_in / self.speed) - self._samples_out
         rest = rest[:max(0, missing)]
         if rest.size < missing:
             rest = np.concatenate([rest, np.zeros(missing - rest.size, np.float32)])
