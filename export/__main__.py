@@ -10,19 +10,21 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description="Export a model family for Triton.")
+    common = argparse.ArgumentParser(add_help=False)  # what every family takes
+    common.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
+    common.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     families = parser.add_subparsers(dest="family", required=True)
-    music = families.add_parser("musicgen", help="MusicGen: text encoder, LM decoder, EnCodec decoder to ONNX")
+    music = families.add_parser("musicgen", parents=[common],
+                                help="MusicGen: text encoder, LM decoder, EnCodec decoder to ONNX")
     music.add_argument("--checkpoint", default="facebook/musicgen-small",
                        help="local directory or hub id of a MusicGen checkpoint, 'tiny-random' (toy sizes) "
                             "or 'small-random' (musicgen-small's architecture, random weights)")
-    music.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
-    music.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     music.add_argument("--target", choices=("onnx", "tensorrt"), default="onnx",
                        help="tensorrt: also build TensorRT plans for the GPU target (needs a GPU and pip install .[gpu])")
     music.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
                        help="TensorRT precision; layers that overflow in FP16 stay FP32")
-    speech = families.add_parser("orpheus", help="Orpheus-format text to speech: Llama LM step, SNAC encoder and "
-                                                 "decoder to ONNX")
+    speech = families.add_parser("orpheus", parents=[common],
+                                 help="Orpheus-format text to speech: Llama LM step, SNAC encoder and decoder to ONNX")
     speech.add_argument("--checkpoint", default="canopylabs/orpheus-3b-0.1-ft",
                         help="local directory or hub id of an Orpheus checkpoint, 'tiny-random' (toy sizes) or "
                              "'small-random' (SmolLM2-135M's shape, Orpheus' vocabulary, random weights)")
@@ -32,32 +34,25 @@ def main(argv=None) -> int:
     speech.add_argument("--voices", default=None,
                         help="comma-separated speakers the checkpoint was fine-tuned on (default: "
                              "orpheus-3b-0.1-ft's eight; '' for none)")
-    speech.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
-    speech.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
     args = parser.parse_args(argv)
 
     from export.checkpoints import CheckpointUnavailable
 
-    if args.family == "orpheus":
-        from export.orpheus import export_orpheus
-
-        voices = None if args.voices is None else tuple(v.strip() for v in args.voices.split(",") if v.strip())
-        try:
-            export_orpheus(args.checkpoint, args.out, codec=args.codec, force=args.force, voices=voices)
-        except CheckpointUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-
-    from export.musicgen import export_musicgen
-
     try:
-        spec = export_musicgen(args.checkpoint, args.out, force=args.force)
-        if args.target == "tensorrt":
-            from export.tensorrt import build_engines
+        if args.family == "orpheus":
+            from export.orpheus import export_orpheus
 
-            print(f"building TensorRT plans ({args.precision}) ...")
-            build_engines(args.out, args.precision, spec.codebook_size)
+            voices = None if args.voices is None else tuple(v.strip() for v in args.voices.split(",") if v.strip())
+            export_orpheus(args.checkpoint, args.out, codec=args.codec, force=args.force, voices=voices)
+        else:
+            from export.musicgen import export_musicgen
+
+            spec = export_musicgen(args.checkpoint, args.out, force=args.force)
+            if args.target == "tensorrt":
+                from export.tensorrt import build_engines
+
+                print(f"building TensorRT plans ({args.precision}) ...")
+                build_engines(args.out, args.precision, spec.codebook_size)
     except CheckpointUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
