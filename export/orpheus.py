@@ -29,11 +29,10 @@ from export.onnx_graph import export_graph
 from export.orpheus_graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
 from export.speech_tiny import (
     BOS_TOKEN,
-    CONTROL_TOKENS,
     EOT_TOKEN,
     RANDOM_CHECKPOINTS,
-    SPARE_TOKENS,
     TINY_RANDOM,
+    orpheus_vocab_size,
     save_random_codec,
     save_random_lm,
 )
@@ -91,7 +90,7 @@ def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> 
         raise ValueError(f"SNAC codec {codec!r} has level strides {strides}: the Orpheus frame needs "
                          f"{len(LEVEL_CODES)} levels at 1, 2 and 4 codes per frame")
     codebook = int(snac.codebook_size)
-    text_vocab = config.vocab_size - CONTROL_TOKENS - TOKENS_PER_FRAME * codebook - SPARE_TOKENS
+    text_vocab = config.vocab_size - orpheus_vocab_size(0, codebook)
     bos, eot = tokenizer.convert_tokens_to_ids(BOS_TOKEN), tokenizer.convert_tokens_to_ids(EOT_TOKEN)
     if text_vocab <= 0 or not all(isinstance(i, int) and 0 <= i < text_vocab for i in (bos, eot)):
         raise ValueError(
