@@ -1,7 +1,7 @@
 """Build TensorRT plans from the exported ONNX graphs (GPU target), and check them against ONNX Runtime.
 
     python -m export musicgen --checkpoint facebook/musicgen-small --out model_repository --target tensorrt
-    python -m export orpheus --checkpoint canopylabs/orpheus-3b-0.1-ft --out model_repository --target tensorrt
+    python -m serving.container --target gpu   # both families' plans (MUSIC, SPEECH), then tritonserver
 
 Written against TensorRT 10's Python API (`pip install .[gpu]`); never imported on CPU installs.
 Each plan gets one optimization profile from the pipeline spec (the batch range of the model's
