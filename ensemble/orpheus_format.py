@@ -23,7 +23,8 @@ cloning prefixes one finished turn made of the reference clip's transcript and c
 
 Generation is constrained to this grammar (`allowed`): token i of the answer must be a code
 for frame position i % 7, and end_of_speech may only end a whole frame. A trained checkpoint
-follows it anyway; the mask keeps a bad sample from ever reaching the codec as an invalid code.
+follows it anyway; sampling among the allowed tokens only keeps a bad sample from ever
+reaching the codec as an invalid code.
 Pure numpy: the engine, the exporter and the tests share it.
 """
 
@@ -128,21 +129,15 @@ class OrpheusFormat:
         return start, start + self.codebook_size
 
     def allowed(self, generated: int, may_end: bool = True) -> np.ndarray:
-        """Token ids allowed next (what `generate(prefix_allowed_tokens_fn=...)` is given in tests)."""
+        """Token ids allowed next, in vocabulary order (end_of_speech, where allowed, comes first).
+
+        The engine samples among these only; tests hand them to `generate(prefix_allowed_tokens_fn=...)`."""
         start, end = self.allowed_range(generated)
         ids = np.arange(start, end, dtype=np.int64)
         if may_end and generated % TOKENS_PER_FRAME == 0:
-            ids = np.append(ids, self.end_of_speech)
+            ids = np.insert(ids, 0, self.end_of_speech)
         return ids
 
-    def mask_logits(self, logits: np.ndarray, generated: int, may_end: bool = True) -> np.ndarray:
-        """logits [vocab] with everything the grammar forbids at `generated` set to -inf."""
-        start, end = self.allowed_range(generated)
-        masked = np.full_like(logits, -np.inf)
-        masked[start:end] = logits[start:end]
-        if may_end and generated % TOKENS_PER_FRAME == 0:
-            masked[self.end_of_speech] = logits[self.end_of_speech]
-        return masked
 
 
 def frame_to_levels(codes: np.ndarray) -> list[np.ndarray]:

@@ -193,10 +193,11 @@ def test_greedy_choice_is_decisive(lm, spec):
             output = model(torch.tensor([ids]), use_cache=True)
             answer = []
             for n in range(21):
-                masked = fmt.mask_logits(output.logits[0, -1].double().numpy(), n, may_end=False)
-                top = np.sort(masked[np.isfinite(masked)])[-2:]
+                allowed = fmt.allowed(n, may_end=False)
+                scores = output.logits[0, -1].double().numpy()[allowed]
+                top = np.sort(scores)[-2:]
                 gaps.append(top[1] - top[0])
-                answer.append(int(np.argmax(masked)))
+                answer.append(int(allowed[np.argmax(scores)]))
                 output = model(torch.tensor([[answer[-1]]]), past_key_values=output.past_key_values, use_cache=True)
             answers.append(tuple(answer))
     assert min(gaps) > 1e-3, min(gaps)
