@@ -274,13 +274,13 @@ class Engine:
     # --- emitter ------------------------------------------------------------------
     def _emit_all(self, items) -> None:
         """Decode every live chunk in one call (the codec decoder batches them), then send in order."""
-        wanted = [i for i, (stream, kind, payload) in enumerate(items)
-                  if kind == "chunk" and not stream.cancelled() and payload[1].shape[1] > 0]
-        audio, decode_error = {}, None
+        live = [i for i, (stream, kind, _) in enumerate(items) if kind == "chunk" and not stream.cancelled()]
+        wanted = [i for i in live if items[i][2][1].shape[1] > 0]  # an empty final chunk needs no decoding
+        audio = {i: np.zeros(0, np.float32) for i in live}
+        decode_error = None
         if wanted:
             try:
-                decoded = self.decode_codes([items[i][2][1] for i in wanted])
-                audio = dict(zip(wanted, decoded))
+                audio.update(zip(wanted, self.decode_codes([items[i][2][1] for i in wanted])))
             except Exception as error:
                 log.exception("codec decode failed")
                 decode_error = error
@@ -290,13 +290,12 @@ class Engine:
                     stream.close()
                 elif kind == "fail":
                     stream.fail(payload)
-                elif kind == "chunk" and (i in audio or (payload[1].shape[1] == 0 and not stream.cancelled())):
-                    window, codes, return_codes = payload
-                    own = codes[:, window.start - window.window_start : window.end - window.window_start]
-                    decoded = audio.get(i, np.zeros(0, np.float32))
-                    chunk_audio = window.trim(decoded, self.family.frame_samples).astype(np.float32)
-                    stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final))
                 elif decode_error is not None and i in wanted:
                     stream.fail(decode_error)
+                elif i in audio:
+                    window, codes, return_codes = payload
+                    own = codes[:, window.start - window.window_start : window.end - window.window_start]
+                    chunk_audio = window.trim(audio[i], self.family.frame_samples).astype(np.float32)
+                    stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final))
             except Exception:
                 log.exception("sending a %s to a stream failed", kind)
