@@ -39,3 +39,12 @@ class ListStream:
     @property
     def failed(self) -> bool:
         return any(kind == "fail" for kind, _ in self.events)
+
+
+def run_until_ended(pipeline, *streams, limit: int = 500) -> None:
+    """Drive the pipeline's engine step by step (emitting inline) until every stream has ended."""
+    for _ in range(limit):
+        if all(stream.ended for stream in streams):
+            return
+        pipeline.engine.run_once(emit_inline=True)
+    raise AssertionError(f"streams did not end within {limit} engine iterations")

@@ -9,7 +9,7 @@ from ensemble.delay_pattern import frames_for, num_steps
 from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
 from ensemble.musicgen_request import InvalidRequest
 from ensemble.scheduler import AtCapacity
-from tests.list_stream import ListStream
+from tests.list_stream import ListStream, run_until_ended
 
 POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)
 DURATION = 0.5  # 25 frames at 50 Hz: chunks of 4, 8, 8, 5 frames
@@ -37,14 +37,6 @@ def submit(pipeline, text=PROMPT_A, duration=DURATION, stream=None, **fields):
     stream = stream or ListStream()
     pipeline.submit([(params, stream)])
     return stream
-
-
-def run_until_ended(pipeline, *streams, limit=500):
-    for _ in range(limit):
-        if all(stream.ended for stream in streams):
-            return
-        pipeline.engine.run_once(emit_inline=True)
-    raise AssertionError(f"streams did not end within {limit} engine iterations")
 
 
 def run_steps(pipeline, steps):

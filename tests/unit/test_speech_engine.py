@@ -11,7 +11,7 @@ from ensemble.onnx_models import OnnxCodecDecoder
 from ensemble.orpheus_format import TOKENS_PER_FRAME
 from ensemble.request_fields import InvalidRequest
 from ensemble.speech_pipeline import SpeechPipeline, SpeechSettings
-from tests.list_stream import ListStream
+from tests.list_stream import ListStream, run_until_ended
 from tests.speech_reference import reference_prompt, reference_speech
 
 POLICY = ChunkPolicy(first_frames=2, growth=2.0, max_frames=4, left_context=4, lookahead=3, min_window=1)
@@ -31,14 +31,6 @@ def submit(pipeline, text, stream=None, **fields):
     return stream
 
 
-def run_until_ended(pipeline, *streams, limit=3000):
-    for _ in range(limit):
-        if all(stream.ended for stream in streams):
-            return
-        pipeline.engine.run_once(emit_inline=True)
-    raise AssertionError(f"streams did not end within {limit} engine iterations")
-
-
 def reference_clip(pipeline, frames: int, seed: int = 7) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, pipeline.model.codebook_size, (TOKENS_PER_FRAME, frames))
 
@@ -51,7 +43,7 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
     b = submit(pipeline, "Hello there.", **{T.VOICE: "tara", T.MAX_DURATION: 0.5})
     c = submit(pipeline, "She sells sea shells.", **{T.REFERENCE_TEXT: "A voice to clone.", T.REFERENCE_CODES: clip,
                                                        T.MAX_DURATION: 1.0, T.REPETITION_PENALTY: 1.0})
-    run_until_ended(pipeline, a, b, c)
+    run_until_ended(pipeline, a, b, c, limit=3000)
     assert pipeline.engine.stats.joined_running == 2
     assert pipeline.engine.stats.max_batch_requests == 3
 
@@ -76,7 +68,7 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
 def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipeline, speech_repository):
     text = "Turn left at the next corner, then keep going straight for two miles."
     stream = submit(pipeline, text, **{T.MAX_DURATION: 3.0, T.REPETITION_PENALTY: 1.0})
-    run_until_ended(pipeline, stream)
+    run_until_ended(pipeline, stream, limit=3000)
     codes = stream.codes()
     audio = np.concatenate([chunk.audio for chunk in stream.chunks])
     assert audio.shape == (codes.shape[1] * FRAME,)
@@ -114,7 +106,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step
         prefill_steps += 1
     assert prefill_steps == -(-prompt // width) - 1
     assert engine.stats.prefill_tokens >= prompt
-    run_until_ended(pipeline, a, c)
+    run_until_ended(pipeline, a, c, limit=3000)
     assert not a.failed and not c.failed
 
 
@@ -187,7 +179,7 @@ def test_the_torch_runtime_for_the_gpu_target_serves_the_same_codes(speech_repos
         pipeline = SpeechPipeline(speech_repository, settings)
         streams = [submit(pipeline, "Hello there, how are you doing today?", **{T.MAX_DURATION: 1.0}),
                    submit(pipeline, "She sells sea shells.", **{T.VOICE: "leo", T.MAX_DURATION: 0.5})]
-        run_until_ended(pipeline, *streams)
+        run_until_ended(pipeline, *streams, limit=3000)
         return [stream.codes() for stream in streams]
 
     onnx_codes = run(SpeechSettings(policy=POLICY, prefill_chunk=8))
