@@ -7,6 +7,7 @@ closing it (client gone, error, done) cancels the gRPC stream so Triton frees th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -30,7 +31,9 @@ class Generation:
     @classmethod
     async def open(cls, triton: Triton, request: MusicRequest | SpeechRequest, metrics: GatewayMetrics) -> "Generation":
         stats = StreamStats()
-        stream = triton.stream(request, stats)
+        # In a thread: building a speech stream splits its text into sentences (Unicode segmentation in pure
+        # Python, a few hundred ms for a 4096-character input), which would stall every other stream.
+        stream = await asyncio.to_thread(triton.stream, request, stats)
         metrics.active_streams.inc()
         try:
             first = await anext(stream)
