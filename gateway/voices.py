@@ -59,9 +59,13 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 1024:.0f} KiB"
 
 
+def too_large(size: int, settings: Settings) -> APIError:
+    return _bad_file(413, f"{_size(size)} is over the {_size(settings.voice_max_bytes)} limit for a voice clip")
+
+
 def check_size(size: int, settings: Settings) -> None:
     if size > settings.voice_max_bytes:
-        raise _bad_file(413, f"{_size(size)} is over the {_size(settings.voice_max_bytes)} limit for a voice clip")
+        raise too_large(size, settings)
 
 
 def check_clip(data: bytes, filename: str | None, settings: Settings) -> ClipInfo:

@@ -45,10 +45,7 @@ async def upload_size_guard(request: Request, call_next):
         except ValueError:
             length = 0
         if length > settings.voice_max_bytes + MULTIPART_OVERHEAD:
-            try:
-                voices.check_size(length, settings)
-            except APIError as error:
-                return error.response()
+            return voices.too_large(length, settings).response()
     return await call_next(request)
 
 
