@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
 # OpenAI has 11 voices and Orpheus 8, so some speakers stand in for two.
@@ -12,7 +13,6 @@ OPENAI_VOICES = {
     "alloy": "tara", "ash": "leo", "ballad": "dan", "coral": "mia", "echo": "zac", "fable": "dan",
     "onyx": "leo", "nova": "leah", "sage": "zoe", "shimmer": "jess", "verse": "zac",
 }
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
