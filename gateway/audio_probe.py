@@ -1,8 +1,13 @@
-"""What an uploaded clip is, read from its bytes' headers alone: format, sample rate, channels, duration.
+"""What an uploaded clip is, read from its bytes' headers alone, and its decoding within a budget.
 
-Voice uploads are checked with this before anything decodes them, so a bad upload (random
+Voice uploads are checked with `probe` before anything decodes them, so a bad upload (random
 bytes, a truncated file, ten minutes of audio, a telephone-rate recording) is refused with a
 message naming the problem, cheaply, and never reaches FFmpeg's decoders or Triton.
+
+A header can lie (a FLAC whose STREAMINFO says 5 s but whose frames hold an hour), so
+`decode_within` never trusts it: it resamples each decoded frame to the target rate as it goes
+and stops as soon as more than the allowed seconds have come out, for every container. Memory is
+bounded by those seconds at the target rate, whatever the file's rate or its real length.
 
 The format is sniffed from the content (RIFF/WAVE, fLaC, OggS, an MPEG audio frame, after an
 optional ID3v2 tag) and must agree with the file name's extension. The duration comes from:
@@ -14,9 +19,14 @@ optional ID3v2 tag) and must agree with the file name's extension. The duration 
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import PurePath
+
+import av
+import numpy as np
 
 EXTENSIONS = {".wav": "wav", ".wave": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".oga": "ogg",
               ".opus": "ogg"}
@@ -29,6 +39,14 @@ class ProbeError(ValueError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class ClipTooLong(ProbeError):
+    """Decoding gave more than `seconds` of audio (and stopped there), whatever the header said."""
+
+    def __init__(self, seconds: float):
+        super().__init__(422, f"the clip holds more than {seconds:g} s of audio (decoding stopped there)")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -273,3 +291,34 @@ def probe(data: bytes, filename: str | None) -> ClipInfo:
         return _PARSERS[fmt](data)
     except (struct.error, IndexError):
         raise _truncated(fmt, "a header ends early") from None
+
+
+# --- decoding within a budget --------------------------------------------------------------------------
+
+
+def decode_within(data: bytes, sample_rate: int, max_seconds: float) -> np.ndarray:
+    """The clip's first audio stream as mono float32 [samples] in [-1, 1] at `sample_rate`.
+
+    Each decoded frame is resampled and down-mixed (channels averaged) at once, and decoding stops
+    with ClipTooLong once more than `max_seconds` have come out. The samples are those of
+    client.clip.decode_clip for a clip within the budget. Raises ProbeError (422) when the clip
+    cannot be decoded.
+    """
+    limit = int(max_seconds * sample_rate)
+    pieces, count = [], 0
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise ProbeError(422, "the file holds no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sample_rate)
+            for frame in chain(container.decode(stream), [None]):  # None: flush the resampler
+                for resampled in resampler.resample(frame):
+                    pieces.append(resampled.to_ndarray().mean(axis=0))  # [channels, samples] -> mono
+                    count += len(pieces[-1])
+                    if count > limit:
+                        raise ClipTooLong(max_seconds)
+    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+        raise ProbeError(422, f"cannot decode the clip: {error}") from None
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)

@@ -6,28 +6,29 @@ a default table mapping each to a built-in speaker), then a stored voice by id o
 its codes and transcript, `reference_codes` + `reference_text`).
 
 Cloning checks the upload from its headers first (gateway/audio_probe.py: size, format and
-extension, duration, sample rate, channels), then decodes it to 24 kHz mono, and only then,
-when no stored voice has the same content, encodes it once through Triton's codec encoder.
+extension, duration, sample rate, channels), then decodes it to 24 kHz mono within a budget of
+samples actually decoded (a header that understates the length cannot make it decode an hour),
+and only then, when no stored voice has the same content, encodes it once through Triton's codec
+encoder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 
 import numpy as np
 
-from client.clip import decode_clip
 from ensemble.orpheus_format import TOKENS_PER_FRAME
 from gateway import voice_store as vs
-from gateway.audio_probe import ClipInfo, ProbeError, probe
+from gateway.audio_probe import ClipInfo, ClipTooLong, ProbeError, decode_within, probe
 from gateway.errors import APIError
 from gateway.settings import Settings
 from gateway.triton import Triton
 
 MAX_NAME_CHARS = 64
 MAX_TRANSCRIPT_CHARS = 1000
+DECODE_MARGIN_S = 0.5  # decoded audio may exceed the longest clip by a decoder's padding, not more
 
 
 def voice_owner(settings: Settings, key: str) -> str:
@@ -86,6 +87,23 @@ def check_clip(data: bytes, filename: str | None, settings: Settings) -> ClipInf
     return info
 
 
+def decoded_clip(data: bytes, info: ClipInfo, settings: Settings) -> np.ndarray:
+    """The clip at the speech codec's rate, mono, within voice_max_seconds: decoding stops beyond them."""
+    rate, low, high = settings.speech_sample_rate, settings.voice_min_seconds, settings.voice_max_seconds
+    try:
+        clip = decode_within(data, rate, high + DECODE_MARGIN_S)
+    except ClipTooLong as error:
+        raise _bad_file(422, f"{error}, though its header says {info.duration:.2f} s; a voice clip must last "
+                             f"{low:g} to {high:g} s") from None
+    except ProbeError as error:
+        raise _bad_file(error.status, str(error)) from None
+    clip = clip[:int(high * rate)]  # a decoder's padding, not more audio
+    if len(clip) < low * rate * 0.95:
+        raise _bad_file(422, f"the clip decodes to {len(clip) / rate:.2f} s of audio; a voice clip must last "
+                             f"{low:g} to {high:g} s")
+    return clip
+
+
 def check_name(name: str, settings: Settings) -> str:
     name = name.strip()
     if not name:
@@ -107,16 +125,8 @@ async def clone(store: vs.VoiceStore, triton: Triton, settings: Settings, owner:
     transcript = " ".join(transcript.split())
     if not transcript:
         raise APIError(422, "transcript: must not be blank", param="transcript", code="invalid_value")
-    check_clip(data, filename, settings)
-    rate = settings.speech_sample_rate
-    try:
-        clip = await asyncio.to_thread(decode_clip, io.BytesIO(data), rate)
-    except ValueError as error:
-        raise _bad_file(422, str(error)) from None
-    clip = clip[:int(settings.voice_max_seconds * rate)]  # a decoder's padding, not more audio
-    if len(clip) < settings.voice_min_seconds * rate * 0.95:
-        raise _bad_file(422, f"the clip decodes to {len(clip) / rate:.2f} s of audio; a voice clip must last "
-                             f"{settings.voice_min_seconds:g} to {settings.voice_max_seconds:g} s")
+    info = check_clip(data, filename, settings)
+    clip = await asyncio.to_thread(decoded_clip, data, info, settings)
     digest = content_hash(clip, transcript)
     existing = await asyncio.to_thread(store.find_content, owner, digest)
     if existing is not None:
@@ -129,7 +139,8 @@ async def clone(store: vs.VoiceStore, triton: Triton, settings: Settings, owner:
         raise APIError(502, f"the codec encoder returned codes of shape {list(codes.shape)}", type="server_error",
                        code="upstream_error")
     try:
-        return await asyncio.to_thread(store.add, owner, name, transcript, digest, codes, clip, rate)
+        return await asyncio.to_thread(store.add, owner, name, transcript, digest, codes, clip,
+                                       settings.speech_sample_rate)
     except vs.NameTaken as taken:
         raise _name_taken(taken.voice) from None
 

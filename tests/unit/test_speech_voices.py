@@ -112,6 +112,26 @@ def test_bad_reference_audio_is_refused_before_decoding(module_gateway, fake_tri
     assert [v["type"] for v in httpx.get(f"{gateway}/v1/audio/voices").json()["data"]] == ["builtin"] * 8
 
 
+def test_a_flac_bomb_is_refused_once_its_decoded_audio_passes_the_limit(module_gateway, fake_triton):  # noqa: F811
+    """Ten minutes of audio under a header that says 5 s: decoding stops at 30.5 s, nothing is encoded."""
+    from tests.unit.test_audio_probe import set_flac_total_samples
+
+    bomb = set_flac_total_samples(silence(600.0, 48000, "FLAC"), 5 * 48000)
+    reply = upload(module_gateway[3], bomb, "bomb.flac")
+    assert (reply.status_code, reply.json()["error"]) == (422, {
+        "message": "file: the clip holds more than 30.5 s of audio (decoding stopped there), though its header says "
+                   "5.00 s; a voice clip must last 1 to 30 s",
+        "type": "invalid_request_error", "param": "file", "code": "invalid_audio"})
+    assert fake_triton[0].encoded == []
+
+
+def test_a_192_khz_stereo_clip_is_accepted_and_resampled_to_24_khz(gateway, fake):
+    reply = upload(gateway, clip(3.0, 192000, 2, "WAV", "PCM_24"), "studio.wav", name="Studio")
+    assert reply.status_code == 201, reply.text
+    (encoded,) = fake[0].encoded
+    assert encoded.shape == (1, 3 * SR)
+
+
 def test_a_file_over_the_size_limit_is_a_413(settings, fake):
     with run_gateway(settings.model_copy(update={"voice_max_bytes": 100_000})) as url:
         small = upload(url, clip(1.5))  # 72 KB
