@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.errors import ClientError, GenerationError, ServerUnavailableError
+from gateway.schemas import TRITON_FIELDS
 
 RETRY_AFTER_S = "2"
 
@@ -29,16 +30,41 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def unavailable(message: str, code: str) -> APIError:
+    """503 with Retry-After: not ready now (Triton unreachable or stopping, a model unloaded or unhealthy)."""
+    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": RETRY_AFTER_S})
+
+
 def triton_unavailable(detail: str = "") -> APIError:
-    message = "Triton is not reachable" + (f": {detail}" if detail else "")
-    return APIError(503, message, type="server_error", code="triton_unavailable", headers={"Retry-After": RETRY_AFTER_S})
+    return unavailable("Triton is not reachable" + (f": {detail}" if detail else ""), "triton_unavailable")
+
+
+class StreamStalled(ClientError):
+    """A stream sent nothing for `seconds` after its audio began: its model's python stub died or hangs."""
+
+    def __init__(self, model: str, seconds: float):
+        self.model, self.seconds = model, seconds
+        super().__init__(f"{model} sent no audio for {seconds:g} s: the stream was cancelled and {model} is reloaded")
+
+
+# Triton's words for a model that cannot serve now, and the code a 503 carries for them
+NOT_SERVING = (
+    ("is not healthy", "model_unhealthy"),  # "Stub process 'musicgen_0_0' is not healthy.": the stub died
+    ("Request for unknown model", "model_unavailable"),  # unloaded or unloading: "... has no available versions"
+    ("Server is stopping", "triton_stopping"),  # draining before exit
+)
 
 
 def from_client_error(error: ClientError) -> APIError:
     """Map what the Triton pipeline said to an HTTP status, keeping its message."""
     if isinstance(error, ServerUnavailableError):
         return triton_unavailable(str(error))
+    if isinstance(error, StreamStalled):
+        return unavailable(str(error), "model_unhealthy")
     if isinstance(error, GenerationError):
+        for words, code in NOT_SERVING:
+            if words in error.message:
+                return unavailable(error.message, code)
         if error.status == "INVALID_ARGUMENT":
             param = error.message.split(":", 1)[0] if ":" in error.message else None
             return APIError(422, error.message, param=param, code="invalid_value")
@@ -50,20 +76,60 @@ def from_client_error(error: ClientError) -> APIError:
     return APIError(502, f"generation failed: {error}", type="server_error", code="upstream_error")
 
 
+def with_api_fields(error: APIError, fields: dict[str, str]) -> APIError:
+    """`error` naming the API field a Triton tensor was filled from (param and message prefix), e.g. text -> prompt."""
+    field = fields.get(error.param or "")
+    if field is None:
+        return error
+    message = field + error.message.removeprefix(error.param) if error.message.startswith(f"{error.param}:") \
+        else error.message
+    return APIError(error.status, message, type=error.type, param=field, code=error.code, headers=error.headers)
+
+
+def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    route = getattr(request.scope.get("route"), "path", "")
+    return with_api_fields(exc, TRITON_FIELDS.get(route, {})).response()
+
+
+# pydantic's wording where it misleads or says too little, by error type
+_RULES = {"finite_number": lambda error: f"must be a finite number, got {error['input']!r}"}
+
+
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return _bad_body(f"invalid JSON at position {first['loc'][-1]}: {first['ctx']['error']}")
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(location) or None
-    message = f"{param}: {first['msg']}" if param else first["msg"]
-    return APIError(422, message, param=param, code="invalid_value").response()
+    rule = _RULES[first["type"]](first) if first["type"] in _RULES else first["msg"]
+    return APIError(422, f"{param or 'body'}: {rule}", param=param, code="invalid_value").response()
+
+
+def _bad_body(problem: str) -> JSONResponse:
+    """400 for a body that is not JSON at all; `param` is null: no field of it could be read."""
+    return APIError(400, f"body: {problem}", code="invalid_json").response()
+
+
+_UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's 400, raised from the parser's exception
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why FastAPI could not parse the body."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} at position {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply"
+    return f"cannot be parsed ({type(cause).__name__}: {cause})"
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY and exc.__cause__ is not None:
+        return _bad_body(_unparsable(exc.__cause__))
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
     return APIError(exc.status_code, str(exc.detail), type=kind, headers=getattr(exc, "headers", None)).response()
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(APIError, lambda request, exc: exc.response())
+    app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -20,10 +20,11 @@ import soundfile
 
 from client import ClientError, MusicRequest
 from gateway import job_store as js
-from gateway.errors import APIError
+from gateway.errors import APIError, with_api_fields
 from gateway.generation import Generation
 from gateway.job_store import Job, JobStore
 from gateway.metrics import GatewayMetrics
+from gateway.schemas import MUSIC_FIELDS
 from gateway.settings import Settings
 from gateway.triton import Triton
 
@@ -152,7 +153,7 @@ class JobRunner:
             log.info("job %s: generation stopped (%s)", job.id, "shutdown" if self._stopping else "cancelled")
             raise
         except APIError as error:
-            await self._fail(job, error.message)
+            await self._fail(job, with_api_fields(error, MUSIC_FIELDS).message)  # prompt, not Triton's text
         except ClientError as error:
             await self._fail(job, f"generation failed: {error}")
         except Exception as error:

@@ -34,9 +34,9 @@ EXTENSIONS = {"wav": "wav", "flac": "flac", "mp3": "mp3", "opus": "ogg", "pcm": 
 
 
 class JobBody(GenerationFields):
-    duration: float = Field(8.0, ge=0.1, description="Seconds of audio to generate, up to max_job_duration_s "
-                                                      "(default 300); beyond 30 s it is generated in windows, "
-                                                      "window i with seed + i.")
+    duration: float = Field(8.0, ge=0.1, strict=True,
+                            description="Seconds of audio to generate, up to max_job_duration_s (default 300); beyond "
+                                        "30 s it is generated in windows, window i with seed + i.")
     response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
 
 

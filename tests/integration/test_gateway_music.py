@@ -96,7 +96,7 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
         ({"duration": 0}, 422, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
         ({"duration": 0.05}, 422, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
         ({"duration": 1000}, 422, envelope("duration: Input should be less than or equal to 30", "duration")),
-        ({"duration": "long"}, 422, envelope("duration: Input should be a valid number, unable to parse string as a number", "duration")),
+        ({"duration": "long"}, 422, envelope("duration: Input should be a valid number", "duration")),  # strict
         ({"temperature": -1}, 422, envelope("temperature: Input should be greater than or equal to 0", "temperature")),
         ({"top_k": -1}, 422, envelope("top_k: Input should be greater than or equal to 0", "top_k")),
         ({"top_p": 0}, 422, envelope("top_p: Input should be greater than 0", "top_p")),
