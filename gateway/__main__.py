@@ -18,7 +18,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # proxy_headers off: the app trusts X-Forwarded-For only from settings.forwarded_allow_ips (uvicorn's default
+    # would trust 127.0.0.1, so anyone behind a local port-forward could name any client address)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
 
 
 if __name__ == "__main__":

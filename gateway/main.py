@@ -5,9 +5,10 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import errors
-from gateway.auth import StreamLimiter
+from gateway.auth import document_auth, limiter_for
 from gateway.job_runner import JobRunner
 from gateway.job_store import JobStore
 from gateway.metrics import GatewayMetrics
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Streaming audio generation on NVIDIA Triton Inference Server.")
     app.state.settings = settings
     app.state.metrics = GatewayMetrics()
-    app.state.limiter = StreamLimiter(settings.max_streams_per_key)
+    app.state.limiter = limiter_for(settings)
     errors.install(app)
     app.middleware("http")(voices.upload_size_guard)  # inner: the requests counter below sees its 413s
 
@@ -53,6 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
+    # outermost: every layer sees the client the trusted proxies name, and no one else's X-Forwarded-For
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+
     for module in (music, speech, voices, jobs, models, health, web):
         app.include_router(module.router)
+    document_auth(app, settings)
     return app

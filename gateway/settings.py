@@ -28,8 +28,16 @@ class Settings(BaseSettings):
     stream_timeout_s: float = Field(600.0, description="deadline of one generation stream")
     pipeline: str = "musicgen"
 
-    api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty: no authentication")
+    api_keys: list[str] = Field(default_factory=list, description="generation Bearer keys; empty: generation is open")
+    admin_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for model control, /metrics and /v1/resources; with api_keys "
+        "set and no admin key, those routes are refused to everyone")
     max_streams_per_key: int = Field(4, description="concurrent generation streams per key (or per client without keys)")
+    max_anonymous_streams: int = Field(
+        16, description="without api_keys: concurrent streams of all clients together (CPU target: 8 + 8 decode slots)")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list, description="proxies (addresses or networks) whose X-Forwarded-For names the client; "
+        "empty: trust none, the peer is the client")
 
     data_dir: Path = Field(Path(".tritone"), description="job database and results")
     max_queued_jobs: int = 16

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import REQUIRE_ADMIN
 from gateway.dependencies import MetricsDep, SettingsDep, TritonDep
 from gateway.errors import APIError
 
@@ -31,7 +32,7 @@ async def readyz(triton: TritonDep, settings: SettingsDep):
     return {"status": "ready", "pipeline": settings.pipeline, "speech_model": settings.speech_model}
 
 
-@router.get("/metrics", summary="Gateway metrics in Prometheus format")
+@router.get("/metrics", dependencies=[REQUIRE_ADMIN], summary="Gateway metrics in Prometheus format (an admin key)")
 async def metrics(gateway_metrics: MetricsDep):
     return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -47,7 +48,8 @@ def _triton_memory(metrics_text: str) -> dict[str, float]:
     return values
 
 
-@router.get("/v1/resources", summary="Gateway process memory, and Triton's CPU/GPU memory from its metrics")
+@router.get("/v1/resources", dependencies=[REQUIRE_ADMIN],
+            summary="Gateway process memory, and Triton's CPU/GPU memory from its metrics (an admin key)")
 async def resources(triton: TritonDep):
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:

@@ -1,21 +1,26 @@
-"""Models: what Triton has (ready or not), and load/unload through its repository API."""
+"""Models: what Triton has (ready or not; any key), and load/unload through its repository API (an admin key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from gateway.auth import REQUIRE_ADMIN, REQUIRE_KEY
 from gateway.dependencies import SettingsDep, TritonDep
 from gateway.errors import APIError
-from gateway.schemas import ERROR_RESPONSES
+from gateway.schemas import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["models"])
 
 # Pipeline parameters worth showing a client (from the config of musicgen and of orpheus).
 PUBLIC_PARAMETERS = {"sample_rate": int, "max_duration_s": float, "max_text_chars": int, "max_text_tokens": int,
                      "max_slots": int, "max_queue": int}
+# what load and unload can answer besides 200 (401/403 are documented from the route's key, see gateway.auth)
+CONTROL_RESPONSES = {404: {"model": ErrorBody, "description": "No such model in the repository"},
+                     503: ERROR_RESPONSES[503]}
 
 
-@router.get("/v1/models", summary="Models on the Triton server, ready or not, with the pipelines' limits")
+@router.get("/v1/models", dependencies=[REQUIRE_KEY],
+            summary="Models on the Triton server, ready or not, with the pipelines' limits")
 async def list_models(triton: TritonDep, settings: SettingsDep):
     data = []
     for model in await triton.models():
@@ -34,7 +39,8 @@ async def _known(triton, name: str) -> None:
                        code="model_not_found")
 
 
-@router.post("/v1/models/{name}/load", responses=ERROR_RESPONSES, summary="Load a model (explicit model control)")
+@router.post("/v1/models/{name}/load", dependencies=[REQUIRE_ADMIN], responses=CONTROL_RESPONSES,
+             summary="Load a model (explicit model control; an admin key)")
 async def load_model(name: str, triton: TritonDep, request: Request):
     await _known(triton, name)
     await triton.load(name)
@@ -42,7 +48,8 @@ async def load_model(name: str, triton: TritonDep, request: Request):
     return {"id": name, "ready": await triton.model_ready(name)}
 
 
-@router.post("/v1/models/{name}/unload", responses=ERROR_RESPONSES, summary="Unload a model (explicit model control)")
+@router.post("/v1/models/{name}/unload", dependencies=[REQUIRE_ADMIN], responses=CONTROL_RESPONSES,
+             summary="Unload a model (explicit model control; an admin key)")
 async def unload_model(name: str, triton: TritonDep):
     await _known(triton, name)
     await triton.unload(name)
