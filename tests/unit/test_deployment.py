@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -81,13 +82,29 @@ def test_fp16_builds_keep_t5_layer_norms_and_feed_forward_outputs_in_fp32(tiny_r
     assert not any("SelfAttention/q" in n for n in pinned)
 
 
-def test_the_compose_file_validates_with_docker_compose_config():
+def compose_config(*options: str) -> str:
+    """`docker-compose config` of the compose file: validated and normalized by docker-compose itself."""
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: apt-get install --no-install-recommends docker-compose"
-    result = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
+    result = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config", *options],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == ["gateway-cpu", "gateway-gpu", "triton-cpu", "triton-gpu"]
+    return result.stdout
+
+
+def test_the_compose_file_validates_with_docker_compose_config():
+    services = compose_config("--services")
+    assert sorted(services.split()) == ["gateway-cpu", "gateway-gpu", "triton-cpu", "triton-gpu"]
+
+
+def test_compose_publishes_only_the_gateway_and_keeps_triton_on_the_internal_network():
+    services = yaml.safe_load(compose_config())["services"]
+    for name in ("triton-cpu", "triton-gpu"):  # Triton's ports have no authentication
+        assert "ports" not in services[name], f"{name} publishes Triton's ports"
+        assert services[name]["expose"] == ["8000", "8001", "8002"]
+    for name in ("gateway-cpu", "gateway-gpu"):  # the front door, with the API keys
+        assert services[name]["ports"] == [{"published": 8080, "target": 8080}]
+        assert services[name]["environment"]["TRITONE_ADMIN_KEYS"] == "[]"
 
 
 def test_the_dockerfile_passes_hadolint():
