@@ -73,6 +73,7 @@ TABLE = {
     ("POST", "/v1/jobs"): Row("/v1/jobs", any_key(422), {}),
     ("GET", "/v1/jobs"): Row("/v1/jobs", any_key(200)),
     ("GET", "/v1/jobs/{job_id}"): Row("/v1/jobs/job_none", any_key(404)),
+    ("DELETE", "/v1/jobs/{job_id}"): Row("/v1/jobs/job_none", any_key(404)),
     ("POST", "/v1/jobs/{job_id}/cancel"): Row("/v1/jobs/job_none/cancel", any_key(404)),
     ("GET", "/v1/jobs/{job_id}/audio"): Row("/v1/jobs/job_none/audio", any_key(404)),
     ("GET", "/v1/models"): Row("/v1/models", any_key(503)),
