@@ -3,7 +3,8 @@
 A job longer than the pipeline's limit (30 s) is generated in windows: the first window is up to
 30 s; each later one continues from the last 10 s of codes generated so far (`prompt_codes`) and
 adds up to 20 s. Cancelling a running job cancels its task, which closes the gRPC stream, so
-Triton frees the decode slot at its next step.
+Triton frees the decode slot at its next step. A sweeper deletes jobs (and their audio) that ended
+more than `job_ttl_s` ago, at startup and every `job_sweep_interval_s`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}  # job id -> the task generating it
+        self._sweeper: asyncio.Task | None = None
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -83,6 +85,8 @@ class JobRunner:
         if recovered:
             log.info("re-queued %d job(s) left running by the last gateway: %s", len(recovered), ", ".join(recovered))
         await self.refresh_gauge()
+        await self.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="job-sweeper")
         self._workers = [asyncio.create_task(self._worker(i), name=f"job-worker-{i}")
                          for i in range(self.settings.job_workers)]
 
@@ -90,9 +94,10 @@ class JobRunner:
         """Stop the workers; jobs they were generating go back to the queue (they restart from scratch)."""
         self._stopping = True
         running = dict(self._running)
-        for task in (*self._workers, *running.values()):
+        background = [*self._workers, *([self._sweeper] if self._sweeper else [])]
+        for task in (*background, *running.values()):
             task.cancel()
-        await asyncio.gather(*self._workers, *running.values(), return_exceptions=True)
+        await asyncio.gather(*background, *running.values(), return_exceptions=True)
         for job_id in running:
             await asyncio.to_thread(self.store.requeue, job_id)
         self._workers = []
@@ -111,6 +116,23 @@ class JobRunner:
             task.cancel()
             await asyncio.wait([task], timeout=CANCEL_WAIT_S)
         await self.refresh_gauge()
+
+    async def sweep(self) -> list[str]:
+        """Delete the jobs that ended more than job_ttl_s ago, and their audio; returns their ids."""
+        if self.settings.job_ttl_s <= 0:
+            return []
+        expired = await asyncio.to_thread(self.store.expire, self.store.clock() - self.settings.job_ttl_s)
+        if expired:
+            log.info("deleted %d expired job(s) and their audio: %s", len(expired), ", ".join(expired))
+        return expired
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep (disk, database) is retried at the next interval
+                log.exception("sweeping expired jobs failed")
 
     # -- workers ---------------------------------------------------------------------------------
 

@@ -4,16 +4,23 @@ One connection, serialized by a lock; every method is blocking, so async callers
 `asyncio.to_thread`. Status moves queued -> running -> succeeded | failed, and queued or running
 -> cancelled; every transition is one statement guarded by the expected current status, so a
 cancel racing the runner's finish has exactly one winner. Jobs run in submission order (`seq`).
+
+Disk use is bounded three ways: a finished job and its audio are deleted once they are older than
+a time to live (`expire`, swept by the runner), a client deletes them at will (`delete`), and a new
+job is refused (`StorageFull`) when the audio stored plus what queued and running jobs will write
+would pass a byte budget or leave too little free disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from gateway.sqlite import connect
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+RESULT_BYTES_PER_S = 4 * 32000  # a result is float32 WAV at MusicGen's 32 kHz: what a job writes per second
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,6 +63,20 @@ class IdempotencyConflict(Exception):
 
 class JobNotFound(Exception):
     pass
+
+
+class StorageFull(Exception):
+    """A new job would pass the disk budget or leave too little free disk; the message says which and by how much."""
+
+
+@dataclass(frozen=True)
+class StorageLimits:
+    budget_bytes: int = 0  # results on disk + what queued and running jobs will write; 0: no budget
+    min_free_bytes: int = 0  # free disk to leave once every queued and running job has written its result
+
+
+def _size(count: float) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 class JobFinished(Exception):
@@ -119,7 +141,8 @@ def body_hash(params: dict[str, Any]) -> str:
 
 
 class JobStore:
-    def __init__(self, data_dir: Path | str):
+    def __init__(self, data_dir: Path | str, clock: Callable[[], float] = time.time):
+        self.clock = clock  # wall-clock seconds: created, started and finished times, and expiry
         self.data_dir = Path(data_dir)
         self.results_dir = self.data_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +196,39 @@ class JobStore:
             positions = self._queued_positions()
         return [self._job(row, positions) for row in rows]
 
+    def stored_bytes(self) -> int:
+        """Bytes of job audio on disk (finished results and partial files)."""
+        total = 0
+        for path in self.results_dir.iterdir():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # deleted meanwhile
+                pass
+        return total
+
+    def _pending_bytes(self) -> int:
+        """What queued and running jobs will write."""
+        seconds = self._db.execute("SELECT COALESCE(SUM(json_extract(params, '$.duration')), 0) FROM jobs "
+                                   "WHERE status IN (?, ?)", (QUEUED, RUNNING)).fetchone()[0]
+        return int(seconds * RESULT_BYTES_PER_S)
+
+    def _check_storage(self, seconds: float, limits: StorageLimits) -> None:
+        needed, pending = int(seconds * RESULT_BYTES_PER_S), self._pending_bytes()
+        if limits.budget_bytes:
+            stored = self.stored_bytes()
+            if stored + pending + needed > limits.budget_bytes:
+                raise StorageFull(
+                    f"job storage is full: {_size(stored)} of job audio is stored and {_size(pending)} reserved by "
+                    f"queued and running jobs; this job needs {_size(needed)} more, over the "
+                    f"{_size(limits.budget_bytes)} budget (TRITONE_JOB_DISK_BUDGET_BYTES). Delete finished jobs "
+                    "(DELETE /v1/jobs/{id}) or wait until they expire")
+        free = shutil.disk_usage(self.results_dir).free
+        if free - pending - needed < limits.min_free_bytes:
+            raise StorageFull(
+                f"the disk is almost full: {_size(free)} free, {_size(pending)} reserved by queued and running jobs "
+                f"and {_size(needed)} needed by this one would leave less than {_size(limits.min_free_bytes)} "
+                "(TRITONE_JOB_MIN_FREE_BYTES)")
+
     def queued_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,)).fetchone()[0]
@@ -180,10 +236,10 @@ class JobStore:
     # -- writes ----------------------------------------------------------------------------------
 
     def create(self, owner: str, params: dict[str, Any], *, idempotency_key: str | None = None,
-               max_queued: int | None = None) -> tuple[Job, bool]:
+               max_queued: int | None = None, storage: StorageLimits | None = None) -> tuple[Job, bool]:
         """(job, created). The same idempotency key and body returns the existing job with created False.
 
-        Raises IdempotencyConflict (key reused with another body) or QueueFull.
+        Raises IdempotencyConflict (key reused with another body), QueueFull or StorageFull.
         """
         digest = body_hash(params)
         with self._lock:
@@ -201,11 +257,13 @@ class JobStore:
                     queued = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,)).fetchone()[0]
                     if queued >= max_queued:
                         raise QueueFull(queued)
+                if storage is not None:
+                    self._check_storage(float(params["duration"]), storage)
                 job_id = "job_" + uuid.uuid4().hex
                 self._db.execute(
                     "INSERT INTO jobs (id, owner, idempotency_key, body_hash, params, status, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, owner, idempotency_key, digest, json.dumps(params), QUEUED, time.time()))
+                    (job_id, owner, idempotency_key, digest, json.dumps(params), QUEUED, self.clock()))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -218,7 +276,7 @@ class JobStore:
             rows = self._db.execute(
                 "UPDATE jobs SET status = ?, started_at = ?, progress = 0, eta_s = NULL, error = NULL "
                 "WHERE seq = (SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1) RETURNING *",
-                (RUNNING, time.time(), QUEUED)).fetchall()  # fetchall: the statement completes, the write commits
+                (RUNNING, self.clock(), QUEUED)).fetchall()  # fetchall: the statement completes, the write commits
             return self._job(rows[0]) if rows else None
 
     def update_progress(self, job_id: str, progress: float, eta_s: float | None) -> str | None:
@@ -238,7 +296,7 @@ class JobStore:
                 "UPDATE jobs SET status = ?, finished_at = ?, error = ?, "
                 "progress = CASE WHEN ? THEN 100 ELSE progress END, eta_s = CASE WHEN ? THEN 0 ELSE NULL END "
                 "WHERE id = ? AND status = ?",
-                (status, time.time(), error, done, done, job_id, RUNNING))
+                (status, self.clock(), error, done, done, job_id, RUNNING))
             return cursor.rowcount == 1
 
     def cancel(self, job_id: str, owner: str | None = None) -> tuple[Job, str]:
@@ -253,8 +311,27 @@ class JobStore:
             if job.status in TERMINAL:
                 raise JobFinished(job)
             self._db.execute("UPDATE jobs SET status = ?, finished_at = ?, eta_s = NULL WHERE id = ? AND status = ?",
-                             (CANCELLED, time.time(), job_id, job.status))
+                             (CANCELLED, self.clock(), job_id, job.status))
             return self._get(job_id), job.status
+
+    def delete(self, job_id: str, owner: str | None = None) -> bool:
+        """Delete the job and its audio (a running job should be cancelled first); False if there is none."""
+        with self._lock:
+            deleted = self._db.execute("DELETE FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?) RETURNING id",
+                                       (job_id, owner, owner)).fetchall()
+        if deleted:
+            self.result_path(job_id).unlink(missing_ok=True)
+        return bool(deleted)
+
+    def expire(self, before: float) -> list[str]:
+        """Delete jobs that ended before `before` (wall-clock seconds) and their audio; returns their ids."""
+        with self._lock:
+            rows = self._db.execute(
+                f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(TERMINAL))}) AND finished_at < ? RETURNING id",
+                (*TERMINAL, before)).fetchall()
+        for row in rows:
+            self.result_path(row["id"]).unlink(missing_ok=True)
+        return [row["id"] for row in rows]
 
     def requeue(self, job_id: str) -> bool:
         """running -> queued, from scratch (its place in the queue is its original submission order)."""

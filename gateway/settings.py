@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     max_queued_jobs: int = 16
     max_job_duration_s: float = Field(300.0, description="longest job; beyond 30 s a job is generated in windows")
     job_workers: int = Field(2, description="jobs generating at once")
+    job_ttl_s: float = Field(3 * 86400.0, description="finished jobs and their audio are deleted this long after "
+                                                      "they end (3 days); 0: kept forever")
+    job_sweep_interval_s: float = Field(600.0, description="how often expired jobs are looked for (also at startup)")
+    job_disk_budget_bytes: int = Field(
+        10 * 2**30, description="job audio on disk, plus what queued and running jobs will write, stays under this "
+                                "(10 GiB); a job beyond it is refused with 507; 0: no budget")
+    job_min_free_bytes: int = Field(
+        2**30, description="a job that would leave less free disk than this (1 GiB) is refused with 507")
     idle_unload_s: float = Field(0.0, description="unload models idle this long (explicit model control); 0: never")
 
     speech_model: str = Field("orpheus", description="Triton model that speaks (decoupled, streams audio)")

@@ -3,10 +3,12 @@
     POST /v1/jobs                  submit (202 + Location; Idempotency-Key makes retries safe)
     GET  /v1/jobs                  newest first
     GET  /v1/jobs/{id}             status, queue position, progress, ETA
-    POST /v1/jobs/{id}/cancel      stops the gRPC stream of a running job
-    GET  /v1/jobs/{id}/audio       the result, encoded on the fly (?format=wav|flac|mp3|opus|pcm)
+    POST   /v1/jobs/{id}/cancel    stops the gRPC stream of a running job
+    GET    /v1/jobs/{id}/audio     the result, encoded on the fly (?format=wav|flac|mp3|opus|pcm)
+    DELETE /v1/jobs/{id}           the job and its audio (a running job is cancelled first)
 
 With API keys configured a key sees only its own jobs; without them every client sees all jobs.
+Finished jobs expire after `job_ttl_s`; a job that would pass the disk budget is refused with 507.
 """
 
 from __future__ import annotations
@@ -68,12 +70,18 @@ async def _job(store: JobStore, job_id: str, owner: str | None) -> js.Job:
     return job
 
 
+def _storage_limits(settings) -> js.StorageLimits:
+    return js.StorageLimits(budget_bytes=settings.job_disk_budget_bytes, min_free_bytes=settings.job_min_free_bytes)
+
+
 def _job_response(job: js.Job, status: int) -> JSONResponse:
     return JSONResponse(job.to_dict(), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.post("/v1/jobs", status_code=202, responses={200: {"description": "The job this Idempotency-Key created"},
                                                      409: {"description": "Idempotency-Key reused with another body"},
+                                                     507: {"description": "Job storage is full: disk budget or free "
+                                                                          "disk"},
                                                      **ERROR_RESPONSES},
              summary="Submit a long generation as a background job")
 async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
@@ -84,7 +92,8 @@ async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: Run
                        param="duration", code="invalid_value")
     try:
         job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,
-                                               max_queued=settings.max_queued_jobs)
+                                               max_queued=settings.max_queued_jobs,
+                                               storage=_storage_limits(settings))
     except js.IdempotencyConflict:
         raise APIError(409, f"Idempotency-Key {idempotency_key!r} was already used with a different request body",
                        param="Idempotency-Key", code="idempotency_key_reused") from None
@@ -92,6 +101,8 @@ async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: Run
         raise APIError(429, f"the job queue is full ({settings.max_queued_jobs} jobs waiting); retry later",
                        type="rate_limit_error", code="job_queue_full",
                        headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None
+    except js.StorageFull as full:
+        raise APIError(507, str(full), type="server_error", code="insufficient_storage") from None
     if created:
         runner.notify()
         await runner.refresh_gauge()
@@ -115,17 +126,37 @@ async def get_job(job_id: str, key: ClientKey, store: StoreDep, request: Request
              summary="Cancel a queued or running job")
 async def cancel_job(job_id: str, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request):
     try:
-        job, before = await asyncio.to_thread(store.cancel, job_id, _owner(request, key))
+        return (await _cancel(store, runner, job_id, _owner(request, key))).to_dict()
     except js.JobNotFound:
         raise _not_found(job_id) from None
     except js.JobFinished as finished:
         raise APIError(409, f"job {job_id} is already {finished.job.status}", param="job_id",
                        code="job_finished") from None
+
+
+async def _cancel(store: JobStore, runner: JobRunner, job_id: str, owner: str | None) -> js.Job:
+    """Cancel a queued or running job; returns once a running job's gRPC stream is closed."""
+    job, before = await asyncio.to_thread(store.cancel, job_id, owner)
     if before == js.RUNNING:
-        await runner.cancel(job_id)  # returns once the gRPC stream is closed
+        await runner.cancel(job_id)
     else:
         await runner.refresh_gauge()
-    return job.to_dict()
+    return job
+
+
+@router.delete("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}},
+               summary="Delete a job and its audio (a queued or running job is cancelled first)")
+async def delete_job(job_id: str, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request):
+    owner = _owner(request, key)
+    try:
+        await _cancel(store, runner, job_id, owner)
+    except js.JobNotFound:
+        raise _not_found(job_id) from None
+    except js.JobFinished:
+        pass  # it has ended: nothing to stop
+    if not await asyncio.to_thread(store.delete, job_id, owner):
+        raise _not_found(job_id)  # deleted meanwhile
+    return {"id": job_id, "object": "job.deleted", "deleted": True}
 
 
 @router.get("/v1/jobs/{job_id}/audio", response_class=Response,

@@ -155,6 +155,78 @@ def test_restart_requeues_running_jobs_from_scratch_in_their_original_order(tmp_
         reopened.close()
 
 
+# --- retention: delete, expiry, disk budget -----------------------------------------------------------------
+
+
+class Clock:
+    """Wall-clock seconds that a test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def finished_job(store, owner="k", status=js.SUCCEEDED, audio=b"RIFF audio") -> js.Job:
+    """A job run to `status` (its result file written when it succeeded)."""
+    job, _ = store.create(owner, params())
+    assert store.claim_next().id == job.id
+    if status == js.SUCCEEDED:
+        store.result_path(job.id).write_bytes(audio)
+    store.finish(job.id, status, None if status == js.SUCCEEDED else "boom")
+    return store.get(job.id)
+
+
+def test_delete_removes_the_job_and_its_audio_and_only_for_its_owner(store):
+    job = finished_job(store, owner="alice")
+    assert not store.delete(job.id, owner="bob")
+    assert store.get(job.id) is not None and store.result_path(job.id).exists()
+    assert store.delete(job.id, owner="alice")
+    assert store.get(job.id) is None and not store.result_path(job.id).exists()
+    assert not store.delete(job.id) and not store.delete("job_missing")
+
+
+def test_expire_deletes_jobs_that_ended_before_the_cutoff_and_their_audio(tmp_path):
+    clock = Clock()
+    store = JobStore(tmp_path, clock=clock)
+    try:
+        old = finished_job(store)
+        failed = finished_job(store, status=js.FAILED)
+        clock.now += 100
+        recent = finished_job(store)
+        waiting, _ = store.create("k", params("waiting"))  # never ended: never expires
+        assert store.expire(before=clock.now - 50) == [old.id, failed.id]
+        assert store.get(old.id) is None and not store.result_path(old.id).exists()
+        assert store.get(failed.id) is None
+        assert store.get(recent.id).status == js.SUCCEEDED and store.result_path(recent.id).exists()
+        assert store.expire(before=clock.now + 1) == [recent.id]
+        assert store.get(waiting.id).status == js.QUEUED
+    finally:
+        store.close()
+
+
+def test_a_job_past_the_disk_budget_is_refused_counting_stored_and_pending_audio(store):
+    finished_job(store, audio=bytes(1_000_000))  # 0.95 MiB stored
+    store.create("k", params(duration=10.0))  # queued: 1.22 MiB reserved
+    budget = js.StorageLimits(budget_bytes=3 * 2**20)
+    store.create("k", params(duration=5.0), storage=budget)  # 0.61 MiB more: 2.78 MiB in all, within
+    with pytest.raises(js.StorageFull) as full:
+        store.create("k", params(duration=2.0), storage=budget)  # 0.24 MiB more: over
+    assert str(full.value) == (
+        "job storage is full: 1.0 MiB of job audio is stored and 1.8 MiB reserved by queued and running jobs; this "
+        "job needs 0.2 MiB more, over the 3.0 MiB budget (TRITONE_JOB_DISK_BUDGET_BYTES). Delete finished jobs "
+        "(DELETE /v1/jobs/{id}) or wait until they expire")
+    assert len(store.list()) == 3  # nothing was added
+
+
+def test_a_job_that_would_leave_too_little_free_disk_is_refused(store):
+    with pytest.raises(js.StorageFull) as full:
+        store.create("k", params(), storage=js.StorageLimits(min_free_bytes=2**62))
+    assert str(full.value).startswith("the disk is almost full: ") and "(TRITONE_JOB_MIN_FREE_BYTES)" in str(full.value)
+    assert store.list() == []
+
+
 @pytest.mark.parametrize("duration, plan", [
     (8, [Window(0, 8)]),
     (30, [Window(0, 30)]),
