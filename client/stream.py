@@ -7,6 +7,7 @@ contract; `stream_music` and `client.speech.stream_speech` only build the inputs
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -79,9 +80,31 @@ async def stream_chunks(
             stats.finish()
     finally:
         if responses is not None:
-            responses.cancel()
+            if sequence.done:
+                await _let_server_end(responses)
+            else:  # closed early (client gone) or failed: cancel, so the server frees the decode slot
+                responses.cancel()
         if owns_client:
             await client.close()
+
+
+async def _let_server_end(responses, timeout: float = 5.0) -> None:
+    """After the final response, wait for the server to end the RPC instead of cancelling it.
+
+    Our request iterator has ended (half-close), so Triton ends the stream as soon as the final
+    response is out. Cancelling a stream whose final response has arrived leaks it in Triton
+    2.51's gRPC frontend: ~140 KiB of tritonserver heap per 5 s music stream, and the leaked
+    responses keep their model referenced, so an unload never finishes and shutdown waits for its
+    exit timeout (tests/integration/test_triton_lifecycle.py)."""
+    try:
+        await asyncio.wait_for(_drain(responses), timeout)
+    except (asyncio.TimeoutError, AioRpcError):
+        responses.cancel()
+
+
+async def _drain(responses) -> None:
+    async for _ in responses:
+        pass
 
 
 def stream_music(

@@ -158,12 +158,16 @@ class Engine:
             thread.start()
 
     def stop(self) -> None:
+        """Stop the decode loop, let the emitter send what the loop posted, fail whoever is left."""
         with self._wake:
             self._running = False
             self._wake.notify_all()
+        decode, emit = self._threads or (None, None)
+        if decode is not None:
+            decode.join(timeout=10)  # its last step may post chunks: they go out before the emitter stops
         self._outbox.put(None)
-        for thread in self._threads:
-            thread.join(timeout=10)
+        if emit is not None:
+            emit.join(timeout=10)
         for slot in self.active:
             slot.stream.fail(RuntimeError("the server is shutting down"))
         for job in self._waiting:
@@ -286,8 +290,8 @@ class Engine:
                 decode_error = error
         for i, (stream, kind, payload) in enumerate(items):
             try:
-                if kind == "close":
-                    stream.close()
+                if kind == "close" or (kind == "chunk" and i not in audio and payload[0].final):
+                    stream.close()  # a stream cancelled after its last step still gets its one final flag
                 elif kind == "fail":
                     stream.fail(payload)
                 elif decode_error is not None and i in wanted:

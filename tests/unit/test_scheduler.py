@@ -155,6 +155,37 @@ def test_a_cancelled_stream_frees_its_slot_before_the_next_step_and_is_closed_on
     assert staying.chunks[-1].final
 
 
+def generate_without_emitting(engine):
+    """Run steps until every admitted request has generated all its frames; their chunks stay queued."""
+    engine.run_once()
+    while engine.active:
+        engine.run_once()
+    assert not engine._outbox.empty()
+
+
+def test_a_stream_cancelled_between_its_last_step_and_its_emission_still_gets_one_final_flag(pipeline):
+    stream = submit(pipeline, PROMPT_A)
+    engine = pipeline.engine
+    generate_without_emitting(engine)  # the last chunk waits in the emitter's queue
+    stream.cancel = True  # the client goes away before the emitter sends it
+    engine.run_once(emit_inline=True)
+    assert [kind for kind, _ in stream.events][-1] == "close"
+    assert sum(kind == "close" for kind, _ in stream.events) == 1
+    assert not any(kind == "chunk" and payload.final for kind, payload in stream.events)
+
+
+def test_stopping_the_engine_sends_what_its_last_step_posted_and_fails_the_rest(make_pipeline):
+    pipeline = make_pipeline(max_slots=1)
+    finished = submit(pipeline, PROMPT_A)
+    engine = pipeline.engine
+    generate_without_emitting(engine)
+    waiting = submit(pipeline, PROMPT_B)
+    engine.start()
+    engine.stop()
+    assert finished.chunks[-1].final and not finished.failed
+    assert [kind for kind, _ in waiting.events][-1:] in (["fail"], ["chunk"]) and waiting.ended
+
+
 def test_a_request_cancelled_while_waiting_is_closed_without_being_admitted(make_pipeline):
     pipeline = make_pipeline(max_slots=1)
     running = submit(pipeline, PROMPT_A)
