@@ -9,7 +9,7 @@ import time
 import pytest
 
 from .musicgen_server import read_metrics
-from .test_gateway_jobs import error_of, gateway, has_status, submit, wait_for
+from .test_gateway_jobs import error_of, gateway, has_status, running_job, submit, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,7 @@ def test_deleting_a_running_job_stops_its_generation_first(musicgen_server, tmp_
 
     async def scenario():
         async with gateway(musicgen_server, tmp_path) as client:
-            job = await submit(client, duration=20.0)
-            await wait_for(client, job["id"], has_status("running"))
+            job = await running_job(client)
             deleted = await client.delete(f"/v1/jobs/{job['id']}")
             await asyncio.sleep(0.6)  # longer than the progress interval: the job stays gone
             return job, deleted, await client.get(f"/v1/jobs/{job['id']}")

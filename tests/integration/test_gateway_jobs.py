@@ -52,6 +52,12 @@ def has_status(*statuses):
     return lambda job: job["status"] in statuses
 
 
+async def running_job(client, duration: float = 20.0) -> dict:
+    """A job submitted and waited on until a worker generates it."""
+    job = await submit(client, duration=duration)
+    return await wait_for(client, job["id"], has_status("running"))
+
+
 def error_of(response: httpx.Response) -> dict:
     return response.json()["error"]
 
@@ -99,8 +105,7 @@ def test_cancelling_a_running_job_cancels_its_grpc_stream_and_frees_the_decode_s
 
     async def scenario():
         async with gateway(musicgen_server, tmp_path) as client:
-            job = await submit(client, duration=20.0)
-            await wait_for(client, job["id"], has_status("running"))
+            job = await running_job(client)
             deadline = time.monotonic() + 30
             while read_metrics(musicgen_server)["tritone_decode_slots_active"] == 0:  # Triton is generating it
                 assert time.monotonic() < deadline
