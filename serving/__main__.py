@@ -1,18 +1,19 @@
 """Run tritonserver in the foreground: ``python -m serving --model-repository DIR``.
 
-Prints the endpoints once the server is ready; Ctrl-C (SIGINT) or SIGTERM stops it.
+Prints the endpoints once the server is ready. With --gateway-port it also runs the HTTP gateway.
+Either one that exits is started again (serving/supervisor.py); Ctrl-C (SIGINT) or SIGTERM stops
+both, running streams getting --drain-timeout seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 
+from serving.supervisor import GatewayProcess, supervise, triton_child
 from serving.triton import TritonServer, TritonServerError
 
 
@@ -33,20 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument("--gateway-port", type=int, default=0,
                         help="also run the HTTP gateway (python -m gateway) on this port once Triton is ready; 0: no")
+    parser.add_argument("--drain-timeout", type=int, default=15,
+                        help="seconds a stop gives running streams before they are cut (idle: a stop takes ~3 s)")
     return parser.parse_args(argv)
-
-
-def start_gateway(args: argparse.Namespace, server: TritonServer) -> subprocess.Popen:
-    """The FastAPI gateway in front of this server, as a child process (stopped with it)."""
-    env = {**os.environ,
-           "TRITONE_HOST": args.host,
-           "TRITONE_PORT": str(args.gateway_port),
-           "TRITONE_TRITON_GRPC_URL": server.grpc_url,
-           "TRITONE_TRITON_HTTP_URL": f"http://{server.http_url}",
-           "TRITONE_TRITON_METRICS_URL": server.metrics_url}
-    process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, start_new_session=True)
-    print(f"       gateway http://{args.host}:{args.gateway_port} (docs at /docs)", flush=True)
-    return process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except TritonServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with server:
+
+    def start_triton() -> None:
         server.start(
             args.model_repository,
             http_port=args.http_port,
@@ -75,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             load_models=args.load_models,
             log_verbose=args.log_verbose,
             log_file=args.log_file,
+            exit_timeout_s=args.drain_timeout,
         )
+
+    with server:
+        start_triton()
         print(f"tritonserver (nvidia-pytriton {server.installation.version}) starting "
               f"(pid {server.pid}), log: {server.log_path}", flush=True)
         deadline = time.monotonic() + args.ready_timeout
@@ -94,22 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ready  HTTP    http://{server.http_url}\n"
               f"       gRPC    {server.grpc_url}\n"
               f"       metrics {server.metrics_url}", flush=True)
-        gateway = start_gateway(args, server) if args.gateway_port else None
+        children = [triton_child(server, start_triton)]
+        children[0].started_at = time.monotonic()
+        if args.gateway_port:
+            gateway = GatewayProcess(args.host, args.gateway_port, server).child()
+            gateway.start()
+            children.append(gateway)
+            print(f"       gateway http://{args.host}:{args.gateway_port} (docs at /docs)", flush=True)
         print("Ctrl-C to stop.", flush=True)
-        try:
-            while not stop.wait(0.5):
-                if not server.is_running():
-                    print(f"error: tritonserver exited. Log tail:\n{server.log_tail()}", file=sys.stderr)
-                    return 1
-                if gateway is not None and gateway.poll() is not None:
-                    print(f"error: the gateway exited with code {gateway.returncode}", file=sys.stderr)
-                    return 1
-        finally:
-            if gateway is not None and gateway.poll() is None:
-                print("stopping the gateway...", flush=True)
-                gateway.terminate()
-                gateway.wait(timeout=30)
-        print("stopping tritonserver...", flush=True)
+        supervise(children, stop, args.drain_timeout)
     print("stopped.", flush=True)
     return 0
 

@@ -137,6 +137,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def shared_memory_regions(pgid: int) -> set[str]:
+    """Names of the python backend's /dev/shm regions held by a server's process group (its stubs'
+    command lines name them; the server maps them)."""
+    regions: set[str] = set()
+    for pid in _group_pids(pgid):
+        for source in (f"/proc/{pid}/cmdline", f"/proc/{pid}/maps"):
+            try:
+                text = Path(source).read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            for word in text.replace("\0", " ").replace("/", " ").split():
+                if word.startswith(_SHM_PREFIX):
+                    regions.add(word)
+    return regions
+
+
+def remove_shared_memory(regions: Iterable[str]) -> None:
+    for name in regions:
+        try:
+            (Path("/dev/shm") / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+
+
 def _prepend(path: str | os.PathLike[str], current: str | None) -> str:
     return os.pathsep.join([os.fspath(path), *([current] if current else [])])
 
@@ -154,6 +195,7 @@ class TritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle = None
         self._own_log_dir: str | None = None
+        self.exit_timeout_s = 30
 
     # -- addresses -------------------------------------------------------------------
     @property
@@ -196,6 +238,7 @@ class TritonServer:
         model_control_mode: str | None = None,
         load_models: Iterable[str] = (),
         log_verbose: int = 0,
+        exit_timeout_s: int = 30,
         extra_args: Sequence[str] = (),
     ) -> list[str]:
         """The ``tritonserver`` command line for the current ports."""
@@ -211,6 +254,7 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             f"--log-verbose={log_verbose}",
+            f"--exit-timeout-secs={exit_timeout_s}",  # how long a stop waits for running streams
         ]
         if model_config_name:
             cmd.append(f"--model-config-name={model_config_name}")
@@ -233,6 +277,7 @@ class TritonServer:
         load_models: Iterable[str] = (),
         log_verbose: int = 0,
         log_file: str | os.PathLike[str] | None = None,
+        exit_timeout_s: int = 30,
         extra_args: Sequence[str] = (),
     ) -> TritonServer:
         """Start the server (does not wait for readiness; see :meth:`wait_ready`).
@@ -252,8 +297,10 @@ class TritonServer:
             model_control_mode=model_control_mode,
             load_models=load_models,
             log_verbose=log_verbose,
+            exit_timeout_s=exit_timeout_s,
             extra_args=extra_args,
         )
+        self.exit_timeout_s = exit_timeout_s
         if log_file is None:
             self._own_log_dir = tempfile.mkdtemp(prefix="tritonserver-")
             self.log_path = Path(self._own_log_dir) / "tritonserver.log"
@@ -310,22 +357,25 @@ class TritonServer:
                 raise TritonServerError(f"tritonserver not ready after {timeout:.0f}s. Log tail:\n{tail}")
             time.sleep(interval)
 
-    def stop(self, timeout: float = 35.0) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """Stop the server: SIGINT, then SIGKILL to its whole process group after ``timeout``.
 
-        On SIGINT tritonserver waits up to its ``--exit-timeout-secs`` (30 s by default)
-        for models to unload; a decoupled model holding a response sender that never got
-        its FINAL flag keeps it waiting that long, hence a default a little above 30 s.
+        On SIGINT tritonserver stops taking requests and waits up to its exit timeout
+        (``exit_timeout_s``) for running streams to end and models to unload; ``timeout``
+        defaults to that plus a few seconds. Whatever is left of the group (the server, python
+        stubs) is killed, and the python backend's shared-memory regions that the server or its
+        stubs held are removed from /dev/shm (a killed server leaves them behind).
 
         Returns the server's exit code (None if it was never started). Safe to call twice.
         """
         process, self._process = self._process, None
         code = None
         if process is not None:
+            regions = shared_memory_regions(process.pid)
             if process.poll() is None:
                 try:
                     process.send_signal(signal.SIGINT)
-                    code = process.wait(timeout=timeout)
+                    code = process.wait(timeout=self.exit_timeout_s + 5 if timeout is None else timeout)
                 except subprocess.TimeoutExpired:
                     pass
                 except ProcessLookupError:
@@ -336,6 +386,7 @@ class TritonServer:
             except (ProcessLookupError, PermissionError):
                 pass
             code = process.wait() if code is None else code
+            remove_shared_memory(regions | shared_memory_regions(process.pid))
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from serving.triton import TritonServer, TritonServerError, find_tritonserver, free_port
+from tests.processes import alive, group_members
 
 MODEL_PY = textwrap.dedent(
     """
@@ -56,32 +57,6 @@ def repository(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
-
-
 def test_find_tritonserver_prepares_backend(installation):
     assert installation.binary.is_file() and os.access(installation.binary, os.X_OK)
     python_backend = installation.backend_dir / "python"
@@ -97,7 +72,7 @@ def test_grpc_inference_and_clean_stop(installation, repository, tmp_path):
                      log_file=tmp_path / "server.log")
         server.wait_ready(timeout=120)
         pid = server.pid
-        stub_pids = [p for p in _group_members(pid) if p != pid]
+        stub_pids = [p for p in group_members(pid) if p != pid]
         assert stub_pids, "the python backend stub should run in the server's process group"
 
         client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -115,8 +90,8 @@ def test_grpc_inference_and_clean_stop(installation, repository, tmp_path):
         assert code == 0, server.log_tail()
 
     assert not server.is_running()
-    assert not _alive(pid)
-    assert not _group_members(pid), "stop() left processes behind"
+    assert not alive(pid)
+    assert not group_members(pid), "stop() left processes behind"
     assert server.stop() is None  # idempotent
 
 
@@ -127,8 +102,8 @@ def test_stop_kills_unresponsive_server(installation, repository):
     pid = server.pid
     os.kill(pid, 19)  # SIGSTOP: it can no longer react to SIGINT
     server.stop(timeout=1)
-    assert not _alive(pid)
-    assert not _group_members(pid)
+    assert not alive(pid)
+    assert not group_members(pid)
 
 
 def test_wait_ready_reports_startup_failure(installation, tmp_path):
