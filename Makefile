@@ -13,6 +13,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 GATEWAY_PORT ?= 8080
+DRAIN_S ?= 15
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -40,7 +41,7 @@ serve: export
 	$(BIN)/python -m serving --model-repository $(REPOSITORY) --model-config-name cpu \
 		--model-control-mode explicit --load-model '*' \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
-		--gateway-port $(GATEWAY_PORT)
+		--gateway-port $(GATEWAY_PORT) --drain-timeout $(DRAIN_S)
 
 # Debian packages the tests use: chromium (the web page, driven by Playwright, which downloads no
 # browser), docker-compose (validates docker-compose.yml without an engine), libb64-0d (perf_analyzer)

@@ -50,12 +50,16 @@ def prepare(target: str, repository: Path, checkpoint: str, precision: str, spee
         build_engines(repository, precision, speech.codebook_size, SPEECH)
 
 
+DRAIN_S = 15  # a stop (SIGTERM) lets running streams end this long; compose's stop_grace_period is above it
+
+
 def server_command(target: str, repository: Path) -> list[str]:
     common = ["--model-control-mode=explicit", "--load-model=*"]
     if target == "gpu":
-        return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common]
+        return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common, f"--exit-timeout-secs={DRAIN_S}"]
     return [sys.executable, "-m", "serving", "--model-repository", str(repository), "--host", "0.0.0.0",
-            "--model-config-name", "cpu", "--model-control-mode", "explicit", "--load-model", "*"]
+            "--model-config-name", "cpu", "--model-control-mode", "explicit", "--load-model", "*",
+            "--drain-timeout", str(DRAIN_S)]
 
 
 def main(argv=None) -> None:

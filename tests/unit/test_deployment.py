@@ -18,7 +18,7 @@ from ensemble.speech_pipeline import SPEECH_POLICY
 from ensemble.musicgen_model import ONNX_FILE
 from ensemble.text_conditioning import BUCKETS
 from export.tensorrt import keep_fp32, profile_for
-from serving.container import prepare, server_command
+from serving.container import DRAIN_S, prepare, server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX_TYPES = {onnx.TensorProto.INT64: pb.TYPE_INT64, onnx.TensorProto.FLOAT: pb.TYPE_FP32}
@@ -107,6 +107,13 @@ def test_compose_publishes_only_the_gateway_and_keeps_triton_on_the_internal_net
         assert services[name]["environment"]["TRITONE_ADMIN_KEYS"] == "[]"
 
 
+def test_compose_gives_triton_more_than_the_drain_time_to_stop():
+    services = yaml.safe_load(compose_config())["services"]
+    for name in ("triton-cpu", "triton-gpu"):  # docker kills at stop_grace_period: streams get DRAIN_S first
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) > DRAIN_S, grace
+
+
 def test_the_dockerfile_passes_hadolint():
     hadolint = Path(sys.executable).with_name("hadolint")
     result = subprocess.run([str(hadolint), str(ROOT / "Dockerfile.server")], capture_output=True, text=True)
@@ -128,7 +135,7 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert "exporting" not in out
     command = server_command("cpu", volume)
     assert command[1:4] == ["-m", "serving", "--model-repository"]
-    assert ["--model-control-mode", "explicit", "--load-model", "*"] == command[-4:]
+    assert ["--model-control-mode", "explicit", "--load-model", "*", "--drain-timeout", str(DRAIN_S)] == command[-6:]
     assert server_command("gpu", volume) == [
         "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",
-        "--model-control-mode=explicit", "--load-model=*"]
+        "--model-control-mode=explicit", "--load-model=*", f"--exit-timeout-secs={DRAIN_S}"]
