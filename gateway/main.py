@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import errors
@@ -12,6 +12,7 @@ from gateway.auth import document_auth, limiter_for
 from gateway.job_runner import JobRunner
 from gateway.job_store import JobStore
 from gateway.metrics import GatewayMetrics
+from gateway.middleware import RequestCounter, RequestGuard
 from gateway.model_manager import ModelManager
 from gateway.routes import health, jobs, models, music, speech, voices, web
 from gateway.settings import Settings
@@ -25,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.triton = Triton(settings)
-        app.state.models = ModelManager(app.state.triton, settings.idle_unload_s)
+        app.state.models = ModelManager(app.state.triton, settings.idle_unload_s, app.state.metrics)
         app.state.models.start()
         app.state.jobs = JobStore(settings.data_dir)
         app.state.voices = VoiceStore(settings.data_dir)
@@ -45,14 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = GatewayMetrics()
     app.state.limiter = limiter_for(settings)
     errors.install(app)
-    app.middleware("http")(voices.upload_size_guard)  # inner: the requests counter below sees its 413s
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    # pure ASGI (gateway/middleware.py): a stream that fails midway stays cut off for the client
+    app.add_middleware(RequestGuard, guard=voices.upload_size_guard)  # inner: the requests counter sees its 413s
+    app.add_middleware(RequestCounter, metrics=app.state.metrics)
 
     # outermost: every layer sees the client the trusted proxies name, and no one else's X-Forwarded-For
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)

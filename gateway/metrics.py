@@ -20,3 +20,10 @@ class GatewayMetrics:
         self.active_streams = Gauge("tritone_gateway_active_streams", "Generation streams open to Triton",
                                     registry=self.registry)
         self.queued_jobs = Gauge("tritone_gateway_jobs_queued", "Jobs waiting to run", registry=self.registry)
+        self.streams_failed = Counter(
+            "tritone_gateway_streams_failed_total",
+            "HTTP streams that failed after their first byte: audio aborted without its end, SSE ended by an error event",
+            registry=self.registry)
+        self.model_reloads = Counter("tritone_gateway_model_reloads_total",
+                                     "Reloads of a model the gateway found unhealthy, by outcome",
+                                     ["model", "outcome"], registry=self.registry)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from gateway.audio_encoding import content_type, encode_audio
 from gateway.auth import ClientKey
 from gateway.generation import open_for_client
 from gateway.schemas import ERROR_RESPONSES, MusicBody
-from gateway.streaming import audio_bytes, sse_events
+from gateway.streaming import respond
 
 router = APIRouter(tags=["music"])
 
@@ -27,18 +27,15 @@ AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg":
 )
 async def create_music(body: MusicBody, key: ClientKey, request: Request):
     generation, finish = await open_for_client(request, key, request.app.state.settings.pipeline, body.to_request())
-    media_type = content_type(body.response_format, generation.sample_rate)
-    headers = {"X-Sample-Rate": str(generation.sample_rate)}
+    rate = generation.sample_rate
+    headers = {"X-Sample-Rate": str(rate)}
     if not body.stream:
         try:
             audio = np.concatenate([chunk.audio async for chunk in generation.chunks()])
         finally:
             await finish()
-        return Response(encode_audio(audio, generation.sample_rate, body.response_format), media_type=media_type,
-                        headers=headers)
+        return Response(encode_audio(audio, rate, body.response_format),
+                        media_type=content_type(body.response_format, rate), headers=headers)
     audio = (chunk.audio async for chunk in generation.chunks())
-    if body.stream_format == "sse":
-        return StreamingResponse(sse_events(audio, body.response_format, generation.sample_rate, finish, "music"),
-                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
-    return StreamingResponse(audio_bytes(audio, body.response_format, generation.sample_rate, finish),
-                             media_type=media_type, headers=headers)
+    return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
+                   sse_kind="music" if body.stream_format == "sse" else None, headers=headers)

@@ -12,18 +12,17 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from client import SpeechRequest
 from gateway import voices
-from gateway.audio_encoding import content_type
 from gateway.auth import ClientKey
 from gateway.dependencies import SettingsDep
 from gateway.errors import APIError
 from gateway.generation import open_for_client
 from gateway.routes.music import AUDIO_TYPES
 from gateway.schemas import ERROR_RESPONSES, SPEECH_MODEL_ALIASES, SpeechBody, VoiceRef
-from gateway.streaming import audio_bytes, sse_events
+from gateway.streaming import respond
 from gateway.tempo import TempoStretch
 
 router = APIRouter(tags=["speech"])
@@ -62,9 +61,5 @@ async def create_speech(body: SpeechBody, key: ClientKey, settings: SettingsDep,
     audio = (chunk.audio async for chunk in generation.chunks())
     if body.speed != 1.0:
         audio = _at_speed(audio, body.speed, rate)
-    headers = {"X-Sample-Rate": str(rate)}
-    if body.stream_format == "sse":
-        return StreamingResponse(sse_events(audio, body.response_format, rate, finish, "speech"),
-                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
-    return StreamingResponse(audio_bytes(audio, body.response_format, rate, finish),
-                             media_type=content_type(body.response_format, rate), headers=headers)
+    return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
+                   sse_kind="speech" if body.stream_format == "sse" else None, headers={"X-Sample-Rate": str(rate)})

@@ -1,0 +1,69 @@
+"""The gateway's middlewares, in pure ASGI: they never proxy a response body.
+
+Starlette's `@app.middleware("http")` (BaseHTTPMiddleware) relays the body through a memory stream
+and, whatever the app does, ends it with the chunked terminator. A stream that fails after its
+first byte would then look complete, and the relay's extra await at every chunk is where a client
+disconnect used to strand the body generator. Here the app talks to the server directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.metrics import GatewayMetrics
+
+
+class RequestCounter:
+    """Counts responses by route and status (tritone_gateway_requests_total) when they start."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.requests.labels(route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+class _App(Response):
+    """What `call_next` hands a guard: the app itself, run on the real receive and send when the guard returns it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+Guard = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+
+
+class RequestGuard:
+    """Runs a `(request, call_next)` function that answers some requests itself before the app (e.g. 413 from
+    Content-Length) and passes the others on; it must not read the app's response, which is not materialized."""
+
+    def __init__(self, app: ASGIApp, guard: Guard):
+        self.app, self.guard = app, guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def call_next(request: Request) -> Response:
+            return _App(self.app)
+
+        response = await self.guard(Request(scope, receive), call_next)
+        await response(scope, receive, send)
