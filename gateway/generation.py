@@ -3,6 +3,8 @@
 `Generation.open` waits for the first chunk: a bad prompt or a full server is a 4xx/429 before
 any byte of a 200 response is sent; afterwards the stream is consumed chunk by chunk and
 closing it (client gone, error, done) cancels the gRPC stream so Triton frees the decode slot.
+A stream that then sends nothing for `stream_stall_s` (a dead python stub never answers) is
+cancelled and fails with StreamStalled, and its model is reported unhealthy (to be reloaded).
 """
 
 from __future__ import annotations
@@ -14,23 +16,34 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import Request
 
 from client import AudioChunk, ClientError, MusicRequest, SpeechRequest, StreamStats
-from gateway.errors import from_client_error
+from gateway.errors import APIError, StreamStalled, from_client_error
 from gateway.metrics import GatewayMetrics
 from gateway.triton import Triton
 
 log = logging.getLogger("tritone.gateway")
 
 
+def _failure(triton: Triton, model: str, error: ClientError, metrics: GatewayMetrics) -> APIError:
+    """`error` as an HTTP error, counted; a model that cannot serve any more (its stub died) is reported."""
+    api_error = from_client_error(error)
+    metrics.errors.labels(api_error.code or "error").inc()
+    if api_error.code == "model_unhealthy":
+        triton.on_unhealthy(model, api_error.message)
+    return api_error
+
+
 class Generation:
-    def __init__(self, stream: AsyncIterator[AudioChunk], first: AudioChunk, stats: StreamStats, metrics):
+    def __init__(self, stream: AsyncIterator[AudioChunk], first: AudioChunk, stats: StreamStats, metrics,
+                 triton: Triton, model: str):
         self._stream, self.first, self.stats, self._metrics = stream, first, stats, metrics
+        self._triton, self.model = triton, model
         self.sample_rate = first.sample_rate
         self.completed = first.final
         self._closed = False
 
     @classmethod
     async def open(cls, triton: Triton, request: MusicRequest | SpeechRequest, metrics: GatewayMetrics) -> "Generation":
-        stats = StreamStats()
+        stats, model = StreamStats(), triton.model_for(request)
         # In a thread: building a speech stream splits its text into sentences (Unicode segmentation in pure
         # Python, a few hundred ms for a 4096-character input), which would stall every other stream.
         stream = await asyncio.to_thread(triton.stream, request, stats)
@@ -41,23 +54,30 @@ class Generation:
             await stream.aclose()
             metrics.active_streams.dec()
             if isinstance(error, ClientError):
-                api_error = from_client_error(error)
-                metrics.errors.labels(api_error.code or "error").inc()
-                raise api_error from None
+                raise _failure(triton, model, error, metrics) from None
             raise
         if stats.time_to_first_audio is not None:
             metrics.time_to_first_audio.observe(stats.time_to_first_audio)
-        return cls(stream, first, stats, metrics)
+        return cls(stream, first, stats, metrics, triton, model)
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
-        """Every chunk, the first included, in order. Raises ClientError if the stream fails midway."""
+        """Every chunk, the first included, in order. Raises ClientError if the stream fails midway,
+        StreamStalled if it sends nothing for `stream_stall_s` (the gRPC stream is cancelled then)."""
         yield self.first
+        stall_s = self._triton.settings.stream_stall_s
         try:
-            async for chunk in self._stream:
+            while True:
+                try:  # after the final chunk only the RPC's end is awaited (the client bounds that itself)
+                    async with asyncio.timeout(None if self.completed else stall_s):
+                        chunk = await anext(self._stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise StreamStalled(self.model, stall_s) from None
                 self.completed = chunk.final
                 yield chunk
         except ClientError as error:
-            self._metrics.errors.labels(from_client_error(error).code or "error").inc()
+            _failure(self._triton, self.model, error, self._metrics)
             log.warning("generation failed mid-stream: %s", error)
             raise
 
@@ -82,8 +102,10 @@ async def open_for_client(http: Request, key: str, model: str,
     await state.limiter.acquire(key)
     try:
         generation = await Generation.open(state.triton, request, state.metrics)
-    except BaseException:
+    except BaseException as error:
         state.limiter.release(key)
+        if isinstance(error, APIError) and error.code == "model_unavailable":  # say why (unloading?) and what to do
+            raise await state.models.unavailable(model) from None
         raise
 
     async def finish() -> None:

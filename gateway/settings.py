@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(5.0, description="connect/health timeout; an unreachable Triton is a 503, not a hang")
     model_load_timeout_s: float = Field(300.0, description="how long a load or unload may take")
     stream_timeout_s: float = Field(600.0, description="deadline of one generation stream")
+    stream_stall_s: float = Field(
+        15.0, description="a stream that sends nothing more for this long once audio flows is cancelled and ended "
+        "with an error (a dead python stub), and its model reloaded; well below stream_timeout_s")
+    reload_unload_wait_s: float = Field(
+        20.0, description="reloading an unhealthy model: how long to wait for its unload before loading it again")
     pipeline: str = "musicgen"
 
     api_keys: list[str] = Field(default_factory=list, description="generation Bearer keys; empty: generation is open")

@@ -6,7 +6,7 @@ Created once in the app's lifespan and injected into routes (`TritonDep`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -36,6 +36,8 @@ class Triton:
         self.settings = settings
         self.grpc = grpcaio.InferenceServerClient(settings.triton_grpc_url)
         self.http = httpx.AsyncClient(timeout=settings.triton_timeout_s)
+        # told when a model's streams show it cannot serve (its stub died): (model, why); the ModelManager reloads it
+        self.on_unhealthy: Callable[[str, str], None] = lambda model, reason: None
 
     async def close(self) -> None:
         await self.grpc.close()
@@ -94,6 +96,9 @@ class Triton:
         except httpx.HTTPError as error:
             raise triton_unavailable(f"metrics: {error}") from None
         return response.text
+
+    def model_for(self, request: MusicRequest | SpeechRequest) -> str:
+        return self.settings.speech_model if isinstance(request, SpeechRequest) else self.settings.pipeline
 
     def stream(self, request: MusicRequest | SpeechRequest, stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
         """Music from `pipeline`; speech from `speech_model`, a sentence per request, the next started ahead."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import resource
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import REQUIRE_ADMIN
 from gateway.dependencies import MetricsDep, SettingsDep, TritonDep
-from gateway.errors import APIError
+from gateway.errors import RETRY_AFTER_S, APIError
 
 router = APIRouter(tags=["operations"])
 
@@ -20,15 +20,14 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Triton is reachable and the music and speech pipelines are ready (503 otherwise)")
-async def readyz(triton: TritonDep, settings: SettingsDep):
-    if not await triton.server_ready():
-        return JSONResponse({"status": "unavailable", "reason": "Triton is not reachable"}, status_code=503,
-                            headers={"Retry-After": "2"})
-    for model in (settings.pipeline, settings.speech_model):
-        if not await triton.model_ready(model):
-            return JSONResponse({"status": "unavailable", "reason": f"{model} is not ready"},
-                                status_code=503, headers={"Retry-After": "2"})
+@router.get("/readyz", summary="Triton is reachable and the music and speech pipelines are ready and healthy "
+                               "(503 otherwise, with the reason: Triton unreachable or stopping, a model unloading, "
+                               "unloaded or being reloaded)")
+async def readyz(settings: SettingsDep, request: Request):
+    reason = await request.app.state.models.not_ready_reason((settings.pipeline, settings.speech_model))
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
+                            headers={"Retry-After": RETRY_AFTER_S})
     return {"status": "ready", "pipeline": settings.pipeline, "speech_model": settings.speech_model}
 
 
