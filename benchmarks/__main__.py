@@ -1,6 +1,7 @@
 """python -m benchmarks run [--family music|speech] --model tiny-random|small-random [--smoke]
                          [--out benchmarks/results] [--concurrency 1,2,4,8,16] [--duration 5]
 python -m benchmarks readme
+python -m benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
 
 `run` exports the family's model into a work directory if needed (both families share it),
 starts a real tritonserver (CPU configs, explicit model control, the family's models loaded, free
@@ -39,6 +40,11 @@ def _voices(text: str) -> tuple[str, ...]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["faults"]:
+        from benchmarks.faults import main as faults
+
+        return faults(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 

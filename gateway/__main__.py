@@ -20,7 +20,8 @@ def main(argv=None) -> None:
     settings = Settings(**overrides)
     # proxy_headers off: the app trusts X-Forwarded-For only from settings.forwarded_allow_ips (uvicorn's default
     # would trust 127.0.0.1, so anyone behind a local port-forward could name any client address)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", proxy_headers=False,
+                timeout_graceful_shutdown=settings.drain_s)
 
 
 if __name__ == "__main__":

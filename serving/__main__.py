@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         children = [triton_child(server, start_triton)]
         children[0].started_at = time.monotonic()
         if args.gateway_port:
-            gateway = GatewayProcess(args.host, args.gateway_port, server).child()
+            gateway = GatewayProcess(args.host, args.gateway_port, server, args.drain_timeout).child()
             gateway.start()
             children.append(gateway)
             print(f"       gateway http://{args.host}:{args.gateway_port} (docs at /docs)", flush=True)

@@ -3,8 +3,9 @@
 Each is a child process watched every half second. One that exits unexpectedly is started again
 after a backoff (1 s, doubling up to 30 s, back to 1 s once it has run for a minute), with a log
 line, while the other keeps running: the gateway answers 503 while Triton is away and reconnects
-by itself. A stop (Ctrl-C, SIGTERM) signals both at once; each gets the drain time for its
-running streams, then whatever is left of its process group is killed.
+by itself. A stop (Ctrl-C, SIGTERM) drains from the front: the gateway refuses new requests and
+gives its running streams the drain time, then tritonserver stops (its exit timeout is the drain
+time too); whatever is left of a process group after that is killed.
 """
 
 from __future__ import annotations
@@ -81,20 +82,25 @@ def triton_child(server: TritonServer, start: Callable[[], None]) -> Child:
         process = server._process
         return None if process is None else process.poll()
 
-    return Child("tritonserver", start, server.is_running, lambda timeout: server.stop(timeout=timeout), exit_code)
+    def running() -> bool:
+        server.note_shared_memory()
+        return server.is_running()
+
+    return Child("tritonserver", start, running, lambda timeout: server.stop(timeout=timeout), exit_code)
 
 
 class GatewayProcess:
     """`python -m gateway` in its own process group, pointed at the server."""
 
-    def __init__(self, host: str, port: int, server: TritonServer):
-        self.host, self.port, self.server = host, port, server
+    def __init__(self, host: str, port: int, server: TritonServer, drain_s: float):
+        self.host, self.port, self.server, self.drain_s = host, port, server, drain_s
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = {**os.environ,
                "TRITONE_HOST": self.host,
                "TRITONE_PORT": str(self.port),
+               "TRITONE_DRAIN_S": str(self.drain_s),
                "TRITONE_TRITON_GRPC_URL": self.server.grpc_url,
                "TRITONE_TRITON_HTTP_URL": f"http://{self.server.http_url}",
                "TRITONE_TRITON_METRICS_URL": self.server.metrics_url}
@@ -127,16 +133,17 @@ class GatewayProcess:
 
 
 def supervise(children: list[Child], stop: threading.Event, drain_s: float) -> None:
-    """Watch until `stop` is set, then stop every child at once, each within `drain_s` (+ a kill)."""
+    """Watch until `stop` is set, then stop the children front door first, each within `drain_s` (+ a kill).
+
+    `children` are in start order (tritonserver, then the gateway): the gateway stops first, refusing
+    new requests while its running streams end (Triton still serves them), then tritonserver."""
     while not stop.wait(0.5):
         now = time.monotonic()
         for child in children:
             child.check(now)
-    log(f"stopping ({', '.join(child.name for child in children)}); running streams get {drain_s:g} s")
+    log(f"stopping ({', '.join(child.name for child in reversed(children))}); "
+        f"running streams get {drain_s:g} s")
     started = time.monotonic()
-    threads = [threading.Thread(target=child.stop, args=(drain_s + 2,)) for child in children]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    for child in reversed(children):
+        child.stop(drain_s + 2)
     log(f"stopped in {time.monotonic() - started:.1f} s")

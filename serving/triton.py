@@ -153,18 +153,15 @@ def _group_pids(pgid: int) -> list[int]:
 
 
 def shared_memory_regions(pgid: int) -> set[str]:
-    """Names of the python backend's /dev/shm regions held by a server's process group (its stubs'
-    command lines name them; the server maps them)."""
+    """Names of the python backend's /dev/shm regions of a server's process group: one per python
+    stub, named on its command line."""
     regions: set[str] = set()
     for pid in _group_pids(pgid):
-        for source in (f"/proc/{pid}/cmdline", f"/proc/{pid}/maps"):
-            try:
-                text = Path(source).read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            for word in text.replace("\0", " ").replace("/", " ").split():
-                if word.startswith(_SHM_PREFIX):
-                    regions.add(word)
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        regions.update(argument for argument in arguments if argument.startswith(_SHM_PREFIX))
     return regions
 
 
@@ -196,6 +193,7 @@ class TritonServer:
         self._log_handle = None
         self._own_log_dir: str | None = None
         self.exit_timeout_s = 30
+        self._regions: set[str] = set()  # /dev/shm regions seen held by this server's process group
 
     # -- addresses -------------------------------------------------------------------
     @property
@@ -328,6 +326,12 @@ class TritonServer:
             text = handle.read().decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def note_shared_memory(self) -> None:
+        """Remember the shared-memory regions the server's group holds now: if it is killed, its stubs may be
+        gone before `stop` can read their names."""
+        if self.is_running():
+            self._regions |= shared_memory_regions(self._process.pid)
+
     def is_ready(self) -> bool:
         """True when ``GET /v2/health/ready`` answers 200."""
         if self.http_port is None:
@@ -371,7 +375,7 @@ class TritonServer:
         process, self._process = self._process, None
         code = None
         if process is not None:
-            regions = shared_memory_regions(process.pid)
+            regions, self._regions = self._regions | shared_memory_regions(process.pid), set()
             if process.poll() is None:
                 try:
                     process.send_signal(signal.SIGINT)
