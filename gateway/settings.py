@@ -31,6 +31,7 @@ class Settings(BaseSettings):
         "with an error (a dead python stub), and its model reloaded; well below stream_timeout_s")
     reload_unload_wait_s: float = Field(
         20.0, description="reloading an unhealthy model: how long to wait for its unload before loading it again")
+    drain_s: float = Field(15.0, description="on SIGTERM: new requests are refused and running streams get this long")
     pipeline: str = "musicgen"
 
     api_keys: list[str] = Field(default_factory=list, description="generation Bearer keys; empty: generation is open")
