@@ -131,7 +131,7 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
             queue: asyncio.Queue = asyncio.Queue()
             opened.append((asyncio.create_task(_pump(chunks, queue)), queue))
 
-    index = 0
+    index, delivered_final = 0, False
     try:
         if stats is not None:
             stats.start()
@@ -149,13 +149,17 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
                     continue
                 if stats is not None:
                     stats.record(len(item.audio), item.sample_rate)
+                delivered_final = final
                 yield AudioChunk(index, item.sample_rate, item.audio, item.codes, final)
                 index += 1
         if stats is not None:
             stats.finish()
     finally:
-        for task, _ in opened:  # first cancel all, synchronously: a second cancellation cannot stop this
-            task.cancel()
+        if not delivered_final:  # stopped early: cancel every stream still running
+            for task, _ in opened:  # first cancel all, synchronously: a second cancellation cannot stop this
+                task.cancel()
+        # after the final chunk every sentence's stream has its final response: let each end its RPC, uncancelled
+        # (client/stream.py: a finished stream cancelled leaks in Triton 2.51)
         await asyncio.gather(*(task for task, _ in opened), return_exceptions=True)
         if owns_client:
             await client.close()

@@ -140,11 +140,13 @@ async def raw_stream(url: str, inputs: list[InferInput]):
     async def requests():
         yield {"model_name": T.MUSICGEN, "inputs": inputs}
 
+    message = None
     try:
-        async for result, error in client.stream_infer(requests()):
-            return None if error is None else error.message()
+        async for result, error in client.stream_infer(requests()):  # to the server's end of the stream: a
+            message = message or (None if error is None else error.message())  # cancelled one leaks in 2.51
     finally:
         await client.close()
+    return message
 
 
 def scalar(name, dtype, value):
