@@ -81,7 +81,7 @@ async def stream_chunks(
     finally:
         if responses is not None:
             if sequence.done:
-                await _let_server_end(responses)
+                await _uncancellable(_let_server_end(responses))
             else:  # closed early (client gone) or failed: cancel, so the server frees the decode slot
                 responses.cancel()
         if owns_client:
@@ -100,6 +100,17 @@ async def _let_server_end(responses, timeout: float = 5.0) -> None:
         await asyncio.wait_for(_drain(responses), timeout)
     except (asyncio.TimeoutError, AioRpcError):
         responses.cancel()
+
+
+async def _uncancellable(coroutine) -> None:
+    """Run `coroutine` to its end even if the caller is cancelled meanwhile (then re-raise): a consumer that
+    stops right after the final chunk must not turn the end of a finished RPC into a cancellation."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _drain(responses) -> None:
