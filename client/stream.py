@@ -60,35 +60,57 @@ async def stream_chunks(
         if stats is not None:
             stats.start()
         responses = client.stream_infer(requests(), stream_timeout=timeout)
-        while not sequence.done:
-            try:
-                result, error = await anext(responses)
-            except StopAsyncIteration:
-                break
-            except AioRpcError as exc:
-                raise error_from_rpc(exc, target) from None
-            if error is not None:
-                raise error_from_stream(error)
-            chunk = parse_result(result)
-            sequence.accept(chunk)
-            if chunk is not None:
-                if stats is not None:
-                    stats.record(len(chunk.audio), chunk.sample_rate)
-                yield chunk
-        sequence.finish()
-        if stats is not None:
-            stats.finish()
-    finally:
-        if responses is not None:
-            if sequence.done:
-                await _uncancellable(_let_server_end(responses))
+        received: asyncio.Queue = asyncio.Queue()
+        answered = False  # an error response arrived: like the final one, nothing is left to cancel
+        reader = asyncio.create_task(_read(responses, received))
+        try:
+            while not sequence.done:
+                item = await received.get()
+                if item is _END:
+                    break
+                if isinstance(item, AioRpcError):
+                    raise error_from_rpc(item, target) from None
+                result, error = item
+                if error is not None:  # the server's last word on this request: it ends the RPC itself
+                    answered = True
+                    raise error_from_stream(error)
+                chunk = parse_result(result)
+                sequence.accept(chunk)
+                if chunk is not None:
+                    if stats is not None:
+                        stats.record(len(chunk.audio), chunk.sample_rate)
+                    yield chunk
+            sequence.finish()
+            if stats is not None:
+                stats.finish()
+        finally:
+            if sequence.done or answered:  # the reader goes on to the server's end of the RPC
+                await _uncancellable(_let_server_end(reader, responses))
             else:  # closed early (client gone) or failed: cancel, so the server frees the decode slot
+                reader.cancel()
                 responses.cancel()
+    finally:
         if owns_client:
             await client.close()
 
 
-async def _let_server_end(responses, timeout: float = 5.0) -> None:
+_END = object()
+
+
+async def _read(responses, received: asyncio.Queue) -> None:
+    """Every response into `received` as it arrives, whatever the consumer's pace, to the RPC's end.
+
+    Reading eagerly lets a generation that finished while a slow consumer still works through its
+    chunks end its RPC from the server's side; a consumer that goes away then cancels nothing."""
+    try:
+        async for item in responses:
+            received.put_nowait(item)
+        received.put_nowait(_END)
+    except AioRpcError as error:
+        received.put_nowait(error)
+
+
+async def _let_server_end(reader: asyncio.Task, responses, timeout: float = 5.0) -> None:
     """After the final response, wait for the server to end the RPC instead of cancelling it.
 
     Our request iterator has ended (half-close), so Triton ends the stream as soon as the final
@@ -97,8 +119,9 @@ async def _let_server_end(responses, timeout: float = 5.0) -> None:
     responses keep their model referenced, so an unload never finishes and shutdown waits for its
     exit timeout (tests/integration/test_triton_lifecycle.py)."""
     try:
-        await asyncio.wait_for(_drain(responses), timeout)
-    except (asyncio.TimeoutError, AioRpcError):
+        await asyncio.wait_for(asyncio.shield(reader), timeout)
+    except asyncio.TimeoutError:
+        reader.cancel()
         responses.cancel()
 
 
@@ -111,11 +134,6 @@ async def _uncancellable(coroutine) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-async def _drain(responses) -> None:
-    async for _ in responses:
-        pass
 
 
 def stream_music(

@@ -1,9 +1,8 @@
 """One generation stream to Triton, opened far enough that its errors can still be HTTP statuses.
 
 `Generation.open` waits for the first chunk: a bad prompt or a full server is a 4xx/429 before
-any byte of a 200 response is sent; afterwards the stream is read as fast as Triton sends it and
-handed out chunk by chunk, and closing it (client gone, error) cancels the gRPC stream if it is
-still running, so Triton frees the decode slot.
+any byte of a 200 response is sent; afterwards the stream is consumed chunk by chunk and
+closing it (client gone, error, done) cancels the gRPC stream so Triton frees the decode slot.
 A stream that then sends nothing for `stream_stall_s` (a dead python stub never answers) is
 cancelled and fails with StreamStalled, and its model is reported unhealthy (to be reloaded).
 """
@@ -22,7 +21,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.triton import Triton
 
 log = logging.getLogger("tritone.gateway")
-_END = object()
 
 
 def _failure(triton: Triton, model: str, error: ClientError, metrics: GatewayMetrics) -> APIError:
@@ -42,20 +40,6 @@ class Generation:
         self.sample_rate = first.sample_rate
         self.completed = first.final
         self._closed = False
-        # Read the gRPC stream eagerly, whatever the HTTP client's pace: a generation that finishes while a
-        # slow client still downloads has its RPC ended by the server, so a hang-up then cancels nothing
-        # (Triton 2.51 leaks a streaming RPC cancelled after its final response, see client/stream.py).
-        self._received: asyncio.Queue = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        """Every remaining chunk into the queue, then _END or the error."""
-        try:
-            async for chunk in self._stream:
-                self._received.put_nowait(chunk)
-            self._received.put_nowait(_END)
-        except Exception as error:  # noqa: BLE001 - handed to the consumer in order
-            self._received.put_nowait(error)
 
     @classmethod
     async def open(cls, triton: Triton, request: MusicRequest | SpeechRequest, metrics: GatewayMetrics) -> "Generation":
@@ -85,13 +69,11 @@ class Generation:
             while True:
                 try:  # after the final chunk only the RPC's end is awaited (the client bounds that itself)
                     async with asyncio.timeout(None if self.completed else stall_s):
-                        chunk = await self._received.get()
+                        chunk = await anext(self._stream)
+                except StopAsyncIteration:
+                    return
                 except TimeoutError:
                     raise StreamStalled(self.model, stall_s) from None
-                if chunk is _END:
-                    return
-                if isinstance(chunk, BaseException):
-                    raise chunk
                 self.completed = chunk.final
                 yield chunk
         except ClientError as error:
@@ -103,10 +85,7 @@ class Generation:
         if self._closed:
             return
         self._closed = True
-        if not self._reader.done():  # still generating: cancelling the reader cancels the gRPC stream
-            self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-        await self._stream.aclose()
+        await self._stream.aclose()  # cancels the gRPC stream if it is still running
         self._metrics.active_streams.dec()
         if self.completed and self.stats.real_time_factor is not None:
             self._metrics.real_time_factor.observe(self.stats.real_time_factor)
