@@ -31,14 +31,14 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 export: venv
-	$(BIN)/python -m export musicgen --checkpoint $(MODEL) --out $(REPOSITORY)
-	$(BIN)/python -m export orpheus --checkpoint $(SPEECH_MODEL) --out $(REPOSITORY)
+	$(BIN)/python -m tritone.export musicgen --checkpoint $(MODEL) --out $(REPOSITORY)
+	$(BIN)/python -m tritone.export orpheus --checkpoint $(SPEECH_MODEL) --out $(REPOSITORY)
 
 render: venv
-	$(BIN)/python -m ensemble.render
+	$(BIN)/python -m tritone.ensemble.triton.render
 
 serve: export
-	$(BIN)/python -m serving --model-repository $(REPOSITORY) --model-config-name cpu \
+	$(BIN)/python -m tritone.serving --model-repository $(REPOSITORY) --model-config-name cpu \
 		--model-control-mode explicit --load-model '*' \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
 		--gateway-port $(GATEWAY_PORT) --drain-timeout $(DRAIN_S)

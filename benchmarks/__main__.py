@@ -1,7 +1,7 @@
-"""python -m benchmarks run [--family music|speech] --model tiny-random|small-random [--smoke]
+"""python -m tritone.benchmarks run [--family music|speech] --model tiny-random|small-random [--smoke]
                          [--out benchmarks/results] [--concurrency 1,2,4,8,16] [--duration 5]
-python -m benchmarks readme
-python -m benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
+python -m tritone.benchmarks readme
+python -m tritone.benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
 
 `run` exports the family's model into a work directory if needed (both families share it),
 starts a real tritonserver (CPU configs, explicit model control, the family's models loaded, free
@@ -42,10 +42,10 @@ def _voices(text: str) -> tuple[str, ...]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["faults"]:
-        from benchmarks.faults import main as faults
+        from tritone.benchmarks.faults import main as faults
 
         return faults(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.benchmarks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="measure tritone and the transformers baselines, write results")
@@ -81,14 +81,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
 
-    from benchmarks import report
+    from tritone.benchmarks import report
 
     if args.command == "readme":
         changed = report.update_readme(args.readme, args.results)
         print(f"{args.readme}: {'performance block rewritten' if changed else 'already up to date'}")
         return 0
 
-    from benchmarks.runner import FAMILY_MODELS, BenchConfig, prepare_repository, run_suite, triton_server
+    from tritone.benchmarks.runner import FAMILY_MODELS, BenchConfig, prepare_repository, run_suite, triton_server
 
     common = dict(concurrency=args.concurrency, duration=args.duration, rounds=args.rounds,
                   min_requests=args.min_requests, sequential_requests=args.sequential_requests,
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     if args.family == "speech":
         if args.step_streams is not None:
             parser.error("--step-streams is a music option")
-        from benchmarks.speech import SpeechBenchConfig, run_speech_suite
+        from tritone.benchmarks.speech import SpeechBenchConfig, run_speech_suite
 
         config = SpeechBenchConfig.create(args.model, args.smoke, voices=args.voices, clone_levels=args.clone_levels,
                                           stall_streams=args.stall_streams, **common)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     repository = prepare_repository(args.model, work_dir, family=args.family)
     with triton_server(repository, work_dir / "tritonserver.log", models=FAMILY_MODELS[args.family]) as server:
         suite(config, repository, server.grpc_url, server.metrics_url, out_dir, stop_server=server.stop)
-    print("update the README's performance section with: python -m benchmarks readme")
+    print("update the README's performance section with: python -m tritone.benchmarks readme")
     return 0
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.load import Sampling, percentiles, workload
-from ensemble import tensors as T
-from ensemble.delay_pattern import frames_for, num_steps
-from ensemble.musicgen_model import CHECKPOINT_DIR
+from tritone.benchmarks.load import Sampling, percentiles, workload
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.delay_pattern import frames_for, num_steps
+from tritone.ensemble.musicgen.metadata import CHECKPOINT_DIR
 
 
 def checkpoint_dir(repository: Path) -> Path:

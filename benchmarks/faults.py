@@ -1,8 +1,8 @@
 """The bounded fault run: what clients see when the stack is hurt, and what the stack keeps.
 
-    python -m benchmarks faults [--soak-minutes 10] [--cycles 100] [--out benchmarks/results/faults]
+    python -m tritone.benchmarks faults [--soak-minutes 10] [--cycles 100] [--out benchmarks/results/faults]
 
-Runs `python -m serving` with the gateway (as `make serve MODEL=tiny-random` does) on free ports,
+Runs `python -m tritone.serving` with the gateway (as `make serve MODEL=tiny-random` does) on free ports,
 and through the gateway's HTTP API:
 
 1. faults under load: 4 streams (2 music of 30 s, 2 long speech inputs, WAV) while tritonserver is
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 
-from client.metrics import read_engine_metrics
-from serving.triton import free_port, shared_memory_regions
+from tritone.client.metrics import read_engine_metrics
+from tritone.serving.triton import free_port, shared_memory_regions
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSIC = {"prompt": "endless drone with slow pads", "duration": 30, "seed": 1}
@@ -49,9 +49,9 @@ SHM = Path("/dev/shm")
 # -- the stack -----------------------------------------------------------------------------------
 
 def prepare_repository(work: Path) -> Path:
-    from export.musicgen import export_musicgen
-    from export.orpheus import export_orpheus
-    from serving.container import sync_skeleton
+    from tritone.export.musicgen.export import export_musicgen
+    from tritone.export.orpheus.export import export_orpheus
+    from tritone.serving.container import sync_skeleton
 
     repository = work / "model_repository"
     sync_skeleton(repository)
@@ -93,14 +93,14 @@ def rss_kib(pid: int | None) -> int | None:
 
 
 class Stack:
-    """`python -m serving --gateway-port` on free ports, output to a log file."""
+    """`python -m tritone.serving --gateway-port` on free ports, output to a log file."""
 
     def __init__(self, repository: Path, log: Path):
         self.ports = {name: free_port() for name in ("http", "grpc", "metrics", "gateway")}
         env = {**os.environ, "TRITONE_DATA_DIR": str(log.parent / "gateway"), "TRITONE_MAX_STREAMS_PER_KEY": "64",
                "TRITONE_MAX_ANONYMOUS_STREAMS": "64", "TRITONE_JOB_WORKERS": "0"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-repository", str(repository), "--model-config-name", "cpu",
+            [sys.executable, "-m", "tritone.serving", "--model-repository", str(repository), "--model-config-name", "cpu",
              "--model-control-mode", "explicit", "--load-model", "*", "--drain-timeout", "10",
              "--http-port", str(self.ports["http"]), "--grpc-port", str(self.ports["grpc"]),
              "--metrics-port", str(self.ports["metrics"]), "--gateway-port", str(self.ports["gateway"])],
@@ -113,7 +113,7 @@ class Stack:
         return next((pid for pid in children(self.process.pid) if "bin/tritonserver" in command_line(pid)), None)
 
     def gateway_pid(self) -> int | None:
-        return next((pid for pid in children(self.process.pid) if "-m gateway" in command_line(pid)), None)
+        return next((pid for pid in children(self.process.pid) if "-m tritone.gateway" in command_line(pid)), None)
 
     def stub(self, model: str) -> int | None:
         server = self.tritonserver()
@@ -129,12 +129,12 @@ class Stack:
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None:
-                raise RuntimeError("python -m serving exited")
+                raise RuntimeError("python -m tritone.serving exited")
             time.sleep(0.25)
         raise RuntimeError(f"not ready after {timeout:.0f} s")
 
     def stop(self) -> float:
-        """SIGTERM, then seconds until `python -m serving` and every process under it are gone."""
+        """SIGTERM, then seconds until `python -m tritone.serving` and every process under it are gone."""
         pids = [self.process.pid]
         for pid in pids:  # grows as it goes: children, then theirs
             pids += children(pid)
@@ -409,7 +409,7 @@ def markdown(results: dict) -> str:
                   f"RSS after the first 30 s -> at the end: tritonserver {first['tritonserver_kib']} -> "
                   f"{last['tritonserver_kib']} KiB ({soak_result['tritonserver_growth_kib']:+d}), gateway "
                   f"{first['gateway_kib']} -> {last['gateway_kib']} KiB ({soak_result['gateway_growth_kib']:+d})."]
-    lines += ["", "## Stops (SIGTERM to `python -m serving`)", "", "| stop | after queued streams | seconds | its /dev/shm regions | left after the stop |",
+    lines += ["", "## Stops (SIGTERM to `python -m tritone.serving`)", "", "| stop | after queued streams | seconds | its /dev/shm regions | left after the stop |",
               "|---|---|---|---|---|"]
     for index, row in enumerate(results["stops"], 1):
         lines.append(f"| {index} | {row['after_queued_streams']} | {row['seconds']} | {row['shm_regions']} | {row['shm_regions_left']} |")
@@ -419,7 +419,7 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks faults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.benchmarks faults", description=__doc__.splitlines()[0])
     parser.add_argument("--soak-minutes", type=float, default=10.0)
     parser.add_argument("--cycles", type=int, default=100, help="disconnects per format")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each fault")

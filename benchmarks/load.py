@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from client import GenerationError, MusicRequest, stream_music
-from client.metrics import read_engine_metrics
-from ensemble import tensors as T
-from export.tiny import PROMPTS
+from tritone.client import GenerationError, MusicRequest, stream_music
+from tritone.client.metrics import read_engine_metrics
+from tritone.ensemble import tensors as T
+from tritone.export.musicgen.tiny import PROMPTS
 
 # The random checkpoints' tokenizers were trained on these prompts; a real checkpoint's tokenizer
 # takes them as they are. Request i uses PROMPTS[i % len(PROMPTS)], seed SEED + i.

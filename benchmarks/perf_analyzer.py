@@ -16,7 +16,7 @@ server must run in explicit model-control mode) and afterwards unloads and loads
 the repository, as it was.
 
     results = run_perf_analyzer_suite("127.0.0.1:8001", Path("results"), smoke=True)
-    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001 --out results --smoke [--family speech]
+    python -m tritone.benchmarks.perf_analyzer --url 127.0.0.1:8001 --out results --smoke [--family speech]
 """
 
 from __future__ import annotations
@@ -462,7 +462,7 @@ def run_perf_analyzer_suite(grpc_url: str, out_dir: Path, smoke: bool = False,
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_analyzer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.benchmarks.perf_analyzer", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--smoke", action="store_true", help="concurrency 1 and 2, small windows")

@@ -1,7 +1,7 @@
 """Results: targets, comparisons, results.json, results.md, PNG plots and the README's block.
 
 Everything here is pure over the results dict the runner builds (no server, no model), so a
-results.json can be re-rendered: `python -m benchmarks readme` reads benchmarks/results/*/.
+results.json can be re-rendered: `python -m tritone.benchmarks readme` reads benchmarks/results/*/.
 
 One results.json per model holds both families: music at the top level (as before the speech
 family existed) and speech under "speech" (its own machine, commit, configuration, targets).
@@ -621,8 +621,8 @@ def readme_block(results_root: Path, readme_dir: Path) -> str:
     music = _published([r for r in runs if has_music(r)])
     speech = _published([r for r in runs if r.get("speech")])
     if not music and not speech:
-        return ("No results yet: run `python -m benchmarks run --model small-random` "
-                "(and `python -m benchmarks readme`).")
+        return ("No results yet: run `python -m tritone.benchmarks run --model small-random` "
+                "(and `python -m tritone.benchmarks readme`).")
     lines = []
     for results in music:
         rel = _relative(results["_dir"], readme_dir)

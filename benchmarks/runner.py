@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from benchmarks import report
-from benchmarks.load import PROMPTS, SEED, Sampling, run_load
-from ensemble import tensors as T
-from ensemble.musicgen_model import MusicgenModel
+from tritone.benchmarks import report
+from tritone.benchmarks.load import PROMPTS, SEED, Sampling, run_load
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import MusicgenModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEVELS = (1, 2, 4, 8, 16)
@@ -169,12 +169,12 @@ def server_info(grpc_url: str, model: str = T.MUSICGEN) -> dict:
 def prepare_repository(model: str, work_dir: Path, log=print, family: str = "music") -> Path:
     """The committed repository's configs and glue copied into `work_dir`, `model` of `family`
     exported there (skipped when it already holds that export). Both families share the directory."""
-    from serving.container import sync_skeleton
+    from tritone.serving.container import sync_skeleton
 
     if family == "speech":
-        from export.orpheus import export_orpheus as export, exported
+        from tritone.export.orpheus.export import export_orpheus as export, exported
     else:
-        from export.musicgen import export_musicgen as export, exported
+        from tritone.export.musicgen.export import export_musicgen as export, exported
 
     repository = Path(work_dir) / "model_repository"
     sync_skeleton(repository)
@@ -190,7 +190,7 @@ def prepare_repository(model: str, work_dir: Path, log=print, family: str = "mus
 def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log=print, models=("*",)):
     """A tritonserver as `make serve` runs it (CPU configs, explicit model control) on free ports,
     with `models` loaded (FAMILY_MODELS[family]: only what the benchmark calls); stopped on exit."""
-    from serving.triton import TritonServer, free_port
+    from tritone.serving.triton import TritonServer, free_port
 
     server = TritonServer()
     server.start(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
@@ -209,7 +209,7 @@ def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log
 
 def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log, family: str = "music") -> dict:
     try:
-        from benchmarks.perf_analyzer import FAMILY_RECIPES, run_perf_analyzer_suite
+        from tritone.benchmarks.perf_analyzer import FAMILY_RECIPES, run_perf_analyzer_suite
     except ImportError as error:
         return {"status": "skipped", "reason": f"benchmarks.perf_analyzer not importable: {error}"}
     log(f"perf_analyzer suite ({family} recipes) ...")
@@ -328,7 +328,8 @@ def run_suite(
         results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
 
     run.go_local(stop_server)
-    from benchmarks import baseline, step_cost
+    from tritone.benchmarks import baseline
+    from tritone.benchmarks import step_cost
 
     with run.phase("engine_step_cost"):
         say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")

@@ -31,13 +31,13 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.load import SEED, StreamRecord, run_levels
-from benchmarks.runner import Configurable, SuiteRun, cores
-from client import SpeechRequest, stream_speech
-from client.metrics import read_engine_metrics
-from ensemble import tensors as T
-from ensemble.speech_model import TOKENIZER_DIR, SpeechModel
-from export.speech_tiny import SENTENCES
+from tritone.benchmarks.load import SEED, StreamRecord, run_levels
+from tritone.benchmarks.runner import Configurable, SuiteRun, cores
+from tritone.client import SpeechRequest, stream_speech
+from tritone.client.metrics import read_engine_metrics
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.metadata import TOKENIZER_DIR, SpeechModel
+from tritone.export.orpheus.tiny import SENTENCES
 
 SPEECH_LEVELS = (1, 2, 4, 8)
 VOICE_MODES = ("builtin", "cloned")
@@ -131,7 +131,7 @@ def prompt_tokens(repository: Path, requests: list[SpeechRequest]) -> dict:
     """The prompts' lengths in tokens, as the pipeline builds them."""
     from transformers import AutoTokenizer
 
-    from benchmarks.speech_baseline import prompt_ids
+    from tritone.benchmarks.speech_baseline import prompt_ids
 
     version = Path(repository) / T.SPEECH / "1"
     tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
@@ -369,7 +369,7 @@ def run_speech_suite(
                 results["prefill_stall"] = {"error": f"{type(error).__name__}: {error}"}
 
     run.go_local(stop_server)
-    from benchmarks.speech_baseline import load_speech_baseline, run_speech_baselines
+    from tritone.benchmarks.speech_baseline import load_speech_baseline, run_speech_baselines
 
     with run.phase("transformers_baselines"):
         say(f"transformers speech baselines on {repository / T.SPEECH / '1'} ({config.threads} threads) ...")

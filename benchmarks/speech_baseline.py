@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.baseline import sequential_result, static_result
-from ensemble import tensors as T
-from ensemble.orpheus_format import TOKENS_PER_FRAME, OrpheusFormat, frame_to_levels
-from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, SpeechModel
+from tritone.benchmarks.baseline import sequential_result, static_result
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat, frame_to_levels
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, SpeechModel
 
 
 @dataclass

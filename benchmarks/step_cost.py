@@ -17,11 +17,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks.load import Sampling, workload
-from ensemble import musicgen_spec, tensors as T
-from ensemble.musicgen_model import MusicgenModel
-from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
-from ensemble.musicgen_request import GenerationParams
+from tritone.benchmarks.load import Sampling, workload
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
+from tritone.ensemble.musicgen.request import GenerationParams
 
 
 class _Sink:
@@ -112,7 +113,7 @@ def transformers_decode_step(model, tokenizer, *, short: int = 10, long: int = 6
     """ms per eager decode step of generate() for one request with guidance (text encoder, codec out)."""
     import torch
 
-    from benchmarks.baseline import generate
+    from tritone.benchmarks.baseline import generate
 
     prompt = workload(1)[0][0]
     decode = model.audio_encoder.decode

@@ -1,5 +1,5 @@
-"""Command line: `python -m client musicgen "prompt" --duration 8 --out song.wav`,
-`python -m client speech "Hello there." --voice tara --out hello.wav`."""
+"""Command line: `python -m tritone.client musicgen "prompt" --duration 8 --out song.wav`,
+`python -m tritone.client speech "Hello there." --voice tara --out hello.wav`."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def _run_speech(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client", description="Triton streaming client")
+    parser = argparse.ArgumentParser(prog="python -m tritone.client", description="Triton streaming client")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_musicgen(subparsers)
     _add_speech(subparsers)

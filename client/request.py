@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tritonclient.grpc import InferInput
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 
 @dataclass(frozen=True)

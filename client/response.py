@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from tritonclient.grpc import InferResult
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 from .errors import StreamContractError
 

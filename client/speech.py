@@ -21,7 +21,7 @@ import numpy as np
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 from .request import optional_scalars, sampling_inputs, tensor_input, text_input
 from .response import AudioChunk

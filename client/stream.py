@@ -15,7 +15,7 @@ from grpc.aio import AioRpcError
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 from .errors import error_from_rpc, error_from_stream
 from .request import MusicRequest, build_inputs

@@ -1,5 +1,5 @@
-"""python -m export musicgen --checkpoint CHECKPOINT --out model_repository
-python -m export orpheus --checkpoint CHECKPOINT [--codec CODEC] --out model_repository"""
+"""python -m tritone.export musicgen --checkpoint CHECKPOINT --out model_repository
+python -m tritone.export orpheus --checkpoint CHECKPOINT [--codec CODEC] --out model_repository"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description="Export a model family for Triton.")
+    parser = argparse.ArgumentParser(prog="python -m tritone.export", description="Export a model family for Triton.")
     common = argparse.ArgumentParser(add_help=False)  # what every family takes
     common.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository to write into")
     common.add_argument("--force", action="store_true", help="export even if the repository already holds this checkpoint")
@@ -36,20 +36,20 @@ def main(argv=None) -> int:
                              "orpheus-3b-0.1-ft's eight; '' for none)")
     args = parser.parse_args(argv)
 
-    from export.checkpoints import CheckpointUnavailable
+    from tritone.export.checkpoints import CheckpointUnavailable
 
     try:
         if args.family == "orpheus":
-            from export.orpheus import export_orpheus
+            from tritone.export.orpheus.export import export_orpheus
 
             voices = None if args.voices is None else tuple(v.strip() for v in args.voices.split(",") if v.strip())
             export_orpheus(args.checkpoint, args.out, codec=args.codec, force=args.force, voices=voices)
         else:
-            from export.musicgen import export_musicgen
+            from tritone.export.musicgen.export import export_musicgen
 
             spec = export_musicgen(args.checkpoint, args.out, force=args.force)
             if args.target == "tensorrt":
-                from export.tensorrt import build_engines
+                from tritone.export.tensorrt import build_engines
 
                 print(f"building TensorRT plans ({args.precision}) ...")
                 build_engines(args.out, args.precision, spec.codebook_size)

@@ -1,7 +1,7 @@
 """Build TensorRT plans from the exported ONNX graphs (GPU target), and check them against ONNX Runtime.
 
-    python -m export musicgen --checkpoint facebook/musicgen-small --out model_repository --target tensorrt
-    python -m serving.container --target gpu   # both families' plans (MUSIC, SPEECH), then tritonserver
+    python -m tritone.export musicgen --checkpoint facebook/musicgen-small --out model_repository --target tensorrt
+    python -m tritone.serving.container --target gpu   # both families' plans (MUSIC, SPEECH), then tritonserver
 
 Written against TensorRT 10's Python API (`pip install .[gpu]`); never imported on CPU installs.
 Each plan gets one optimization profile from the pipeline spec (the batch range of the model's
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble import musicgen_spec, speech_spec
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.spec import ModelSpec
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.triton.spec import ModelSpec
 
 PLAN_FILE = "model.plan"
 TIMING_CACHE = "tensorrt_timing.cache"
@@ -133,7 +134,7 @@ def run_plan(plan_path: Path, inputs: dict[str, np.ndarray], output_names: list[
 def check_plan(spec: ModelSpec, onnx_path: Path, plan_path: Path, inputs: dict[str, np.ndarray],
                tolerance: float) -> float:
     """Max |TensorRT - ONNX Runtime| over the outputs, bounded relative to the output scale."""
-    from ensemble.onnx_models import open_session
+    from tritone.ensemble.engine.onnx_runtime import open_session
 
     names = [tensor.name for tensor in spec.outputs]
     expected = open_session(onnx_path).run(names, inputs)

@@ -1,4 +1,4 @@
-"""python -m gateway [--host H] [--port P]   (settings also from TRITONE_* environment variables)"""
+"""python -m tritone.gateway [--host H] [--port P]   (settings also from TRITONE_* environment variables)"""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 
 import uvicorn
 
-from gateway.main import create_app
-from gateway.settings import Settings
+from tritone.gateway.main import create_app
+from tritone.gateway.settings import Settings
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description="tritone HTTP gateway")
+    parser = argparse.ArgumentParser(prog="python -m tritone.gateway", description="tritone HTTP gateway")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--triton-grpc-url")

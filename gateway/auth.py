@@ -18,8 +18,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from gateway.errors import RETRY_AFTER_S, APIError
-from gateway.settings import Settings
+from tritone.gateway.errors import RETRY_AFTER_S, APIError
+from tritone.gateway.settings import Settings
 
 IPV6_CLIENT_PREFIX = 64  # one IPv6 client usually holds a whole /64: its addresses count as one client
 

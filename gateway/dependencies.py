@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.metrics import GatewayMetrics
-from gateway.settings import Settings
-from gateway.triton import Triton
+from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.settings import Settings
+from tritone.gateway.triton import Triton
 
 
 def _state(name: str):

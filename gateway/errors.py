@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from client.errors import ClientError, GenerationError, ServerUnavailableError
-from gateway.schemas import TRITON_FIELDS
+from tritone.client.errors import ClientError, GenerationError, ServerUnavailableError
+from tritone.gateway.schemas import TRITON_FIELDS
 
 RETRY_AFTER_S = "2"
 

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 
-from client import AudioChunk, ClientError, MusicRequest, SpeechRequest, StreamStats
-from gateway.errors import APIError, StreamStalled, from_client_error
-from gateway.metrics import GatewayMetrics
-from gateway.triton import Triton
+from tritone.client import AudioChunk, ClientError, MusicRequest, SpeechRequest, StreamStats
+from tritone.gateway.errors import APIError, StreamStalled, from_client_error
+from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.triton import Triton
 
 log = logging.getLogger("tritone.gateway")
 

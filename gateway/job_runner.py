@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
-from client import ClientError, MusicRequest
-from gateway import job_store as js
-from gateway.errors import APIError, with_api_fields
-from gateway.generation import Generation
-from gateway.job_store import Job, JobStore
-from gateway.metrics import GatewayMetrics
-from gateway.schemas import MUSIC_FIELDS
-from gateway.settings import Settings
-from gateway.triton import Triton
+from tritone.client import ClientError, MusicRequest
+from tritone.gateway import job_store as js
+from tritone.gateway.errors import APIError, with_api_fields
+from tritone.gateway.generation import Generation
+from tritone.gateway.job_store import Job, JobStore
+from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.schemas import MUSIC_FIELDS
+from tritone.gateway.settings import Settings
+from tritone.gateway.triton import Triton
 
 log = logging.getLogger("tritone.gateway")
 

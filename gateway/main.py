@@ -7,17 +7,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway import errors
-from gateway.auth import document_auth, limiter_for
-from gateway.job_runner import JobRunner
-from gateway.job_store import JobStore
-from gateway.metrics import GatewayMetrics
-from gateway.middleware import RequestCounter, RequestGuard
-from gateway.model_manager import ModelManager
-from gateway.routes import health, jobs, models, music, speech, voices, web
-from gateway.settings import Settings
-from gateway.triton import Triton
-from gateway.voice_store import VoiceStore
+from tritone.gateway import errors
+from tritone.gateway.auth import document_auth, limiter_for
+from tritone.gateway.job_runner import JobRunner
+from tritone.gateway.job_store import JobStore
+from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.middleware import RequestCounter, RequestGuard
+from tritone.gateway.model_manager import ModelManager
+from tritone.gateway.routes import health
+from tritone.gateway.routes import jobs
+from tritone.gateway.routes import models
+from tritone.gateway.routes import music
+from tritone.gateway.routes import speech
+from tritone.gateway.routes import voices
+from tritone.gateway.routes import web
+from tritone.gateway.settings import Settings
+from tritone.gateway.triton import Triton
+from tritone.gateway.voice_store import VoiceStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

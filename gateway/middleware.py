@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.metrics import GatewayMetrics
+from tritone.gateway.metrics import GatewayMetrics
 
 
 class RequestCounter:

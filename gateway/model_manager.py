@@ -7,9 +7,9 @@ import asyncio
 import logging
 import time
 
-from gateway.errors import APIError, unavailable
-from gateway.metrics import GatewayMetrics
-from gateway.triton import ModelState, Triton
+from tritone.gateway.errors import APIError, unavailable
+from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.triton import ModelState, Triton
 
 log = logging.getLogger("tritone.gateway")
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from client import MusicRequest
-from ensemble import tensors as T
+from tritone.client import MusicRequest
+from tritone.ensemble import tensors as T
 
 AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]  # OpenAI's list and order

@@ -24,10 +24,10 @@ import numpy as np
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from client import ClientError
-from gateway.audio_encoding import StreamEncoder, content_type
-from gateway.errors import from_client_error
-from gateway.metrics import GatewayMetrics
+from tritone.client import ClientError
+from tritone.gateway.audio_encoding import StreamEncoder, content_type
+from tritone.gateway.errors import from_client_error
+from tritone.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("tritone.gateway")
 

@@ -16,11 +16,11 @@ from tritonclient.grpc import InferRequestedOutput
 from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from client import AudioChunk, MusicRequest, SpeechRequest, StreamStats, stream_music, stream_speech
-from client.request import tensor_input
-from ensemble import tensors as T
-from gateway.errors import APIError, triton_unavailable
-from gateway.settings import Settings
+from tritone.client import AudioChunk, MusicRequest, SpeechRequest, StreamStats, stream_music, stream_speech
+from tritone.client.request import tensor_input
+from tritone.ensemble import tensors as T
+from tritone.gateway.errors import APIError, triton_unavailable
+from tritone.gateway.settings import Settings
 
 
 @dataclass(frozen=True)

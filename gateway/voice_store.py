@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from gateway.sqlite import connect
+from tritone.gateway.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS voices (

@@ -19,12 +19,12 @@ import hashlib
 
 import numpy as np
 
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from gateway import voice_store as vs
-from gateway.audio_probe import ClipInfo, ClipTooLong, ProbeError, decode_within, probe
-from gateway.errors import APIError
-from gateway.settings import Settings
-from gateway.triton import Triton
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.gateway import voice_store as vs
+from tritone.gateway.audio_probe import ClipInfo, ClipTooLong, ProbeError, decode_within, probe
+from tritone.gateway.errors import APIError
+from tritone.gateway.settings import Settings
+from tritone.gateway.triton import Triton
 
 MAX_NAME_CHARS = 64
 MAX_TRANSCRIPT_CHARS = 1000

@@ -1,4 +1,4 @@
-"""Run tritonserver in the foreground: ``python -m serving --model-repository DIR``.
+"""Run tritonserver in the foreground: ``python -m tritone.serving --model-repository DIR``.
 
 Prints the endpoints once the server is ready. With --gateway-port it also runs the HTTP gateway.
 Either one that exits is started again (serving/supervisor.py); Ctrl-C (SIGINT) or SIGTERM stops
@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 
-from serving.supervisor import GatewayProcess, supervise, triton_child
-from serving.triton import TritonServer, TritonServerError
+from tritone.serving.supervisor import GatewayProcess, supervise, triton_child
+from tritone.serving.triton import TritonServer, TritonServerError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.serving", description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", required=True, help="Triton model repository directory")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-file", default=None, help="server log file (default: a temporary file)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument("--gateway-port", type=int, default=0,
-                        help="also run the HTTP gateway (python -m gateway) on this port once Triton is ready; 0: no")
+                        help="also run the HTTP gateway (python -m tritone.gateway) on this port once Triton is ready; 0: no")
     parser.add_argument("--drain-timeout", type=int, default=15,
                         help="seconds a stop gives running streams before they are cut (idle: a stop takes ~3 s)")
     return parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Container entrypoint: prepare the model repository volume, then become tritonserver.
 
-    python -m serving.container --target gpu   # NVIDIA's Triton image: TensorRT plans, LM on the GPU
-    python -m serving.container --target cpu   # any Docker host: the nvidia-pytriton binary, ONNX Runtime
+    python -m tritone.serving.container --target gpu   # NVIDIA's Triton image: TensorRT plans, LM on the GPU
+    python -m tritone.serving.container --target cpu   # any Docker host: the nvidia-pytriton binary, ONNX Runtime
 
 On first start the volume gets the repository's configs and glue from the image, the export of
 MODEL and (GPU) its TensorRT plans; later starts find them and go straight to serving. Triton
@@ -37,14 +37,14 @@ def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
 
 
 def prepare(target: str, repository: Path, checkpoint: str, precision: str, speech_checkpoint: str) -> None:
-    from export.musicgen import export_musicgen
-    from export.orpheus import export_orpheus
+    from tritone.export.musicgen.export import export_musicgen
+    from tritone.export.orpheus.export import export_orpheus
 
     sync_skeleton(repository)
     music = export_musicgen(checkpoint, repository)  # skipped when the volume already holds it
     speech = export_orpheus(speech_checkpoint, repository)
     if target == "gpu":
-        from export.tensorrt import MUSIC, SPEECH, build_engines
+        from tritone.export.tensorrt import MUSIC, SPEECH, build_engines
 
         build_engines(repository, precision, music.codebook_size, MUSIC)  # skipped when up to date
         build_engines(repository, precision, speech.codebook_size, SPEECH)
@@ -57,13 +57,13 @@ def server_command(target: str, repository: Path) -> list[str]:
     common = ["--model-control-mode=explicit", "--load-model=*"]
     if target == "gpu":
         return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common, f"--exit-timeout-secs={DRAIN_S}"]
-    return [sys.executable, "-m", "serving", "--model-repository", str(repository), "--host", "0.0.0.0",
+    return [sys.executable, "-m", "tritone.serving", "--model-repository", str(repository), "--host", "0.0.0.0",
             "--model-config-name", "cpu", "--model-control-mode", "explicit", "--load-model", "*",
             "--drain-timeout", str(DRAIN_S)]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serving.container", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.serving.container", description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=("gpu", "cpu"), required=True)
     parser.add_argument("--repository", type=Path, default=Path(os.environ.get("MODEL_REPOSITORY", "/models")))
     parser.add_argument("--checkpoint", default=os.environ.get("MODEL", "facebook/musicgen-small"))

@@ -1,4 +1,4 @@
-"""Keep tritonserver and the gateway running under `python -m serving`, and stop both on a signal.
+"""Keep tritonserver and the gateway running under `python -m tritone.serving`, and stop both on a signal.
 
 Each is a child process watched every half second. One that exits unexpectedly is started again
 after a backoff (1 s, doubling up to 30 s, back to 1 s once it has run for a minute), with a log
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from serving.triton import TritonServer
+from tritone.serving.triton import TritonServer
 
 STABLE_S = 60.0  # a child that ran this long gets the shortest backoff again
 
@@ -90,7 +90,7 @@ def triton_child(server: TritonServer, start: Callable[[], None]) -> Child:
 
 
 class GatewayProcess:
-    """`python -m gateway` in its own process group, pointed at the server."""
+    """`python -m tritone.gateway` in its own process group, pointed at the server."""
 
     def __init__(self, host: str, port: int, server: TritonServer, drain_s: float):
         self.host, self.port, self.server, self.drain_s = host, port, server, drain_s
@@ -104,7 +104,7 @@ class GatewayProcess:
                "TRITONE_TRITON_GRPC_URL": self.server.grpc_url,
                "TRITONE_TRITON_HTTP_URL": f"http://{self.server.http_url}",
                "TRITONE_TRITON_METRICS_URL": self.server.metrics_url}
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, start_new_session=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "tritone.gateway"], env=env, start_new_session=True)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings
-from serving.triton import TritonServer, free_port
+from tritone.gateway.settings import Settings
+from tritone.serving.triton import TritonServer, free_port
 
 from tests.integration.musicgen_server import CAPACITY, SPEECH, run_gateway, tiny_repository
 

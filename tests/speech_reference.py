@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.speech_baseline import generate_codes, prompt_ids
-from ensemble import tensors as T
-from ensemble.speech_model import CHECKPOINT_DIR, SpeechModel
+from tritone.benchmarks.speech_baseline import generate_codes, prompt_ids
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, SpeechModel
 
 
 @lru_cache(maxsize=2)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.auth import REQUIRE_ADMIN
-from gateway.dependencies import MetricsDep, SettingsDep, TritonDep
-from gateway.errors import RETRY_AFTER_S, APIError
+from tritone.gateway.auth import REQUIRE_ADMIN
+from tritone.gateway.dependencies import MetricsDep, SettingsDep, TritonDep
+from tritone.gateway.errors import RETRY_AFTER_S, APIError
 
 router = APIRouter(tags=["operations"])
 

@@ -21,13 +21,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from gateway import job_store as js
-from gateway.audio_encoding import content_type, encode_audio
-from gateway.auth import ClientKey
-from gateway.errors import APIError
-from gateway.job_runner import JobRunner
-from gateway.job_store import JobStore
-from gateway.schemas import ERROR_RESPONSES, AudioFormat, GenerationFields
+from tritone.gateway import job_store as js
+from tritone.gateway.audio_encoding import content_type, encode_audio
+from tritone.gateway.auth import ClientKey
+from tritone.gateway.errors import APIError
+from tritone.gateway.job_runner import JobRunner
+from tritone.gateway.job_store import JobStore
+from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, GenerationFields
 
 router = APIRouter(tags=["jobs"])
 

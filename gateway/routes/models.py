@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from gateway.auth import REQUIRE_ADMIN, REQUIRE_KEY
-from gateway.dependencies import SettingsDep, TritonDep
-from gateway.errors import APIError
-from gateway.schemas import ERROR_RESPONSES, ErrorBody
+from tritone.gateway.auth import REQUIRE_ADMIN, REQUIRE_KEY
+from tritone.gateway.dependencies import SettingsDep, TritonDep
+from tritone.gateway.errors import APIError
+from tritone.gateway.schemas import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["models"])
 

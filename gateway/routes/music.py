@@ -6,11 +6,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.audio_encoding import content_type, encode_audio
-from gateway.auth import ClientKey
-from gateway.generation import open_for_client
-from gateway.schemas import ERROR_RESPONSES, MusicBody
-from gateway.streaming import respond
+from tritone.gateway.audio_encoding import content_type, encode_audio
+from tritone.gateway.auth import ClientKey
+from tritone.gateway.generation import open_for_client
+from tritone.gateway.schemas import ERROR_RESPONSES, MusicBody
+from tritone.gateway.streaming import respond
 
 router = APIRouter(tags=["music"])
 

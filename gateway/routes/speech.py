@@ -14,16 +14,16 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from client import SpeechRequest
-from gateway import voices
-from gateway.auth import ClientKey
-from gateway.dependencies import SettingsDep
-from gateway.errors import APIError
-from gateway.generation import open_for_client
-from gateway.routes.music import AUDIO_TYPES
-from gateway.schemas import ERROR_RESPONSES, SPEECH_MODEL_ALIASES, SpeechBody, VoiceRef
-from gateway.streaming import respond
-from gateway.tempo import TempoStretch
+from tritone.client import SpeechRequest
+from tritone.gateway import voices
+from tritone.gateway.auth import ClientKey
+from tritone.gateway.dependencies import SettingsDep
+from tritone.gateway.errors import APIError
+from tritone.gateway.generation import open_for_client
+from tritone.gateway.routes.music import AUDIO_TYPES
+from tritone.gateway.schemas import ERROR_RESPONSES, SPEECH_MODEL_ALIASES, SpeechBody, VoiceRef
+from tritone.gateway.streaming import respond
+from tritone.gateway.tempo import TempoStretch
 
 router = APIRouter(tags=["speech"])
 

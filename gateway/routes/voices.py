@@ -16,12 +16,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from gateway import voices
-from gateway.auth import ClientKey
-from gateway.dependencies import SettingsDep, TritonDep
-from gateway.errors import APIError
-from gateway.schemas import ERROR_RESPONSES
-from gateway.voice_store import VoiceStore
+from tritone.gateway import voices
+from tritone.gateway.auth import ClientKey
+from tritone.gateway.dependencies import SettingsDep, TritonDep
+from tritone.gateway.errors import APIError
+from tritone.gateway.schemas import ERROR_RESPONSES
+from tritone.gateway.voice_store import VoiceStore
 
 router = APIRouter(tags=["voices"])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from gateway.errors import APIError
+from tritone.gateway.errors import APIError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from benchmarks import report
-from benchmarks.__main__ import main
-from benchmarks.load import underruns
-from benchmarks.runner import BenchConfig, run_suite
+from tritone.benchmarks import report
+from tritone.benchmarks.__main__ import main
+from tritone.benchmarks.load import underruns
+from tritone.benchmarks.runner import BenchConfig, run_suite
 
 pytestmark = pytest.mark.integration
 

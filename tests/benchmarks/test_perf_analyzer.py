@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from benchmarks import perf_analyzer as pa
+from tritone.benchmarks import perf_analyzer as pa
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
-from benchmarks.__main__ import main
-from benchmarks.speech import SpeechBenchConfig, run_speech_suite
+from tritone.benchmarks import report
+from tritone.benchmarks.__main__ import main
+from tritone.benchmarks.speech import SpeechBenchConfig, run_speech_suite
 
 pytestmark = pytest.mark.integration
 

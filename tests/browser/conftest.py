@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from gateway.settings import Settings
+from tritone.gateway.settings import Settings
 from tests.integration.musicgen_server import run_gateway
 
 CHROMIUM = "/usr/bin/chromium"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gateway.settings import Settings
+from tritone.gateway.settings import Settings
 from tests.integration.musicgen_server import run_gateway
 
 pytestmark = pytest.mark.integration

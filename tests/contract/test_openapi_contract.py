@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.settings import Settings
+from tritone.gateway.settings import Settings
 from tests.integration.musicgen_server import run_gateway
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

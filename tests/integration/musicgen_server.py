@@ -8,13 +8,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from client.metrics import read_engine_metrics
-from ensemble import musicgen_spec, speech_spec, tensors as T
-from ensemble.spec import CONFIG_PATHS, render
-from export.musicgen import export_musicgen
-from export.orpheus import export_orpheus
-from serving.container import sync_skeleton
-from serving.triton import free_port
+from tritone.client.metrics import read_engine_metrics
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble import tensors as T
+from tritone.ensemble.triton.spec import CONFIG_PATHS, render
+from tritone.export.musicgen.export import export_musicgen
+from tritone.export.orpheus.export import export_orpheus
+from tritone.serving.container import sync_skeleton
+from tritone.serving.triton import free_port
 
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
 CAPACITY = {"max_slots": "4", "max_queue": "4"}
@@ -55,7 +57,7 @@ def run_gateway(settings):
     """Serve the gateway app with uvicorn in a thread; yields its base URL."""
     import uvicorn
 
-    from gateway.main import create_app
+    from tritone.gateway.main import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.musicgen_model import CHECKPOINT_DIR
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import CHECKPOINT_DIR
 
 
 @lru_cache(maxsize=2)

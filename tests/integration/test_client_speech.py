@@ -1,5 +1,5 @@
 """The speech client against a real tritonserver serving the tiny-random Orpheus export: stream_speech and
-`python -m client speech`, with a built-in speaker and with a local clip sent as REFERENCE_AUDIO."""
+`python -m tritone.client speech`, with a built-in speaker and with a local clip sent as REFERENCE_AUDIO."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client import GenerationError, SpeechRequest, StreamStats, stream_speech
-from client.cli import main
-from ensemble import tensors as T
+from tritone.client import GenerationError, SpeechRequest, StreamStats, stream_speech
+from tritone.client.cli import main
+from tritone.ensemble import tensors as T
 
 pytestmark = pytest.mark.integration
 RATE = 24000

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from tritonclient.grpc import InferenceServerClient
 
-from gateway.settings import Settings
-from serving.triton import TritonServer, free_port
+from tritone.gateway.settings import Settings
+from tritone.serving.triton import TritonServer, free_port
 
 from .musicgen_server import read_metrics, run_gateway
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import soundfile
 
-from gateway.main import create_app
-from gateway.settings import Settings
+from tritone.gateway.main import create_app
+from tritone.gateway.settings import Settings
 
 from .musicgen_server import read_metrics
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gateway.settings import Settings
-from serving.triton import free_port
+from tritone.gateway.settings import Settings
+from tritone.serving.triton import free_port
 
 from .musicgen_server import read_metrics, run_gateway
 

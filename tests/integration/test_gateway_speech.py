@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from client.metrics import read_engine_metrics
-from ensemble import tensors as T
-from ensemble.orpheus_format import TOKENS_PER_FRAME
+from tritone.client.metrics import read_engine_metrics
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
 from .musicgen_server import run_gateway
 
@@ -168,8 +168,8 @@ def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, mus
     """The voice's codes are snac_encoder's for the normalized clip (24 kHz mono), asked directly."""
     from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
 
-    from client.clip import decode_clip
-    from gateway.voice_store import VoiceStore
+    from tritone.client.clip import decode_clip
+    from tritone.gateway.voice_store import VoiceStore
 
     with run_gateway(speech_settings) as url:
         voice = httpx.post(f"{url}/v1/audio/voices", files={"file": ("me.wav", clip_wav(1.5))},

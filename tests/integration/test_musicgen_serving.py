@@ -9,8 +9,8 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import InferInput
 
-from client import GenerationError, MusicRequest, stream_music
-from ensemble import tensors as T
+from tritone.client import GenerationError, MusicRequest, stream_music
+from tritone.ensemble import tensors as T
 
 from .musicgen_server import read_metrics
 from .reference import reference_generate

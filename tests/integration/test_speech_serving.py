@@ -9,11 +9,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-from client import GenerationError, SpeechRequest, stream_speech
-from client.metrics import read_engine_metrics
-from ensemble import tensors as T
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.onnx_models import OnnxCodecDecoder
+from tritone.client import GenerationError, SpeechRequest, stream_speech
+from tritone.client.metrics import read_engine_metrics
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tests.speech_reference import reference_prompt, reference_speech
 
 pytestmark = pytest.mark.integration

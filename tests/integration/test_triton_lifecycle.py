@@ -1,4 +1,4 @@
-"""Models unload, Triton restarts and everything stops in seconds: `python -m serving` as `make serve`
+"""Models unload, Triton restarts and everything stops in seconds: `python -m tritone.serving` as `make serve`
 runs it (tritonserver + gateway, supervised), on this module's own ports, killed and stopped here.
 
 Before the fixes these failed: a stream the client cancelled after its final response kept its model
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from client import MusicRequest, SpeechRequest
-from client.speech import stream_speech
-from client.stream import stream_music
-from ensemble import tensors as T
-from serving.triton import free_port
+from tritone.client import MusicRequest, SpeechRequest
+from tritone.client.speech import stream_speech
+from tritone.client.stream import stream_music
+from tritone.ensemble import tensors as T
+from tritone.serving.triton import free_port
 from tests.processes import alive, children, command_line, group_members
 
 from .musicgen_server import CAPACITY
@@ -58,13 +58,13 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
 
 
 class Supervised:
-    """`python -m serving ... --gateway-port` as a child of the test, with its output in a file."""
+    """`python -m tritone.serving ... --gateway-port` as a child of the test, with its output in a file."""
 
     def __init__(self, repository: Path, log: Path):
         self.ports = {name: free_port() for name in ("http", "grpc", "metrics", "gateway")}
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-repository", str(repository), "--model-config-name", "cpu",
+            [sys.executable, "-m", "tritone.serving", "--model-repository", str(repository), "--model-config-name", "cpu",
              "--model-control-mode", "explicit", "--load-model", "*", "--http-port", str(self.ports["http"]),
              "--grpc-port", str(self.ports["grpc"]), "--metrics-port", str(self.ports["metrics"]),
              "--gateway-port", str(self.ports["gateway"]), "--drain-timeout", "10"],
@@ -90,7 +90,7 @@ class Supervised:
         return found[0] if found else None
 
     def gateway_pid(self) -> int | None:
-        found = [pid for pid in children(self.process.pid) if "-m gateway" in command_line(pid)]
+        found = [pid for pid in children(self.process.pid) if "-m tritone.gateway" in command_line(pid)]
         return found[0] if found else None
 
     def stubs(self, model: str) -> list[int]:

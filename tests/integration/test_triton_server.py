@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from serving.triton import TritonServer, TritonServerError, find_tritonserver, free_port
+from tritone.serving.triton import TritonServer, TritonServerError, find_tritonserver, free_port
 from tests.processes import alive, group_members
 
 MODEL_PY = textwrap.dedent(

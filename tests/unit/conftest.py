@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory):
     """A model repository exported from the tiny-random MusicGen (about 5 s, once per session)."""
-    from export.musicgen import export_musicgen
+    from tritone.export.musicgen.export import export_musicgen
 
     repository = tmp_path_factory.mktemp("repo")
     export_musicgen("tiny-random", repository)
@@ -16,7 +16,7 @@ def tiny_repository(tmp_path_factory):
 @pytest.fixture(scope="session")
 def speech_repository(tmp_path_factory):
     """A model repository exported from the tiny-random Orpheus + SNAC (about 5 s, once per session)."""
-    from export.orpheus import export_orpheus
+    from tritone.export.orpheus.export import export_orpheus
 
     repository = tmp_path_factory.mktemp("speech-repo")
     export_orpheus("tiny-random", repository)

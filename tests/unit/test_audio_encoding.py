@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gateway.audio_encoding import FORMATS, StreamEncoder, content_type, encode_audio
+from tritone.gateway.audio_encoding import FORMATS, StreamEncoder, content_type, encode_audio
 
 RATE = 32_000
 N = int(1.3 * RATE)  # 41600 samples

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from client.clip import decode_clip
-from gateway.audio_probe import ClipTooLong, ProbeError, decode_within, probe
+from tritone.client.clip import decode_clip
+from tritone.gateway.audio_probe import ClipTooLong, ProbeError, decode_within, probe
 
 SR = 24000  # the speech codec's rate
 BOMB_RATE = 48000

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-import gateway.__main__ as gateway_main
-from gateway.auth import served_routes
-from gateway.errors import APIError
-from gateway.main import create_app
-from gateway.settings import Settings
+import tritone.gateway.__main__ as gateway_main
+from tritone.gateway.auth import served_routes
+from tritone.gateway.errors import APIError
+from tritone.gateway.main import create_app
+from tritone.gateway.settings import Settings
 
 GENERATION_KEY, ADMIN_KEY = "k-generate", "k-admin"
 CALLERS = {"no key": None, "wrong key": "k-nope", "generation key": GENERATION_KEY, "admin key": ADMIN_KEY}

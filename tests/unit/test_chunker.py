@@ -2,7 +2,7 @@
 
 import pytest
 
-from ensemble.chunker import ChunkPolicy, Chunker
+from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
 
 
 def test_chunk_sizes_grow_geometrically_and_are_capped():

@@ -13,7 +13,7 @@ import soundfile as sf
 from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
 from tritonclient.grpc.aio import InferenceServerClient
 
-from client import (
+from tritone.client import (
     AudioChunk,
     ChunkSequence,
     GenerationError,
@@ -26,9 +26,9 @@ from client import (
     parse_result,
     stream_music,
 )
-from client.cli import main
-from client.errors import error_from_stream, split_status
-from ensemble import tensors as T
+from tritone.client.cli import main
+from tritone.client.errors import error_from_stream, split_status
+from tritone.ensemble import tensors as T
 
 SR = 32000
 

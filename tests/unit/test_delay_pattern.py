@@ -4,7 +4,7 @@ frames become complete; the layout must match transformers' build_delay_pattern_
 import numpy as np
 import pytest
 
-from ensemble.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
+from tritone.ensemble.musicgen.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
 
 
 def transformers_pad_layout(frames: int, codebooks: int) -> np.ndarray:

@@ -13,12 +13,14 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ensemble import musicgen_spec, speech_spec, tensors as T
-from ensemble.speech_pipeline import SPEECH_POLICY
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.text_conditioning import BUCKETS
-from export.tensorrt import keep_fp32, profile_for
-from serving.container import DRAIN_S, prepare, server_command
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.musicgen.text_conditioning import BUCKETS
+from tritone.export.tensorrt import keep_fp32, profile_for
+from tritone.serving.container import DRAIN_S, prepare, server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX_TYPES = {onnx.TensorProto.INT64: pb.TYPE_INT64, onnx.TensorProto.FLOAT: pb.TYPE_FP32}
@@ -134,7 +136,7 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert "already holds an export of tiny-random" in out
     assert "exporting" not in out
     command = server_command("cpu", volume)
-    assert command[1:4] == ["-m", "serving", "--model-repository"]
+    assert command[1:4] == ["-m", "tritone.serving", "--model-repository"]
     assert ["--model-control-mode", "explicit", "--load-model", "*", "--drain-timeout", str(DRAIN_S)] == command[-6:]
     assert server_command("gpu", volume) == [
         "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import job_store as js
-from gateway.job_runner import Window, window_plan
-from gateway.job_store import JobStore
+from tritone.gateway import job_store as js
+from tritone.gateway.job_runner import Window, window_plan
+from tritone.gateway.job_store import JobStore
 
 
 def params(prompt: str = "lo-fi piano", duration: float = 8.0, **extra) -> dict:

@@ -7,10 +7,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.errors import APIError, with_api_fields
-from gateway.main import create_app
-from gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
-from gateway.settings import Settings
+from tritone.gateway.errors import APIError, with_api_fields
+from tritone.gateway.main import create_app
+from tritone.gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
+from tritone.gateway.settings import Settings
 from tests.unit.test_speech_client import start_fake
 from tests.unit.test_speech_gateway import speak
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from ensemble import tensors as T
-from ensemble.musicgen_request import GenerationParams, InvalidRequest, Limits, validate
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.request import GenerationParams, InvalidRequest, Limits, validate
 
 LIMITS = Limits(max_duration_s=30.0, max_text_chars=20, max_text_tokens=256)
 CODEBOOK_SIZE = 64

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ensemble.sampling import apply_guidance, sample
+from tritone.ensemble.engine.sampling import apply_guidance, sample
 
 
 def random_logits(seed=0, codebooks=4, vocab=64):

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from ensemble import tensors as T
-from ensemble.chunker import ChunkPolicy
-from ensemble.delay_pattern import frames_for, num_steps
-from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
-from ensemble.musicgen_request import InvalidRequest
-from ensemble.scheduler import AtCapacity
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.musicgen.delay_pattern import frames_for, num_steps
+from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
+from tritone.ensemble.musicgen.request import InvalidRequest
+from tritone.ensemble.engine.scheduler import AtCapacity
 from tests.list_stream import ListStream, run_until_ended
 
 POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)

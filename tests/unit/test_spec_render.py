@@ -7,12 +7,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ensemble import musicgen_spec, render, speech_spec, tensors as T
-from ensemble.chunker import ChunkPolicy
-from ensemble.musicgen_pipeline import PipelineSettings
-from ensemble.musicgen_request import Limits
-from ensemble.spec import CONFIG_PATHS, TARGETS, to_proto
-from ensemble.spec import render as render_config
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble.triton import render
+from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.musicgen.pipeline import PipelineSettings
+from tritone.ensemble.musicgen.request import Limits
+from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, to_proto
+from tritone.ensemble.triton.spec import render as render_config
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 TENSOR_NAMES = {value for name, value in vars(T).items() if name.isupper() and isinstance(value, str)}

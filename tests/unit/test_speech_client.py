@@ -1,4 +1,4 @@
-"""client.speech and `python -m client speech`: the orpheus inputs, sentence-by-sentence streaming with the
+"""client.speech and `python -m tritone.client speech`: the orpheus inputs, sentence-by-sentence streaming with the
 next sentence started ahead, cancellation of every open stream, against an in-process fake gRPC server."""
 
 import asyncio
@@ -13,10 +13,10 @@ import soundfile as sf
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor
 
-from client import GenerationError, SpeechRequest, StreamStats, speech_inputs, stream_speech
-from client.cli import main
-from client.speech import sentence_requests
-from ensemble import tensors as T
+from tritone.client import GenerationError, SpeechRequest, StreamStats, speech_inputs, stream_speech
+from tritone.client.cli import main
+from tritone.client.speech import sentence_requests
+from tritone.ensemble import tensors as T
 from tests.unit.test_client import response
 
 SR = 24000

@@ -4,13 +4,13 @@ served codes equal transformers' generate(), prefill interleaves with decoding, 
 import numpy as np
 import pytest
 
-from ensemble import tensors as T
-from ensemble.chunker import ChunkPolicy
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.onnx_models import OnnxCodecDecoder
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.request_fields import InvalidRequest
-from ensemble.speech_pipeline import SpeechPipeline, SpeechSettings
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.orpheus.pipeline import SpeechPipeline, SpeechSettings
 from tests.list_stream import ListStream, run_until_ended
 from tests.speech_reference import reference_prompt, reference_speech
 

@@ -21,12 +21,12 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("snac")
 
-from ensemble import tensors as T  # noqa: E402
-from ensemble.orpheus_format import TOKENS_PER_FRAME, frame_to_levels, levels_to_frame  # noqa: E402
-from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel  # noqa: E402
-from export.orpheus_graphs import DECODER_LEFT_CONTEXT_FRAMES, DECODER_LOOKAHEAD_FRAMES, SnacDecoder  # noqa: E402
-from export.orpheus import ORPHEUS_VOICES  # noqa: E402
-from export.speech_tiny import SENTENCES  # noqa: E402
+from tritone.ensemble import tensors as T  # noqa: E402
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, frame_to_levels, levels_to_frame  # noqa: E402
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel  # noqa: E402
+from tritone.ensemble.orpheus.graphs import DECODER_LEFT_CONTEXT_FRAMES, DECODER_LOOKAHEAD_FRAMES, SnacDecoder  # noqa: E402
+from tritone.export.orpheus.export import ORPHEUS_VOICES  # noqa: E402
+from tritone.export.orpheus.tiny import SENTENCES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = 2048
@@ -38,10 +38,10 @@ def _session(path: Path):
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
-    """`python -m export orpheus --checkpoint tiny-random --out DIR`, once for the module."""
+    """`python -m tritone.export orpheus --checkpoint tiny-random --out DIR`, once for the module."""
     out = tmp_path_factory.mktemp("speech_repo")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "export", "orpheus", "--checkpoint", "tiny-random", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "tritone.export", "orpheus", "--checkpoint", "tiny-random", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "exported tiny-random" in done.stdout
@@ -103,7 +103,7 @@ def test_tokenizer_is_byte_level_with_bos(lm, spec):
 
 
 def test_second_export_is_skipped(repository, spec, capsys):
-    from export.orpheus import export_orpheus
+    from tritone.export.orpheus.export import export_orpheus
 
     assert export_orpheus("tiny-random", repository) == spec
     assert "already holds" in capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_unreachable_hub_fails_fast_with_a_hint(tmp_path):
     env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "cache"),
                HF_HUB_OFFLINE="0")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "export", "orpheus", "--checkpoint", "nobody/no-such-orpheus",
+    done = subprocess.run([sys.executable, "-m", "tritone.export", "orpheus", "--checkpoint", "nobody/no-such-orpheus",
                            "--out", str(tmp_path / "repo")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -266,7 +266,7 @@ def test_external_data_is_gathered_into_one_file(repository, tmp_path):
     graph + one .data file that ONNX Runtime loads (shown here on the tiny graph)."""
     import onnx
 
-    from export.orpheus import gather_external_data
+    from tritone.export.orpheus.export import gather_external_data
 
     scattered = tmp_path / "scattered" / LM_STEP_FILE
     scattered.parent.mkdir()
@@ -291,7 +291,7 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
     """Checkpoints with a separate lm_head (not Orpheus 3B's case) take the module's other path."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from export.orpheus_graphs import SpeechLmStep
+    from tritone.ensemble.orpheus.graphs import SpeechLmStep
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -310,7 +310,7 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
 
 
 def test_the_served_streaming_policy_covers_the_decoders_measured_context():
-    from ensemble.speech_pipeline import SPEECH_POLICY
+    from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
 
     assert SPEECH_POLICY.left_context >= DECODER_LEFT_CONTEXT_FRAMES
     assert SPEECH_POLICY.lookahead >= DECODER_LOOKAHEAD_FRAMES

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from ensemble import tensors as T
-from gateway.settings import Settings
+from tritone.ensemble import tensors as T
+from tritone.gateway.settings import Settings
 from tests.integration.musicgen_server import run_gateway
 from tests.unit.test_client import response
 from tests.unit.test_speech_client import serve, start_fake  # noqa: F401 - serve: the fake server fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from client.sentences import MAX_SENTENCE_CHARS, split_sentences, word_count
+from tritone.client.sentences import MAX_SENTENCE_CHARS, split_sentences, word_count
 
 
 @pytest.mark.parametrize(

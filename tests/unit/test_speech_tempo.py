@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gateway.tempo import TempoStretch, atempo_factors
+from tritone.gateway.tempo import TempoStretch, atempo_factors
 
 SR = 24000
 

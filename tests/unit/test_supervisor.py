@@ -1,6 +1,6 @@
-"""The restart policy of `python -m serving` (serving/supervisor.py), with fake children."""
+"""The restart policy of `python -m tritone.serving` (serving/supervisor.py), with fake children."""
 
-from serving.supervisor import STABLE_S, Backoff, Child
+from tritone.serving.supervisor import STABLE_S, Backoff, Child
 
 
 def test_backoff_doubles_up_to_its_maximum_and_starts_over_after_a_stable_run():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.errors import GenerationError, ServerUnavailableError
-from gateway.errors import StreamStalled, from_client_error
+from tritone.client.errors import GenerationError, ServerUnavailableError
+from tritone.gateway.errors import StreamStalled, from_client_error
 
 
 @pytest.mark.parametrize(

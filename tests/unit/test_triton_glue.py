@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ensemble import tensors as T
-from ensemble.musicgen_request import InvalidRequest, Limits, validate
-from ensemble.scheduler import AtCapacity, Chunk
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.request import InvalidRequest, Limits, validate
+from tritone.ensemble.engine.scheduler import AtCapacity, Chunk
 
 FINAL = 1
 
@@ -53,10 +53,10 @@ def glue():
     with pytest.MonkeyPatch.context() as patch:
         pb = fake_backend_utils()
         patch.setitem(sys.modules, "triton_python_backend_utils", pb)
-        patch.delitem(sys.modules, "ensemble.triton_glue", raising=False)
-        module = importlib.import_module("ensemble.triton_glue")
+        patch.delitem(sys.modules, "tritone.ensemble.triton.glue", raising=False)
+        module = importlib.import_module("tritone.ensemble.triton.glue")
         yield module
-    sys.modules.pop("ensemble.triton_glue", None)
+    sys.modules.pop("tritone.ensemble.triton.glue", None)
 
 
 class Request:

@@ -1,7 +1,7 @@
 """musicgen_codec_decoder (CPU target): the exported EnCodec decoder on ONNX Runtime, dynamically batched."""
 
-from ensemble import tensors as T
-from ensemble.triton_glue import OnnxBatchModel
+from tritone.ensemble import tensors as T
+from tritone.ensemble.triton.glue import OnnxBatchModel
 
 
 class TritonPythonModel(OnnxBatchModel):

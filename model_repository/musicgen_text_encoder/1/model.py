@@ -1,7 +1,7 @@
 """musicgen_text_encoder (CPU target): the exported T5 encoder on ONNX Runtime, dynamically batched."""
 
-from ensemble import tensors as T
-from ensemble.triton_glue import OnnxBatchModel
+from tritone.ensemble import tensors as T
+from tritone.ensemble.triton.glue import OnnxBatchModel
 
 
 class TritonPythonModel(OnnxBatchModel):

@@ -1,7 +1,7 @@
 """Export an Orpheus-format text-to-speech checkpoint (Llama LM + SNAC 24 kHz) into a model repository.
 
-    python -m export orpheus --checkpoint canopylabs/orpheus-3b-0.1-ft --out model_repository
-    python -m export orpheus --checkpoint tiny-random --out model_repository
+    python -m tritone.export orpheus --checkpoint canopylabs/orpheus-3b-0.1-ft --out model_repository
+    python -m tritone.export orpheus --checkpoint tiny-random --out model_repository
 
 Writes, each checked against the torch module:
     orpheus/1/speech_lm_step.onnx     one LM step: chunked prefill and decode, rows at their own positions
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from ensemble import tensors as T
-from ensemble.orpheus_format import LEVEL_CODES, TOKENS_PER_FRAME
-from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
-from export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
-from export.onnx_graph import export_graph
-from export.orpheus_graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
-from export.speech_tiny import (
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.format import LEVEL_CODES, TOKENS_PER_FRAME
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
+from tritone.export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
+from tritone.export.onnx_graph import export_graph
+from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
+from tritone.export.orpheus.tiny import (
     BOS_TOKEN,
     EOT_TOKEN,
     RANDOM_CHECKPOINTS,

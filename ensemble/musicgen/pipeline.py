@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.chunker import ChunkPolicy
-from ensemble.musicgen_model import (
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.musicgen.metadata import (
     CHECKPOINT_DIR,
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
@@ -23,12 +23,12 @@ from ensemble.musicgen_model import (
     TOKENIZER_DIR,
     MusicgenModel,
 )
-from ensemble.musicgen_request import GenerationParams, Limits, validate
-from ensemble.onnx_models import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
-from ensemble.musicgen_decoding import Job, MusicgenFamily
-from ensemble.scheduler import Engine, Stream
-from ensemble.settings import check_sample_rate, from_parameters
-from ensemble.text_conditioning import PromptTokenizer
+from tritone.ensemble.musicgen.request import GenerationParams, Limits, validate
+from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
+from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
+from tritone.ensemble.engine.scheduler import Engine, Stream
+from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], ...] -> [audio [T * hop], ...]
@@ -77,7 +77,7 @@ class MusicgenPipeline:
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":
-            from ensemble.torch_lm import TorchLanguageModel  # torch is only needed on this path
+            from tritone.ensemble.engine.torch_runtime import TorchLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint

@@ -14,13 +14,13 @@ from typing import Protocol
 
 import numpy as np
 
-from ensemble.chunker import ChunkPolicy, Chunker
-from ensemble.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
-from ensemble.kv_cache import BatchKVCache
-from ensemble.musicgen_model import MusicgenModel
-from ensemble.musicgen_request import GenerationParams
-from ensemble.sampling import apply_guidance, sample
-from ensemble.scheduler import EngineStats, Slot, Stream
+from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
+from tritone.ensemble.musicgen.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
+from tritone.ensemble.engine.kv_cache import BatchKVCache
+from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.ensemble.musicgen.request import GenerationParams
+from tritone.ensemble.engine.sampling import apply_guidance, sample
+from tritone.ensemble.engine.scheduler import EngineStats, Slot, Stream
 
 
 class LanguageModel(Protocol):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ensemble.orpheus_format import FRAME_LEVELS, FRAME_OFFSETS, LEVEL_CODES, TOKENS_PER_FRAME
+from tritone.ensemble.orpheus.format import FRAME_LEVELS, FRAME_OFFSETS, LEVEL_CODES, TOKENS_PER_FRAME
 
 # Frames of context a window of SNAC (24 kHz) codes needs on each side for its middle to equal
 # a one-shot decode (max |difference| < 1e-4; 1e-7 from there on). The decoder is

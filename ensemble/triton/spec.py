@@ -83,7 +83,7 @@ def to_proto(spec: ModelSpec, target: Target) -> pb.ModelConfig:
 
 
 def render(spec: ModelSpec, target: Target) -> str:
-    header = f"# Rendered from ensemble/ by `python -m ensemble.render` ({target} target). Do not edit.\n"
+    header = f"# Rendered from ensemble/ by `python -m tritone.ensemble.triton.render` ({target} target). Do not edit.\n"
     if spec.description:
         header += "".join(f"# {line}\n" for line in spec.description.splitlines())
     return header + text_format.MessageToString(to_proto(spec, target))

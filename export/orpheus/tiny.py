@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.speech_model import CHECKPOINT_DIR, CODEC_DIR
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR
 
 TINY_RANDOM = "tiny-random"
 SMALL_RANDOM = "small-random"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ensemble import tensors as T
-from ensemble.spec import ModelSpec, Runtime, Tensor
+from tritone.ensemble import tensors as T
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}

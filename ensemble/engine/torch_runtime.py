@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.musicgen_graphs import CrossKV, LmStep
+from tritone.ensemble.musicgen.graphs import CrossKV, LmStep
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -59,7 +59,7 @@ class TorchSpeechLanguageModel(_OnDevice):
     def __init__(self, checkpoint: str | Path, device: str = "cuda", dtype: str = "bfloat16"):
         from transformers import LlamaForCausalLM
 
-        from export.orpheus_graphs import SpeechLmStep
+        from tritone.ensemble.orpheus.graphs import SpeechLmStep
 
         self.device, self.dtype = torch.device(device), DTYPES[dtype]
         model = LlamaForCausalLM.from_pretrained(str(checkpoint), attn_implementation="eager")

@@ -1,7 +1,7 @@
 """Render every model's config.pbtxt (gpu) and configs/cpu.pbtxt (cpu) from the specs.
 
-    python -m ensemble.render               # write into model_repository/
-    python -m ensemble.render --check       # exit 1 if a committed config is stale
+    python -m tritone.ensemble.triton.render               # write into model_repository/
+    python -m tritone.ensemble.triton.render --check       # exit 1 if a committed config is stale
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ensemble import musicgen_spec, speech_spec
-from ensemble.spec import CONFIG_PATHS, TARGETS, ModelSpec, render
+from tritone.ensemble.musicgen import spec as musicgen_spec
+from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, ModelSpec, render
 
 ALL_MODELS: tuple[ModelSpec, ...] = musicgen_spec.MODELS + speech_spec.MODELS
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
 
 def rendered_files(models=ALL_MODELS) -> dict[Path, str]:
@@ -38,14 +39,14 @@ def stale(repository: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ensemble.render", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritone.ensemble.triton.render", description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--check", action="store_true", help="only report configs that differ from the specs")
     args = parser.parse_args(argv)
     if args.check:
         out_of_date = stale(args.repository)
         for path in out_of_date:
-            print(f"stale: {path} (run python -m ensemble.render)")
+            print(f"stale: {path} (run python -m tritone.ensemble.triton.render)")
         return 1 if out_of_date else 0
     for path in write(args.repository):
         print(f"wrote {path}")

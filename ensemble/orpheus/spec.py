@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ensemble import tensors as T
-from ensemble.musicgen_spec import stateless_targets
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.spec import ModelSpec, Runtime, Tensor
-from ensemble.speech_pipeline import SPEECH_POLICY
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.spec import stateless_targets
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor
+from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
 
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
 # steps; a GPU decodes memory-bound, and the padded rows of a wide step cost little there.

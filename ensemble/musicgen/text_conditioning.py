@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.musicgen_request import InvalidRequest
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.request import InvalidRequest
 
 BUCKETS = (16, 32, 64, 128, 256, 512)
 

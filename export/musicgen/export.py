@@ -1,7 +1,7 @@
 """Export a MusicGen checkpoint into a servable model repository.
 
-    python -m export musicgen --checkpoint facebook/musicgen-small --out model_repository
-    python -m export musicgen --checkpoint tiny-random --out model_repository
+    python -m tritone.export musicgen --checkpoint facebook/musicgen-small --out model_repository
+    python -m tritone.export musicgen --checkpoint tiny-random --out model_repository
 
 Writes, each checked against the torch module:
     musicgen_text_encoder/1/model.onnx    T5 encoder (+ projection)       [batch, tokens]
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ensemble import tensors as T
-from ensemble.musicgen_model import (
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import (
     CHECKPOINT_DIR,
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
@@ -28,11 +28,11 @@ from ensemble.musicgen_model import (
     TOKENIZER_DIR,
     MusicgenModel,
 )
-from export.checkpoints import CheckpointUnavailable  # noqa: F401 (raised from here)
-from export.checkpoints import load_checkpoint as load_checkpoint_from
-from export.musicgen_graphs import CodecDecoder, CrossKV, LmStep, TextEncoder
-from export.onnx_graph import export_graph
-from export.tiny import RANDOM_CHECKPOINTS, TINY_RANDOM, save_random
+from tritone.export.checkpoints import CheckpointUnavailable  # noqa: F401 (raised from here)
+from tritone.export.checkpoints import load_checkpoint as load_checkpoint_from
+from tritone.ensemble.musicgen.graphs import CodecDecoder, CrossKV, LmStep, TextEncoder
+from tritone.export.onnx_graph import export_graph
+from tritone.export.musicgen.tiny import RANDOM_CHECKPOINTS, TINY_RANDOM, save_random
 
 DEFAULT_CHECKPOINT = "facebook/musicgen-small"
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ensemble import tensors as T
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.musicgen_pipeline import MusicgenPipeline, PipelineSettings
-from ensemble.request_fields import InvalidRequest
-from ensemble.onnx_models import open_session
-from ensemble.scheduler import AtCapacity, Chunk, EngineStats
-from ensemble.speech_pipeline import SpeechPipeline, SpeechSettings
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
+from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.engine.onnx_runtime import open_session
+from tritone.ensemble.engine.scheduler import AtCapacity, Chunk, EngineStats
+from tritone.ensemble.orpheus.pipeline import SpeechPipeline, SpeechSettings
 
 log = logging.getLogger("tritone")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.request_fields import InvalidRequest, finite, sampling, utf8_text
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.request_fields import InvalidRequest, finite, sampling, utf8_text
 
 __all__ = ["InvalidRequest", "Limits", "GenerationParams", "validate"]
 

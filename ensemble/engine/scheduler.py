@@ -30,8 +30,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ensemble.chunker import ChunkPolicy, Chunker, ChunkWindow
-from ensemble.kv_cache import BatchKVCache
+from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker, ChunkWindow
+from tritone.ensemble.engine.kv_cache import BatchKVCache
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from typing import Protocol
 
 import numpy as np
 
-from ensemble.chunker import ChunkPolicy, Chunker
-from ensemble.kv_cache import BatchKVCache
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.sampling import sample
-from ensemble.scheduler import EngineStats, Slot, Stream
-from ensemble.speech_model import SpeechModel
-from ensemble.speech_request import SpeechParams
+from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
+from tritone.ensemble.engine.kv_cache import BatchKVCache
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.engine.sampling import sample
+from tritone.ensemble.engine.scheduler import EngineStats, Slot, Stream
+from tritone.ensemble.orpheus.metadata import SpeechModel
+from tritone.ensemble.orpheus.request import SpeechParams
 
 
 class SpeechLanguageModel(Protocol):

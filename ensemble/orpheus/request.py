@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.request_fields import InvalidRequest, finite, sampling, utf8_text
-from ensemble.speech_model import SpeechModel
+from tritone.ensemble import tensors as T
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.engine.request_fields import InvalidRequest, finite, sampling, utf8_text
+from tritone.ensemble.orpheus.metadata import SpeechModel
 
 
 @dataclass(frozen=True)

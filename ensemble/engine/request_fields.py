@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 
 class InvalidRequest(ValueError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble import tensors as T
+from tritone.ensemble import tensors as T
 
 
 def open_session(path: Path, threads: int | None = None):

@@ -20,17 +20,17 @@ from typing import Callable
 
 import numpy as np
 
-from ensemble import tensors as T
-from ensemble.chunker import ChunkPolicy
-from ensemble.musicgen_model import ONNX_FILE
-from ensemble.onnx_models import OnnxAudioEncoder, OnnxCodecDecoder, OnnxSpeechLanguageModel
-from ensemble.orpheus_format import TOKENS_PER_FRAME
-from ensemble.request_fields import InvalidRequest
-from ensemble.scheduler import Engine, Stream
-from ensemble.settings import check_sample_rate, from_parameters
-from ensemble.speech_decoding import SpeechFamily, SpeechJob
-from ensemble.speech_model import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
-from ensemble.speech_request import SpeechLimits, SpeechParams, validate
+from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.musicgen.metadata import ONNX_FILE
+from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder, OnnxSpeechLanguageModel
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.engine.scheduler import Engine, Stream
+from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.orpheus.decoding import SpeechFamily, SpeechJob
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
+from tritone.ensemble.orpheus.request import SpeechLimits, SpeechParams, validate
 
 AudioEncoder = Callable[[np.ndarray], np.ndarray]  # audio [1, S] -> codes [1, 7, F]
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [7, F], ...] -> [audio [F * 2048], ...]
@@ -117,7 +117,7 @@ class SpeechPipeline:
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":
-            from ensemble.torch_lm import TorchSpeechLanguageModel  # torch is only needed on this path
+            from tritone.ensemble.engine.torch_runtime import TorchSpeechLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ensemble.orpheus_format import TOKENS_PER_FRAME, OrpheusFormat
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat
 
 METADATA_FILE = "speech.json"
 LM_STEP_FILE = "speech_lm_step.onnx"
