@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 
 from tritone.client.metrics import read_engine_metrics
+from tritone.serving.processes import alive, children, command_line
 from tritone.serving.triton import free_port, shared_memory_regions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,26 +59,6 @@ def prepare_repository(work: Path) -> Path:
     export_musicgen("tiny-random", repository)  # skipped when already there
     export_orpheus("tiny-random", repository)
     return repository
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def rss_kib(pid: int | None) -> int | None:
@@ -141,7 +122,7 @@ class Stack:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
-        while any(_state(pid) != "Z" for pid in pids):
+        while any(alive(pid) for pid in pids):
             time.sleep(0.05)
         return time.monotonic() - started
 
@@ -153,13 +134,6 @@ class Stack:
             if line.startswith("tritone_gateway_active_streams "):
                 return float(line.split()[1])
         return 0.0
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
 
 
 # -- what one client sees ------------------------------------------------------------------------
@@ -177,8 +151,12 @@ async def stream_once(client: httpx.AsyncClient, url: str, path: str, body: dict
     try:
         async with client.stream("POST", url + path, json=body, timeout=120) as response:
             if response.status_code != 200:
-                await response.aread()
-                return Outcome("visible_error", f"HTTP {response.status_code}", 0)
+                body = await response.aread()
+                try:
+                    code = json.loads(body)["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    code = body[:60].decode(errors="replace")
+                return Outcome("visible_error", f"HTTP {response.status_code} {code}", 0)
             text = b""
             async for piece in response.aiter_bytes():
                 received += len(piece)

@@ -68,3 +68,5 @@ LOGIT_INDEX = "logit_index"  # INT64 [rows] which of the row's `width` tokens to
 # inputs: INPUT_IDS [rows, width], POSITIONS [rows] (cache entries valid = position of the row's first
 #         token), LOGIT_INDEX, PAST_KEYS/PAST_VALUES [layers, rows, kv_heads, past, head_dim]
 # outputs: LOGITS [rows, vocab]; NEW_KEYS/NEW_VALUES [layers, rows, kv_heads, width, head_dim]
+
+ONNX_FILE = "model.onnx"  # a stateless model's graph in its version folder

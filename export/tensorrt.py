@@ -14,6 +14,8 @@ that overflow in FP16 kept in FP32 (T5's layer norms and feed-forward output, kn
 
 from __future__ import annotations
 
+from tritone.ensemble import tensors as T
+
 import re
 import time
 from dataclasses import dataclass
@@ -23,7 +25,6 @@ import numpy as np
 
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble.orpheus import spec as speech_spec
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
 from tritone.ensemble.triton.spec import ModelSpec
 
 PLAN_FILE = "model.plan"
@@ -175,7 +176,7 @@ def build_engines(repository: Path, precision: str = "fp16", codebook_size: int 
     plans = []
     for spec in specs:
         version = repository / spec.name / "1"
-        onnx_path, plan_path = version / ONNX_FILE, version / PLAN_FILE
+        onnx_path, plan_path = version / T.ONNX_FILE, version / PLAN_FILE
         if plan_path.exists() and plan_path.stat().st_mtime >= onnx_path.stat().st_mtime:
             print(f"  {plan_path} is up to date")
         else:

@@ -52,6 +52,7 @@ NOT_SERVING = (
     ("is not healthy", "model_unhealthy"),  # "Stub process 'musicgen_0_0' is not healthy.": the stub died
     ("Request for unknown model", "model_unavailable"),  # unloaded or unloading: "... has no available versions"
     ("Server is stopping", "triton_stopping"),  # draining before exit
+    ("is shutting down (unloaded, or the server is stopping)", "triton_stopping"),  # the engine stopped under it
 )
 
 

@@ -37,12 +37,13 @@ def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
 
 
 def prepare(target: str, repository: Path, checkpoint: str, precision: str, speech_checkpoint: str) -> None:
-    from tritone.export.musicgen.export import export_musicgen
-    from tritone.export.orpheus.export import export_orpheus
+    from tritone.ensemble.families import FAMILIES
 
     sync_skeleton(repository)
-    music = export_musicgen(checkpoint, repository)  # skipped when the volume already holds it
-    speech = export_orpheus(speech_checkpoint, repository)
+    checkpoints = {"musicgen": checkpoint, "orpheus": speech_checkpoint}
+    exported = {name: family.export(checkpoints[name], repository)  # skipped when the volume already holds it
+                for name, family in FAMILIES.items()}
+    music, speech = exported["musicgen"], exported["orpheus"]
     if target == "gpu":
         from tritone.export.tensorrt import MUSIC, SPEECH, build_engines
 

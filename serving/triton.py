@@ -35,6 +35,8 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tritone.serving.processes import group_members
+
 __all__ = [
     "TritonInstallation",
     "TritonServer",
@@ -140,23 +142,11 @@ def free_port() -> int:
 _SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return pids
-
-
 def shared_memory_regions(pgid: int) -> set[str]:
     """Names of the python backend's /dev/shm regions of a server's process group: one per python
     stub, named on its command line."""
     regions: set[str] = set()
-    for pid in _group_pids(pgid):
+    for pid in group_members(pgid):
         try:
             arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:

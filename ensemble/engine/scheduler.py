@@ -168,10 +168,11 @@ class Engine:
         self._outbox.put(None)
         if emit is not None:
             emit.join(timeout=10)
+        stopping = RuntimeError(f"{self.family.name} is shutting down (unloaded, or the server is stopping)")
         for slot in self.active:
-            slot.stream.fail(RuntimeError("the server is shutting down"))
+            slot.stream.fail(stopping)
         for job in self._waiting:
-            job.stream.fail(RuntimeError("the server is shutting down"))
+            job.stream.fail(stopping)
         self.active.clear()
         self._waiting.clear()
 

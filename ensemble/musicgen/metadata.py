@@ -15,7 +15,6 @@ LM_STEP_FILE = "lm_step.onnx"
 LM_CROSS_KV_FILE = "lm_cross_kv.onnx"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoint"  # a saved transformers directory, written for tiny-random
-ONNX_FILE = "model.onnx"  # the stateless models' graph in their version folder
 
 
 @dataclass(frozen=True)

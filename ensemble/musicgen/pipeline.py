@@ -19,12 +19,12 @@ from tritone.ensemble.musicgen.metadata import (
     CHECKPOINT_DIR,
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
-    ONNX_FILE,
     TOKENIZER_DIR,
     MusicgenModel,
 )
 from tritone.ensemble.musicgen.request import GenerationParams, Limits, validate
-from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder, OnnxLanguageModel, OnnxTextEncoder
+from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
+from tritone.ensemble.musicgen.onnx_lm import OnnxLanguageModel, OnnxTextEncoder
 from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
@@ -68,16 +68,16 @@ class MusicgenPipeline:
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, "musicgen")
         self.settings = settings
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
-        self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)
+        self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE)
         if decode_codes is None:
-            decode_codes = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE).each
+            decode_codes = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE).each
         self.family = MusicgenFamily(self._language_model(version), self.model, settings.policy)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              on_step=on_step)
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":
-            from tritone.ensemble.engine.torch_runtime import TorchLanguageModel  # torch is only needed on this path
+            from tritone.ensemble.musicgen.torch_lm import TorchLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
@@ -19,15 +19,6 @@ MAX_TEXT_TOKENS = int(LIMITS["max_text_tokens"])
 MIN_WINDOW = int(STREAMING["min_window"])
 MAX_WINDOW = int(STREAMING["max_frames"]) + int(STREAMING["left_context"]) + int(STREAMING["lookahead"])
 CODEBOOKS = 4
-
-
-def stateless_targets(profiles) -> dict[str, Runtime]:
-    """A stateless model: ONNX Runtime in the python backend on CPU, a TensorRT plan on GPU."""
-    return {
-        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
-        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
-                       max_batch_size=32, max_queue_delay_us=1000, profiles=profiles),
-    }
 
 
 TEXT_ENCODER = ModelSpec(

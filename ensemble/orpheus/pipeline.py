@@ -22,8 +22,8 @@ import numpy as np
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
-from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder, OnnxSpeechLanguageModel
+from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder
+from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
@@ -106,10 +106,10 @@ class SpeechPipeline:
         self.settings = settings
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
-        encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SPEECH_CODEC_ENCODER / "1" / ONNX_FILE)
+        encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SPEECH_CODEC_ENCODER / "1" / T.ONNX_FILE)
         self.references = ReferenceCache(encode_audio, settings.reference_cache)
         if decode_codes is None:
-            decode_codes = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE).each
+            decode_codes = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE).each
         self.family = SpeechFamily(self._language_model(version), self.model, settings.policy,
                                    settings.prefill_chunk, settings.step_tokens)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
@@ -117,7 +117,7 @@ class SpeechPipeline:
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":
-            from tritone.ensemble.engine.torch_runtime import TorchSpeechLanguageModel  # torch is only needed on this path
+            from tritone.ensemble.orpheus.torch_lm import TorchSpeechLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint

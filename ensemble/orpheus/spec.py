@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.spec import stateless_targets
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
 from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
 
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode

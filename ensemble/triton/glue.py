@@ -1,7 +1,9 @@
 """Glue between Triton's python backend and the pure-Python pipeline.
 
 Imported only inside a Triton python-backend stub (`triton_python_backend_utils` exists there).
-The `model.py` files are a few lines that pick the class they need from here.
+The `model.py` files are a few lines that pick their class: a stateless model subclasses
+`OnnxBatchModel` here; a family's decoupled pipeline model (`ensemble/<family>/triton.py`)
+subclasses `StreamingModel`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
-from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.onnx_runtime import open_session
 from tritone.ensemble.engine.scheduler import AtCapacity, Chunk, EngineStats
-from tritone.ensemble.orpheus.pipeline import SpeechPipeline, SpeechSettings
 
 log = logging.getLogger("tritone")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -152,7 +151,7 @@ class OnnxBatchModel:
 
     def initialize(self, args):
         directory = Path(args["model_repository"]) / args["model_version"]
-        self.session = open_session(directory / ONNX_FILE)
+        self.session = open_session(directory / T.ONNX_FILE)
 
     def execute(self, requests):
         arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests]
@@ -262,52 +261,3 @@ class StreamingModel:
     def finalize(self):
         self.pipeline.engine.stop()
         self.bls.stop()
-
-
-class MusicgenModel(StreamingModel):
-    """The decoupled `musicgen` pipeline model."""
-
-    name = T.MUSICGEN
-    SCALARS = (T.TEXT, T.DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P, T.GUIDANCE_SCALE, T.SEED, T.RETURN_CODES)
-    ARRAYS = (T.PROMPT_CODES,)
-
-    def build(self, repository, parameters, bls, on_step):
-        return MusicgenPipeline(
-            repository,
-            PipelineSettings.from_parameters(parameters),
-            encode_text=BlsModel(bls, T.MUSICGEN_TEXT_ENCODER, (T.INPUT_IDS, T.ATTENTION_MASK), T.ENCODER_HIDDEN_STATES),
-            decode_codes=BlsModel(bls, T.MUSICGEN_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
-            on_step=on_step,
-        )
-
-    def describe(self) -> str:
-        settings, model = self.pipeline.settings, self.pipeline.model
-        slot_mb = self.pipeline.family.slot_bytes(settings.limits.max_duration_s) / 2**20
-        return (f"{model.checkpoint}, {settings.max_slots} decode slots (KV cache up to {slot_mb:.0f} MiB each at "
-                f"{settings.limits.max_duration_s:g}s with guidance), queue {settings.max_queue}")
-
-    def submit(self, raw, stream):
-        self.pipeline.submit([(self.pipeline.validate(raw), stream)])
-
-
-class SpeechTritonModel(StreamingModel):
-    """The decoupled `orpheus` speech pipeline model."""
-
-    name = T.SPEECH
-    SCALARS = (T.TEXT, T.VOICE, T.REFERENCE_TEXT, T.MAX_DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P,
-               T.REPETITION_PENALTY, T.SEED, T.RETURN_CODES)
-    ARRAYS = (T.REFERENCE_AUDIO, T.REFERENCE_CODES)
-
-    def build(self, repository, parameters, bls, on_step):
-        return SpeechPipeline(
-            repository,
-            SpeechSettings.from_parameters(parameters),
-            encode_audio=BlsModel(bls, T.SPEECH_CODEC_ENCODER, (T.AUDIO,), T.AUDIO_CODES),
-            decode_codes=BlsModel(bls, T.SPEECH_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
-            on_step=on_step,
-        )
-
-    def describe(self) -> str:
-        settings, model = self.pipeline.settings, self.pipeline.model
-        return (f"{model.checkpoint}, {settings.max_slots} decode slots, queue {settings.max_queue}, prefill "
-                f"up to {settings.prefill_chunk} tokens per step ({settings.step_tokens} per step in all), voices: {', '.join(model.voices) or 'cloned only'}")

@@ -10,15 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from tritone.ensemble.musicgen import spec as musicgen_spec
-from tritone.ensemble.orpheus import spec as speech_spec
-from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, ModelSpec, render
+from tritone.ensemble.families import all_models
+from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, render
 
-ALL_MODELS: tuple[ModelSpec, ...] = musicgen_spec.MODELS + speech_spec.MODELS
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
 
-def rendered_files(models=ALL_MODELS) -> dict[Path, str]:
+def rendered_files(models=None) -> dict[Path, str]:
+    models = all_models() if models is None else models
     return {Path(spec.name) / CONFIG_PATHS[target]: render(spec, target) for spec in models for target in TARGETS}
 
 

@@ -87,3 +87,12 @@ def render(spec: ModelSpec, target: Target) -> str:
     if spec.description:
         header += "".join(f"# {line}\n" for line in spec.description.splitlines())
     return header + text_format.MessageToString(to_proto(spec, target))
+
+
+def stateless_targets(profiles) -> dict[str, Runtime]:
+    """A stateless model: ONNX Runtime in the python backend on CPU, a TensorRT plan on GPU."""
+    return {
+        "cpu": Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000),
+        "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
+                       max_batch_size=32, max_queue_delay_us=1000, profiles=profiles),
+    }

@@ -24,7 +24,6 @@ from tritone.ensemble.musicgen.metadata import (
     CHECKPOINT_DIR,
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
-    ONNX_FILE,
     TOKENIZER_DIR,
     MusicgenModel,
 )
@@ -83,7 +82,7 @@ def exported(checkpoint: str, out: Path) -> MusicgenModel | None:
     """The repository's MusicGen export if it is complete and came from `checkpoint`."""
     version = Path(out) / T.MUSICGEN / "1"
     graphs = [version / LM_STEP_FILE, version / LM_CROSS_KV_FILE,
-              Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE]
+              Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE]
     try:
         spec = MusicgenModel.load(version)
     except (OSError, ValueError, TypeError):
@@ -113,7 +112,7 @@ def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> Musicgen
         [T.ENCODER_HIDDEN_STATES],
         {T.INPUT_IDS: {0: "batch", 1: "tokens"}, T.ATTENTION_MASK: {0: "batch", 1: "tokens"},
          T.ENCODER_HIDDEN_STATES: {0: "batch", 1: "tokens"}},
-        out / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE,
+        out / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE,
     )
 
     with torch.no_grad():
@@ -162,7 +161,7 @@ def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> Musicgen
         {T.AUDIO_CODES: torch.randint(0, spec.codebook_size, (2, spec.num_codebooks, 12), generator=gen)},
         [T.AUDIO],
         {T.AUDIO_CODES: {0: "batch", 2: "frames"}, T.AUDIO: {0: "batch", 1: "samples"}},
-        out / T.MUSICGEN_CODEC_DECODER / "1" / ONNX_FILE,
+        out / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE,
         tolerance=1e-3,
     )
 

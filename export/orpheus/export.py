@@ -42,7 +42,7 @@ __all__ = ["CheckpointUnavailable", "export_orpheus", "exported"]
 DEFAULT_CHECKPOINT = "canopylabs/orpheus-3b-0.1-ft"
 DEFAULT_CODEC = "hubertsiuzdak/snac_24khz"
 ORPHEUS_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")  # orpheus-3b-0.1-ft's speakers
-ONNX_FILE = "model.onnx"
+ONNX_FILE = T.ONNX_FILE
 HINT = f"--checkpoint {TINY_RANDOM} (random weights of the real architecture)"
 
 

@@ -12,7 +12,6 @@ import pytest
 from tritone.client import GenerationError, SpeechRequest, stream_speech
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tests.speech_reference import reference_prompt, reference_speech
 
@@ -88,7 +87,7 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(music
     chunks = asyncio.run(collect(musicgen_server.grpc_url, greedy(LONG_TEXT, 2.5, penalty=1.0)))
     codes = codes_of(chunks)
     audio = np.concatenate([chunk.audio for chunk in chunks])
-    whole = OnnxCodecDecoder(musicgen_repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)(codes[None])[0]
+    whole = OnnxCodecDecoder(musicgen_repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE)(codes[None])[0]
     assert audio.shape == whole.shape == (29 * FRAME,)
     boundaries = np.cumsum([chunk.audio.size for chunk in chunks])[:-1]
     assert len(boundaries) >= 6

@@ -25,7 +25,7 @@ from tritone.client.speech import stream_speech
 from tritone.client.stream import stream_music
 from tritone.ensemble import tensors as T
 from tritone.serving.triton import free_port
-from tests.processes import alive, children, command_line, group_members
+from tritone.serving.processes import alive, children, command_line, group_members
 
 from .musicgen_server import CAPACITY
 

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tritone.serving.triton import TritonServer, TritonServerError, find_tritonserver, free_port
-from tests.processes import alive, group_members
+from tritone.serving.processes import alive, group_members
 
 MODEL_PY = textwrap.dedent(
     """

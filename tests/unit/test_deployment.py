@@ -17,7 +17,6 @@ from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble.orpheus import spec as speech_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
 from tritone.ensemble.musicgen.text_conditioning import BUCKETS
 from tritone.export.tensorrt import keep_fp32, profile_for
 from tritone.serving.container import DRAIN_S, prepare, server_command
@@ -34,7 +33,7 @@ def gpu_config(name: str) -> pb.ModelConfig:
 @pytest.mark.parametrize("spec", STATELESS, ids=lambda s: s.name)
 def test_gpu_configs_match_the_exported_graphs_names_dtypes_and_ranks(spec, tiny_repository):
     config = gpu_config(spec.name)
-    graph = onnx.load(str(tiny_repository / spec.name / "1" / ONNX_FILE), load_external_data=False).graph
+    graph = onnx.load(str(tiny_repository / spec.name / "1" / T.ONNX_FILE), load_external_data=False).graph
     assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
     assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
     assert config.dynamic_batching.max_queue_delay_microseconds > 0
@@ -77,7 +76,7 @@ def test_speech_tensorrt_profiles_cover_reference_clips_and_every_codec_window()
 
 
 def test_fp16_builds_keep_t5_layer_norms_and_feed_forward_outputs_in_fp32(tiny_repository):
-    graph = onnx.load(str(tiny_repository / T.MUSICGEN_TEXT_ENCODER / "1" / ONNX_FILE)).graph
+    graph = onnx.load(str(tiny_repository / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE)).graph
     names = [node.name for node in graph.node]
     pinned = keep_fp32(musicgen_spec.TEXT_ENCODER, names)
     assert any("layer_norm" in n for n in pinned) and any("DenseReluDense/wo" in n for n in pinned)

@@ -6,7 +6,6 @@ import pytest
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
-from tritone.ensemble.musicgen.metadata import ONNX_FILE
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
@@ -72,7 +71,7 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipel
     codes = stream.codes()
     audio = np.concatenate([chunk.audio for chunk in stream.chunks])
     assert audio.shape == (codes.shape[1] * FRAME,)
-    decode = OnnxCodecDecoder(speech_repository / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE)
+    decode = OnnxCodecDecoder(speech_repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE)
     whole = decode(codes[None])[0]
     boundaries = np.cumsum([chunk.audio.size for chunk in stream.chunks])[:-1]
     assert len(boundaries) >= 4

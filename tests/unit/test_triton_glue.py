@@ -1,4 +1,4 @@
-"""ensemble.triton_glue against a small fake of triton_python_backend_utils (no Triton here)."""
+"""ensemble/triton/glue.py (and musicgen's Triton model on it) against a small fake of triton_python_backend_utils (no Triton here)."""
 
 import importlib
 import sys
@@ -48,15 +48,22 @@ def fake_backend_utils() -> types.ModuleType:
     return pb
 
 
+GLUE_MODULES = ("tritone.ensemble.triton.glue", "tritone.ensemble.musicgen.triton")
+
+
 @pytest.fixture(scope="module")
 def glue():
+    """The glue, and musicgen's Triton model on it, imported over the fake backend utils."""
     with pytest.MonkeyPatch.context() as patch:
         pb = fake_backend_utils()
         patch.setitem(sys.modules, "triton_python_backend_utils", pb)
-        patch.delitem(sys.modules, "tritone.ensemble.triton.glue", raising=False)
-        module = importlib.import_module("tritone.ensemble.triton.glue")
+        for name in GLUE_MODULES:
+            patch.delitem(sys.modules, name, raising=False)
+        module, musicgen = (importlib.import_module(name) for name in GLUE_MODULES)
+        module.MusicgenTritonModel = musicgen.MusicgenTritonModel
         yield module
-    sys.modules.pop("tritone.ensemble.triton.glue", None)
+    for name in GLUE_MODULES:
+        sys.modules.pop(name, None)
 
 
 class Request:
@@ -92,7 +99,7 @@ def test_read_scalars_returns_present_inputs_as_python_values_and_skips_absent_o
         top_k=np.array([7], np.int32),
         return_codes=np.array([True]),
     )
-    values = glue.read_scalars(request, glue.MusicgenModel.SCALARS)
+    values = glue.read_scalars(request, glue.MusicgenTritonModel.SCALARS)
     assert values == {T.TEXT: b"lo-fi piano", T.DURATION: 2.5, T.TOP_K: 7, T.RETURN_CODES: True}
     assert type(values[T.TOP_K]) is int and type(values[T.DURATION]) is float
 
@@ -203,7 +210,7 @@ def pipeline_stub(submit_error=None):
 
 
 def test_execute_fails_an_invalid_request_with_invalid_argument_naming_the_field(glue):
-    model = glue.MusicgenModel()
+    model = glue.MusicgenTritonModel()
     model.pipeline = pipeline_stub()
     sender = Sender()
     assert model.execute([Request(glue, sender, text=np.array([b"piano"], dtype=object))]) is None
@@ -214,7 +221,7 @@ def test_execute_fails_an_invalid_request_with_invalid_argument_naming_the_field
 
 
 def test_execute_fails_a_request_refused_at_capacity_as_unavailable(glue):
-    model = glue.MusicgenModel()
+    model = glue.MusicgenTritonModel()
     model.pipeline = pipeline_stub(AtCapacity("musicgen is at capacity"))
     sender = Sender()
     model.execute([Request(glue, sender, text=np.array([b"piano"], dtype=object), duration=np.array([1.0], np.float32))])
@@ -223,7 +230,7 @@ def test_execute_fails_a_request_refused_at_capacity_as_unavailable(glue):
 
 
 def test_execute_submits_a_valid_request_with_its_own_stream(glue):
-    model = glue.MusicgenModel()
+    model = glue.MusicgenTritonModel()
     model.pipeline = pipeline_stub()
     sender = Sender()
     model.execute([Request(glue, sender, text=np.array([b"piano"], dtype=object), duration=np.array([1.0], np.float32),

@@ -1,3 +1,3 @@
-"""musicgen: text to streamed music. All logic lives in ensemble/ (see ensemble/triton_glue.py)."""
+"""musicgen: text to streamed music. All logic lives in ensemble/ (see ensemble/musicgen/triton.py)."""
 
-from tritone.ensemble.triton.glue import MusicgenModel as TritonPythonModel  # noqa: F401
+from tritone.ensemble.musicgen.triton import MusicgenTritonModel as TritonPythonModel  # noqa: F401

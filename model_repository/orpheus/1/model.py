@@ -1,3 +1,3 @@
-"""orpheus: text (+ a voice) to streamed speech. All logic lives in ensemble/ (see ensemble/triton_glue.py)."""
+"""orpheus: text (+ a voice) to streamed speech. All logic lives in ensemble/ (see ensemble/orpheus/triton.py)."""
 
-from tritone.ensemble.triton.glue import SpeechTritonModel as TritonPythonModel  # noqa: F401
+from tritone.ensemble.orpheus.triton import OrpheusTritonModel as TritonPythonModel  # noqa: F401

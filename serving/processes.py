@@ -1,4 +1,5 @@
-"""What is left running: processes by group or parent, read from /proc (zombies count as gone)."""
+"""What is running: processes by group or parent, read from /proc (zombies count as gone). The supervisor,
+the fault run and the tests use it to find what a server left behind."""
 
 from __future__ import annotations
 

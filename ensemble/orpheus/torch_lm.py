@@ -1,0 +1,30 @@
+"""Orpheus' LM on torch, for the GPU target: the very module export traces, run eagerly on a device, with the
+batch's KV cache allocated there and updated in place (ensemble/engine/torch_runtime.py says why torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tritone.ensemble.engine.torch_runtime import DTYPES, OnDevice
+from tritone.ensemble.orpheus.graphs import SpeechLmStep
+
+
+class TorchSpeechLanguageModel(OnDevice):
+    """speech_lm_step's module on a device: the speech family's LM for the GPU target."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cuda", dtype: str = "bfloat16"):
+        from transformers import LlamaForCausalLM
+
+        self.device, self.dtype = torch.device(device), DTYPES[dtype]
+        model = LlamaForCausalLM.from_pretrained(str(checkpoint), attn_implementation="eager")
+        self._step = SpeechLmStep(model.to(self.device, self.dtype).eval()).eval()
+
+    @torch.inference_mode()
+    def step(self, input_ids, positions, logit_index, past_keys, past_values):
+        logits, new_keys, new_values = self._step(
+            self._tensor(input_ids), self._tensor(positions), self._tensor(logit_index), past_keys, past_values
+        )
+        return logits.float().cpu().numpy(), new_keys, new_values
