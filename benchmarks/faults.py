@@ -406,6 +406,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".tritone" / "faults")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped from outside: the stack is still stopped
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     repository = prepare_repository(args.work_dir)

@@ -53,6 +53,7 @@ NOT_SERVING = (
     ("Request for unknown model", "model_unavailable"),  # unloaded or unloading: "... has no available versions"
     ("Server is stopping", "triton_stopping"),  # draining before exit
     ("is shutting down (unloaded, or the server is stopping)", "triton_stopping"),  # the engine stopped under it
+    ("Server not ready", "triton_stopping"),  # a pipeline's call to its codec while Triton stops
 )
 
 

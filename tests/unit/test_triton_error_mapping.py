@@ -19,6 +19,8 @@ from tritone.gateway.errors import StreamStalled, from_client_error
                                         "requests"), 503, "triton_stopping"),
         (GenerationError("INTERNAL", "INTERNAL: orpheus is shutting down (unloaded, or the server is stopping)"), 503,
          "triton_stopping"),
+        (GenerationError("INTERNAL", "INTERNAL: snac_decoder: Model snac_decoder - Error when running inference: "
+                                     "Server not ready"), 503, "triton_stopping"),
         (GenerationError(None, "Stub process 'musicgen_0_0' is not healthy."), 503, "model_unhealthy"),
         (StreamStalled("musicgen", 15), 503, "model_unhealthy"),
         (ServerUnavailableError("127.0.0.1:8001"), 503, "triton_unavailable"),
