@@ -22,6 +22,11 @@ class Family:
     def package(self) -> str:
         return f"tritone.ensemble.{self.name}"
 
+    @property
+    def cli(self) -> str:
+        """Its `python -m tritone.export <name>` options and runner (add_arguments, run, HELP)."""
+        return f"tritone.export.{self.name}.cli"
+
     def models(self) -> tuple:
         """Its Triton models' specs (ensemble/<name>/spec.py MODELS), pipeline first."""
         return importlib.import_module(f"{self.package}.spec").MODELS

@@ -9,7 +9,7 @@ from tritone.ensemble.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 STILL_LISTING_FAMILIES_BY_HAND = {
-    "export/__main__.py", "export/tensorrt.py", "serving/container.py",
+    "export/tensorrt.py", "serving/container.py",
 }
 
 
