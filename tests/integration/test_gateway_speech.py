@@ -199,12 +199,16 @@ def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicg
                 "input": text, "voice": "tara", "response_format": "pcm", "temperature": 0}) as response:
             assert response.status_code == 200
             next(response.iter_bytes())  # audio is flowing; now hang up
-        deadline = time.monotonic() + 20
+        # at rest: nothing active, and no step for 1 s (the engine's gauges are written at its steps, so a
+        # sentence whose cancellation reaches the engine a few steps late shows as steps, not as a slot)
+        deadline, steps, still_since = time.monotonic() + 20, None, time.monotonic()
         while time.monotonic() < deadline:
             after = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
             gateway = httpx.get(f"{url}/metrics").text
-            if after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0 and \
-                    "tritone_gateway_active_streams 0.0" in gateway:
+            if after["tritone_decode_steps_total"] != steps:
+                steps, still_since = after["tritone_decode_steps_total"], time.monotonic()
+            elif after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0 and \
+                    "tritone_gateway_active_streams 0.0" in gateway and time.monotonic() - still_since >= 1.0:
                 break
             time.sleep(0.1)
         assert after["tritone_decode_slots_active"] == 0 and after["tritone_requests_waiting"] == 0
