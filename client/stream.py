@@ -105,9 +105,10 @@ async def _read(responses, received: asyncio.Queue) -> None:
     try:
         async for item in responses:
             received.put_nowait(item)
-        received.put_nowait(_END)
     except AioRpcError as error:
         received.put_nowait(error)
+    finally:  # also when the RPC was cancelled under it (a closed channel): the consumer never waits forever
+        received.put_nowait(_END)
 
 
 async def _let_server_end(reader: asyncio.Task, responses, timeout: float = 5.0) -> None:

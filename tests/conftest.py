@@ -12,7 +12,22 @@ import pytest
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer, free_port
 
+from tests.hang_report import report_before
 from tests.integration.musicgen_server import CAPACITY, SPEECH, run_gateway, tiny_repository
+
+
+@pytest.fixture(autouse=True)
+def report_hung_asyncio_tasks(request):
+    """Shortly before pytest-timeout fails a test, print what its asyncio tasks wait on (see hang_report)."""
+    timeout = float(request.config.getini("timeout") or 0)
+    marker = request.node.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else timeout
+    if timeout <= 20:
+        yield
+        return
+    timer = report_before(timeout - 15)
+    yield
+    timer.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -328,6 +328,24 @@ def test_cancelling_the_task_cancels_the_stream(serve):
     assert asyncio.run(run())
 
 
+def test_a_channel_closed_under_a_stream_fails_it_instead_of_hanging(serve):
+    """gRPC cancels the RPC locally when its channel closes: the reader ends, so the consumer is told."""
+    _, url = serve([response(0), "forever"])
+
+    async def run():
+        shared = InferenceServerClient(url)
+        stream = stream_music(shared, MusicRequest("x", 30.0))
+        first = await anext(stream)
+        await shared.close()
+        with pytest.raises(StreamContractError, match="without a final"):
+            async with asyncio.timeout(10):
+                async for _ in stream:
+                    pass
+        return first.index
+
+    assert asyncio.run(run()) == 0
+
+
 def test_unreachable_server():
     with pytest.raises(ServerUnavailableError, match="cannot reach Triton at 127.0.0.1:1"):
         collect("127.0.0.1:1", MusicRequest("x", 1.0))
