@@ -32,7 +32,7 @@ def report_hung_asyncio_tasks(request):
 
 @pytest.fixture(scope="session")
 def musicgen_repository(tmp_path_factory) -> Path:
-    return tiny_repository(tmp_path_factory.mktemp("musicgen"), musicgen=CAPACITY, speech=SPEECH)
+    return tiny_repository(tmp_path_factory.mktemp("repository"), musicgen=CAPACITY, orpheus=SPEECH)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tritone.client.metrics import read_engine_metrics
-from tritone.ensemble.musicgen import spec as musicgen_spec
-from tritone.ensemble.orpheus import spec as speech_spec
 from tritone.ensemble import tensors as T
+from tritone.ensemble.families import FAMILIES
 from tritone.ensemble.triton.spec import CONFIG_PATHS, render
-from tritone.export.musicgen.export import export_musicgen
-from tritone.export.orpheus.export import export_orpheus
 from tritone.serving.container import sync_skeleton
 from tritone.serving.triton import free_port
 
@@ -32,18 +29,18 @@ def _override_cpu_parameters(repository: Path, spec, parameters: dict[str, str])
     (repository / spec.name / CONFIG_PATHS["cpu"]).write_text(render(spec, "cpu"))
 
 
-def tiny_repository(root: Path, musicgen: dict[str, str] | None = None, speech: dict[str, str] | None = None) -> Path:
-    """Copy the committed repository (configs, model.py), export both tiny-random families into it.
-
-    `musicgen` / `speech` override parameters of that pipeline's CPU config (e.g. its capacity)."""
+def tiny_repository(root: Path, **parameters: dict[str, str]) -> Path:
+    """Copy the committed repository (configs, model.py) and export every registered family's tiny-random
+    checkpoint into it. A keyword named for a family overrides parameters of its pipeline's CPU config
+    (e.g. its capacity): `tiny_repository(root, musicgen={"max_slots": "4"})`."""
+    unknown = set(parameters) - set(FAMILIES)
+    assert not unknown, f"no family named {sorted(unknown)} (registered: {sorted(FAMILIES)})"
     repository = root / "model_repository"
     sync_skeleton(repository)
-    export_musicgen("tiny-random", repository, force=True)
-    export_orpheus("tiny-random", repository, force=True)
-    if musicgen:
-        _override_cpu_parameters(repository, musicgen_spec.PIPELINE, musicgen)
-    if speech:
-        _override_cpu_parameters(repository, speech_spec.PIPELINE, speech)
+    for family in FAMILIES.values():
+        family.export("tiny-random", repository, force=True)
+        if family.name in parameters:
+            _override_cpu_parameters(repository, family.models()[0], parameters[family.name])
     return repository
 
 
