@@ -120,8 +120,9 @@ async def _let_server_end(reader: asyncio.Task, responses, timeout: float = 5.0)
     responses keep their model referenced, so an unload never finishes and shutdown waits for its
     exit timeout (tests/integration/test_triton_lifecycle.py)."""
     try:
-        await asyncio.wait_for(asyncio.shield(reader), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(reader)
+    except TimeoutError:
         reader.cancel()
         responses.cancel()
 

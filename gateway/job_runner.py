@@ -137,15 +137,22 @@ class JobRunner:
     # -- workers ---------------------------------------------------------------------------------
 
     async def _worker(self, index: int) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             job = await asyncio.to_thread(self.store.claim_next)
             if job is None:
-                try:  # also poll: a job queued by another process, or a wake-up another worker consumed
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                # Also poll: a job queued by another process, or a wake-up another worker consumed. Not
+                # asyncio.wait_for: in 3.11 it swallows a cancellation that lands as the event fires, and
+                # the worker polled on after stop() (a gateway that never stopped).
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                except TimeoutError:
                     pass
                 continue
+            if self._stopping:  # claimed as the gateway stops: it goes back to the queue
+                await asyncio.to_thread(self.store.requeue, job.id)
+                return
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._running[job.id] = task
             self._wake.set()  # other idle workers look for more

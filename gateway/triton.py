@@ -45,9 +45,10 @@ class Triton:
 
     async def _call(self, coroutine, timeout_s: float | None = None):
         """A unary call with a timeout; unreachable Triton becomes a 503, never a hang."""
-        try:
-            return await asyncio.wait_for(coroutine, timeout_s or self.settings.triton_timeout_s)
-        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as error:
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the caller's cancellation
+            async with asyncio.timeout(timeout_s or self.settings.triton_timeout_s):
+                return await coroutine
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
             raise triton_unavailable(type(error).__name__) from None
         except InferenceServerException as error:
             if "failed to connect" in str(error).lower() or "unavailable" in str(error.status() or "").lower():
