@@ -13,7 +13,8 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.families import FAMILIES
 from tritone.ensemble.triton.spec import CONFIG_PATHS, render
 from tritone.serving.container import sync_skeleton
-from tritone.serving.triton import free_port
+from tritone.gateway.settings import Settings
+from tritone.serving.triton import TritonServer, free_port
 
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
 CAPACITY = {"max_slots": "4", "max_queue": "4"}
@@ -70,3 +71,26 @@ def run_gateway(settings):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def own_stack(repository: Path, tmp_path: Path, models: tuple[str, ...] = ("*",), **settings):
+    """A tritonserver of the test's own, loading `models`, and a gateway in front of it: for tests that kill,
+    unload or reload models, which must not touch the server the other tests share."""
+    server = TritonServer()
+    server.start(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                 model_config_name="cpu", model_control_mode="explicit", load_models=list(models),
+                 log_file=tmp_path / "tritonserver.log")
+    try:
+        server.wait_ready(timeout=180)
+        gateway = Settings(triton_grpc_url=server.grpc_url, triton_metrics_url=server.metrics_url,
+                           triton_http_url=f"http://{server.http_url}", data_dir=tmp_path / "gateway", **settings)
+        with run_gateway(gateway) as url:
+            yield server, url
+    finally:
+        server.stop()
+
+
+def family_models(name: str) -> tuple[str, ...]:
+    """The Triton models of one registered family."""
+    return tuple(spec.name for spec in FAMILIES[name].models())

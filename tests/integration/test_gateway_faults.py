@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,9 +17,9 @@ import pytest
 from tritonclient.grpc import InferenceServerClient
 
 from tritone.gateway.settings import Settings
-from tritone.serving.triton import TritonServer, free_port
+from tritone.serving.triton import TritonServer
 
-from .musicgen_server import read_metrics, run_gateway
+from .musicgen_server import own_stack, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
 LONG = {"prompt": "endless drone", "duration": 30}  # ~1 s of work on tiny-random: time to hang up or kill midway
@@ -69,23 +69,6 @@ def wait_for(condition, timeout: float, interval: float = 0.02):
     while not (value := condition()) and time.monotonic() < deadline:
         time.sleep(interval)
     return value
-
-
-@contextmanager
-def own_stack(repository, tmp_path, **settings):
-    """A tritonserver of this test's own (it may be killed) and a gateway in front of it."""
-    server = TritonServer()
-    server.start(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                 model_config_name="cpu", model_control_mode="explicit", load_models=["*"],
-                 log_file=tmp_path / "tritonserver.log")
-    try:
-        server.wait_ready(timeout=180)
-        gateway = Settings(triton_grpc_url=server.grpc_url, triton_metrics_url=server.metrics_url,
-                           triton_http_url=f"http://{server.http_url}", data_dir=tmp_path / "gateway", **settings)
-        with run_gateway(gateway) as url:
-            yield server, url
-    finally:
-        server.stop()
 
 
 def stub_pid(server: TritonServer, model: str) -> int:

@@ -16,7 +16,7 @@ import soundfile as sf
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import free_port
 
-from .musicgen_server import read_metrics, run_gateway
+from .musicgen_server import family_models, own_stack, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
 RATE = 32000
@@ -193,16 +193,17 @@ def test_models_lists_what_triton_has_with_the_pipeline_limits(gateway_url):
     assert models["musicgen"]["max_text_tokens"] == 256
 
 
-def test_models_unload_and_load_through_the_repository_api(gateway_url):
-    assert httpx.post(f"{gateway_url}/v1/models/nope/load").json()["error"]["message"] == \
-        "no model named 'nope' in the repository"
-    unloaded = httpx.post(f"{gateway_url}/v1/models/musicgen_codec_decoder/unload", timeout=60)
-    assert unloaded.json() == {"id": "musicgen_codec_decoder", "ready": False}
-    states = {m["id"]: m["state"] for m in httpx.get(f"{gateway_url}/v1/models").json()["data"]}
-    assert states["musicgen_codec_decoder"] == "UNAVAILABLE"
-    loaded = httpx.post(f"{gateway_url}/v1/models/musicgen_codec_decoder/load", timeout=60)
-    assert loaded.json() == {"id": "musicgen_codec_decoder", "ready": True}
-    assert music(gateway_url, duration=0.5).status_code == 200
+def test_models_unload_and_load_through_the_repository_api(musicgen_repository, tmp_path):
+    with own_stack(musicgen_repository, tmp_path, models=family_models("musicgen")) as (_, gateway_url):
+        assert httpx.post(f"{gateway_url}/v1/models/nope/load").json()["error"]["message"] == \
+            "no model named 'nope' in the repository"
+        unloaded = httpx.post(f"{gateway_url}/v1/models/musicgen_codec_decoder/unload", timeout=60)
+        assert unloaded.json() == {"id": "musicgen_codec_decoder", "ready": False}
+        states = {m["id"]: m["state"] for m in httpx.get(f"{gateway_url}/v1/models").json()["data"]}
+        assert states["musicgen_codec_decoder"] == "UNAVAILABLE"
+        loaded = httpx.post(f"{gateway_url}/v1/models/musicgen_codec_decoder/load", timeout=60)
+        assert loaded.json() == {"id": "musicgen_codec_decoder", "ready": True}
+        assert music(gateway_url, duration=0.5).status_code == 200
 
 
 def test_resources_report_gateway_and_triton_memory(gateway_url):
@@ -211,9 +212,8 @@ def test_resources_report_gateway_and_triton_memory(gateway_url):
     assert body["triton"]["nv_cpu_memory_used_bytes"] > 0
 
 
-def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(gateway_settings):
-    settings = gateway_settings.model_copy(update={"idle_unload_s": 1.0})
-    with run_gateway(settings) as url:
+def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(musicgen_repository, tmp_path):
+    with own_stack(musicgen_repository, tmp_path, models=family_models("musicgen"), idle_unload_s=1.0) as (_, url):
         assert music(url, duration=0.5).status_code == 200
         for _ in range(100):
             states = {m["id"]: m["state"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]}
@@ -221,7 +221,8 @@ def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(gatew
                 break
             time.sleep(0.1)
         assert states["musicgen"] in ("UNLOADING", "UNAVAILABLE")
-        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        ready = httpx.get(f"{url}/readyz", timeout=10)  # the speech family is not loaded here: musicgen comes first
+        assert ready.status_code == 503 and ready.json()["reason"].startswith("musicgen is "), ready.text
         response = music(url, duration=0.5)  # loads it again first
         assert response.status_code == 200
         assert len(sf.read(io.BytesIO(response.content))[0]) == RATE // 2
