@@ -1,16 +1,18 @@
-"""Turning logits into tokens: classifier-free guidance, temperature, top-k, top-p."""
+"""Turning logits into tokens, for any family: repetition penalty, temperature, top-k, top-p, drawn
+from the request's own seeded generator (so a seeded request samples the same whatever shares its
+steps). Family-specific rules (MusicGen's guidance, Orpheus's grammar) stay in the family."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def apply_guidance(logits: np.ndarray, scale: float) -> np.ndarray:
-    """logits: [rows, K, V] with rows = (conditional, unconditional) or (conditional,) -> [K, V]."""
-    if logits.shape[0] == 1:
-        return logits[0]
-    cond, uncond = logits[0], logits[1]
-    return uncond + (cond - uncond) * scale
+def repetition_penalty(scores: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """transformers' rule: a token already seen has its score divided by `penalty` (multiplied when
+    negative), so it is less likely either way. scores and seen (bool) have the same shape."""
+    if penalty == 1.0:
+        return scores
+    return np.where(seen, np.where(scores < 0, scores * penalty, scores / penalty), scores)
 
 
 def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:

@@ -3,15 +3,18 @@
 One engine thread owns the decode loop. Each iteration it
   1. drops streams whose client went away (their slot is free before the next step),
   2. admits waiting requests into free decode slots (they join the running batch),
-  3. runs ONE language-model step for every active row at once, rows at different positions,
-  4. lets each request sample its next tokens and hands finished chunks of frames to the emitter.
+  3. plans ONE language-model step for every active row at once, rows at different positions:
+     prompts go in chunks under a token budget beside the decoding rows (ensemble/engine/step_plan.py),
+  4. has the family run the step, writes the new KV entries, lets each request past its prompt
+     sample its next tokens, and hands finished chunks of frames to the emitter.
 The emitter thread decodes chunks to audio and sends them, so codec work never stalls the
 decode loop, and it is the only thread that talks to a stream: its chunks go out in order and
 the final flag is always the last thing a stream sees.
 
-What a step feeds and how tokens become codes is the family's business (`Family`:
-ensemble/musicgen_decoding.py, ensemble/speech_decoding.py); admission, capacity, the shared
-KV cache, cancellation, failure isolation, chunk emission and statistics are the engine's.
+What a step's inputs are and how logits become codes is the family's business (`Family`, in each
+family's decoding module); admission, capacity, step planning, the shared KV cache, cancellation,
+failure isolation, chunk emission and statistics are the engine's. A family's failure to admit a
+request or to consume its logits fails that request only; a failed LM call fails the step's requests.
 
 Capacity is explicit: `max_slots` requests decode at once (each slot holds its KV cache),
 `max_queue` more may wait; beyond that `submit` raises `AtCapacity`.
@@ -32,6 +35,7 @@ import numpy as np
 
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker, ChunkWindow
 from tritone.ensemble.engine.kv_cache import BatchKVCache
+from tritone.ensemble.engine.step_plan import StepBudget, StepPlan, plan_step
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +79,21 @@ class EngineStats:
 class Slot:
     """One admitted request. Families subclass it with their own decoding state.
 
-    The engine reads: `rows` (batch rows it occupies), `cached` (KV entries written so far),
-    `capacity` (most KV entries it will ever need), `finished`, and `ready` (chunks cut since
-    the last step: (window, codes) pairs, codes [K, window frames])."""
+    The engine reads: `rows` (batch rows it occupies), `prompt_length` (tokens it prefills in
+    chunks before its logits count; 0 when it decodes from its first step), `cached` (KV entries
+    written so far; the engine advances it), `capacity` (most KV entries it will ever need),
+    `finished`, and `ready` (chunks cut since the last step: (window, codes) pairs, codes
+    [K, window frames])."""
 
     _serials = itertools.count()
 
-    def __init__(self, job, rows: int, capacity: int, chunker: Chunker, return_codes: bool):
+    def __init__(self, job, rows: int, capacity: int, chunker: Chunker, return_codes: bool,
+                 prompt_length: int = 0):
         self.serial = next(Slot._serials)  # unique for the process's life (id() is reused after free)
         self.job = job
         self.stream: Stream = job.stream
         self.rows = rows
+        self.prompt_length = prompt_length
         self.capacity = capacity
         self.cached = 0
         self.chunker = chunker
@@ -97,9 +105,17 @@ class Slot:
     def started(self) -> bool:
         return self.cached > 0
 
+    @property
+    def prefilling(self) -> bool:
+        return self.cached < self.prompt_length
+
 
 class Family(Protocol):
-    """A model family's decoding rules (MusicGen: delay pattern + guidance; speech: prompt + grammar)."""
+    """A model family's decoding rules (MusicGen: delay pattern + guidance; speech: prompt + grammar).
+
+    Per step the engine calls `forward(plan)` once, writes the new KV entries and advances each
+    request's `cached` by what it fed, then calls `consume(slot, logits)` for every request past
+    its prompt, with the logits of its rows."""
 
     name: str
     frame_samples: int  # audio samples per code frame
@@ -107,7 +123,9 @@ class Family(Protocol):
 
     def zeros(self, shape: tuple[int, ...]): ...  # a float tensor where the LM runs (numpy or torch)
     def admit(self, job) -> Slot: ...  # per-request setup (may call the LM); raising fails that request only
-    def step(self, slots: list, cache: BatchKVCache, stats: EngineStats) -> None: ...  # one LM call, advance all
+    def forward(self, plan: StepPlan) -> tuple: ...  # the LM call: logits [R, ...] (numpy), new keys/values
+    #   [L, R, H, width, Dh] (row r's first `feed.count` entries are kept)
+    def consume(self, slot: Slot, logits: np.ndarray) -> None: ...  # sample, cut chunks; raising fails slot only
     def idle(self) -> None: ...  # nothing active: drop batch-shaped buffers
 
 
@@ -119,12 +137,14 @@ class Engine:
         *,
         max_slots: int = 8,
         max_queue: int = 32,
+        budget: StepBudget = StepBudget(),
         on_step: Callable[[EngineStats], None] | None = None,
     ):
         self.family = family
         self.decode_codes = decode_codes  # [codes [K, T], ...] -> [audio [T * frame_samples], ...]
         self.max_slots = max_slots
         self.max_queue = max_queue
+        self.budget = budget
         self.on_step = on_step
         self.stats = EngineStats()
         self.active: list[Slot] = []
@@ -264,11 +284,28 @@ class Engine:
 
     def _step(self) -> None:
         slots = list(self.active)
-        self.family.step(slots, self._cache, self.stats)
+        plan = plan_step(slots, self.budget, self._cache)
+        logits, new_keys, new_values = self.family.forward(plan)
         self.stats.steps += 1
         self.stats.request_steps += len(slots)
         self.stats.max_batch_requests = max(self.stats.max_batch_requests, len(slots))
+        self.stats.prefill_tokens += plan.prefill_tokens
+        for feed in plan.feeds:
+            slot = feed.slot
+            self._cache.write(slot, new_keys, new_values, feed.count)
+            slot.cached += feed.count
+            if slot.prefilling:  # its logits count once its whole prompt is in
+                continue
+            try:
+                self.family.consume(slot, logits[feed.rows])
+            except Exception as error:  # this request's failure, not its neighbours'
+                log.exception("%s request failed consuming its logits", self.family.name)
+                self.active.remove(slot)
+                self._post(slot.stream, "fail", error)
+                self.stats.failed += 1
         for slot in slots:
+            if slot not in self.active:
+                continue
             for window, codes in slot.ready:
                 self._post(slot.stream, "chunk", (window, codes, slot.return_codes))
             slot.ready.clear()

@@ -16,11 +16,12 @@ import numpy as np
 
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
 from tritone.ensemble.musicgen.delay_pattern import frames_complete, frames_for, num_steps, valid_codebooks
-from tritone.ensemble.engine.kv_cache import BatchKVCache
+from tritone.ensemble.engine.sampling import sample
+from tritone.ensemble.engine.scheduler import Slot, Stream
+from tritone.ensemble.engine.step_plan import StepPlan
+from tritone.ensemble.musicgen.guidance import apply_guidance
 from tritone.ensemble.musicgen.metadata import MusicgenModel
 from tritone.ensemble.musicgen.request import GenerationParams
-from tritone.ensemble.engine.sampling import apply_guidance, sample
-from tritone.ensemble.engine.scheduler import EngineStats, Slot, Stream
 
 
 class LanguageModel(Protocol):
@@ -115,39 +116,35 @@ class MusicgenFamily:
             self._cross_batch = (key, keys, values, mask)
         return self._cross_batch[1:]
 
-    def step(self, slots: list[MusicgenSlot], cache: BatchKVCache, stats: EngineStats) -> None:
-        model = self.model
-        rows = sum(slot.rows for slot in slots)
-        past_keys, past_values = cache.prepare(slots)  # [L, R, H, T, Dh], in place
-        code_ids = np.empty((rows, model.num_codebooks), np.int64)
-        positions = np.empty(rows, np.int64)
-        for slot in slots:
-            rs = cache.rows(slot)
-            code_ids[rs] = slot.tokens
-            positions[rs] = slot.step
-        cross_keys, cross_values, encoder_mask = self._cross_inputs(slots)
+    def forward(self, plan: StepPlan):
+        """Every row feeds one token per codebook (nothing prefills: prompt codes are teacher-forced
+        step by step, the delay pattern staggering them)."""
+        code_ids = np.empty((plan.batch_rows, self.model.num_codebooks), np.int64)
+        positions = np.empty(plan.batch_rows, np.int64)
+        for feed in plan.feeds:
+            code_ids[feed.rows] = feed.slot.tokens
+            positions[feed.rows] = feed.start
+        cross_keys, cross_values, encoder_mask = self._cross_inputs([feed.slot for feed in plan.feeds])
 
         logits, new_keys, new_values = self.lm.step(
-            code_ids, positions, past_keys, past_values, cross_keys, cross_values, encoder_mask
+            code_ids, positions, plan.past_keys, plan.past_values, cross_keys, cross_values, encoder_mask
         )  # logits [R, K, V]; new_* [L, R, H, Dh]
+        return logits, new_keys[:, :, :, None], new_values[:, :, :, None]
 
-        for slot in slots:
-            cache.write(slot, new_keys[:, :, :, None], new_values[:, :, :, None])
-            self._advance(slot, logits[cache.rows(slot)])
-
-    def _advance(self, slot: MusicgenSlot, logits: np.ndarray) -> None:
+    def consume(self, slot: MusicgenSlot, logits: np.ndarray) -> None:
+        """logits: [rows, K, V] of the step at position slot.step - 1 (the engine advanced it)."""
         params = slot.job.params
+        step = slot.step - 1
         guided = apply_guidance(logits, params.guidance_scale)  # [K, V]
         tokens = sample(guided, params.temperature, params.top_k, params.top_p, slot.rng)
-        valid = valid_codebooks(slot.step, slot.frames, self.model.num_codebooks)
+        valid = valid_codebooks(step, slot.frames, self.model.num_codebooks)
         for k in np.flatnonzero(valid):
-            frame = slot.step - k
+            frame = step - k
             if frame < params.prompt_frames:
                 tokens[k] = slot.prompt[k, frame]  # teacher-forced: the continuation's context
             else:
                 slot.codes[k, frame] = tokens[k]
         slot.tokens = np.where(valid, tokens, self.model.pad_token_id).astype(np.int64)
-        slot.cached += 1
         slot.finished = slot.step >= slot.total_steps
         complete = frames_complete(slot.step, slot.frames, self.model.num_codebooks)
         while (window := slot.chunker.next_chunk(complete)) is not None:  # the last step can finish two

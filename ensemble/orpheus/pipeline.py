@@ -27,6 +27,7 @@ from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
+from tritone.ensemble.engine.step_plan import StepBudget
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
 from tritone.ensemble.orpheus.decoding import SpeechFamily, SpeechJob
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
@@ -110,10 +111,9 @@ class SpeechPipeline:
         self.references = ReferenceCache(encode_audio, settings.reference_cache)
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE).each
-        self.family = SpeechFamily(self._language_model(version), self.model, settings.policy,
-                                   settings.prefill_chunk, settings.step_tokens)
+        self.family = SpeechFamily(self._language_model(version), self.model, settings.policy)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             on_step=on_step)
+                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step)
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":

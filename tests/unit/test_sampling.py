@@ -1,25 +1,14 @@
-"""Logits to tokens: guidance, greedy, top-k, top-p and seeded reproducibility."""
+"""Logits to tokens, the engine's shared rules: repetition penalty, greedy, top-k, top-p and seeded
+reproducibility (MusicGen's guidance is tested beside its family, tests/unit/test_guidance.py)."""
 
 import numpy as np
 import pytest
 
-from tritone.ensemble.engine.sampling import apply_guidance, sample
+from tritone.ensemble.engine.sampling import repetition_penalty, sample
 
 
 def random_logits(seed=0, codebooks=4, vocab=64):
     return np.random.default_rng(seed).normal(size=(codebooks, vocab)).astype(np.float32)
-
-
-def test_guidance_is_uncond_plus_scale_times_the_difference():
-    cond = np.array([[[1.0, 2.0, -1.0]]])
-    uncond = np.array([[[0.5, 3.0, 1.0]]])
-    guided = apply_guidance(np.concatenate([cond, uncond]), 3.0)
-    np.testing.assert_allclose(guided, [[0.5 + 3 * 0.5, 3.0 + 3 * -1.0, 1.0 + 3 * -2.0]])
-
-
-def test_guidance_with_one_row_returns_the_conditional_logits_unchanged():
-    logits = random_logits()[None]
-    np.testing.assert_array_equal(apply_guidance(logits, 3.0), logits[0])
 
 
 @pytest.mark.parametrize("temperature, top_k", [(1.0, 1), (0.0, 0), (0.0, 50), (2.0, 1)])
@@ -80,3 +69,10 @@ def test_the_same_seed_gives_the_same_tokens():
 
 def test_a_different_seed_gives_different_tokens():
     assert not np.array_equal(draws(123), draws(124))
+
+
+def test_the_repetition_penalty_makes_seen_tokens_less_likely_whatever_their_sign():
+    scores = np.array([3.0, -2.0, 1.5, -0.5])
+    seen = np.array([True, True, False, False])
+    np.testing.assert_array_equal(repetition_penalty(scores, seen, 2.0), [1.5, -4.0, 1.5, -0.5])
+    assert repetition_penalty(scores, seen, 1.0) is scores  # 1 disables it
