@@ -17,6 +17,7 @@ class Family:
     name: str  # its decoupled pipeline model in the repository
     exporter: str  # "module:function": (checkpoint, out, force=...) -> the exported checkpoint's metadata
     default_checkpoint: str
+    checkpoint_env: str  # the container's environment variable naming the checkpoint to export (docker-compose)
 
     @property
     def package(self) -> str:
@@ -27,9 +28,26 @@ class Family:
         """Its `python -m tritone.export <name>` options and runner (add_arguments, run, HELP)."""
         return f"tritone.export.{self.name}.cli"
 
+    @property
+    def tensorrt(self) -> str:
+        """What its TensorRT plans need (FP32_LAYERS, sample_inputs); imported only for the GPU target.
+        Its plans are the models whose GPU target is a `tensorrt_plan` (see `plan_models`)."""
+        return f"tritone.export.{self.name}.tensorrt"
+
+    @property
+    def benchmark(self) -> str:
+        """Its benchmark package, benchmarks/<name>/ (LABEL; `suite`: `python -m tritone.benchmarks run
+        --family <name>`; `report`: its section of results.json, results.md and the README)."""
+        return f"tritone.benchmarks.{self.name}"
+
     def models(self) -> tuple:
-        """Its Triton models' specs (ensemble/<name>/spec.py MODELS), pipeline first."""
+        """Its Triton models' specs (ensemble/<name>/spec.py MODELS), the decoupled pipeline last."""
         return importlib.import_module(f"{self.package}.spec").MODELS
+
+    def plan_models(self) -> tuple:
+        """The specs of its models that run as TensorRT plans on the GPU target."""
+        return tuple(spec for spec in self.models()
+                     if "gpu" in spec.targets and spec.targets["gpu"].platform == "tensorrt_plan")
 
     def export(self, checkpoint: str, out: Path, force: bool = False):
         module, function = self.exporter.split(":")
@@ -37,8 +55,8 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (
-    Family("musicgen", "tritone.export.musicgen.export:export_musicgen", "facebook/musicgen-small"),
-    Family("orpheus", "tritone.export.orpheus.export:export_orpheus", "canopylabs/orpheus-3b-0.1-ft"),
+    Family("musicgen", "tritone.export.musicgen.export:export_musicgen", "facebook/musicgen-small", "MODEL"),
+    Family("orpheus", "tritone.export.orpheus.export:export_orpheus", "canopylabs/orpheus-3b-0.1-ft", "SPEECH_MODEL"),
 )}
 
 

@@ -1,43 +1,49 @@
 """Build TensorRT plans from the exported ONNX graphs (GPU target), and check them against ONNX Runtime.
 
     python -m tritone.export musicgen --checkpoint facebook/musicgen-small --out model_repository --target tensorrt
-    python -m tritone.serving.container --target gpu   # both families' plans (MUSIC, SPEECH), then tritonserver
+    python -m tritone.serving.container --target gpu   # every family's plans, then tritonserver
 
 Written against TensorRT 10's Python API (`pip install .[gpu]`); never imported on CPU installs.
-Each plan gets one optimization profile from the pipeline spec (the batch range of the model's
-GPU target, and the shapes the pipeline sends: prompt buckets up to max_text_tokens, codec
-windows from min_window to max_frames + left_context + lookahead, reference clips up to 30 s),
-FP16 or BF16 with the layers
-that overflow in FP16 kept in FP32 (T5's layer norms and feed-forward output, known to exceed
-65504), and a timing cache shared by every build.
+A family's plans are its models whose GPU target is a `tensorrt_plan` (`Family.plan_models`, from
+ensemble/families.py). Each plan gets one optimization profile from the model's spec (the batch
+range of its GPU target, and the shapes the pipeline sends: prompt buckets up to max_text_tokens,
+codec windows from min_window to max_frames + left_context + lookahead, reference clips up to
+30 s), FP16 or BF16 with the layers that overflow in FP16 kept in FP32 (the family's
+export/<name>/tensorrt.py FP32_LAYERS: T5's layer norms and feed-forward output, known to exceed
+65504; all of SNAC's encoder), and a timing cache shared by every build. A new plan is checked
+against ONNX Runtime on the family's `sample_inputs`.
 """
 
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
 
-import re
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tritone.ensemble.musicgen import spec as musicgen_spec
-from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble.families import FAMILIES
 from tritone.ensemble.triton.spec import ModelSpec
 
 PLAN_FILE = "model.plan"
 TIMING_CACHE = "tensorrt_timing.cache"
 PRECISIONS = ("fp32", "fp16", "bf16")
-# Layers kept in FP32 under FP16/BF16, by ONNX node name (torch export names nodes after modules).
-FP32_LAYERS = {
-    musicgen_spec.TEXT_ENCODER.name: re.compile(r"layer_norm|DenseReluDense/wo"),
-    musicgen_spec.CODEC_DECODER.name: re.compile(r"lstm", re.IGNORECASE),
-    # codes are an argmin over codebook distances: reduced precision would change which code wins,
-    # and the encoder runs once per voice, so all of it stays FP32
-    speech_spec.CODEC_ENCODER.name: re.compile(r"."),
-}
+
+
+def plan_facts(family: str):
+    """The family's export/<name>/tensorrt.py: FP32_LAYERS (model -> ONNX node-name pattern) and
+    sample_inputs(spec, codebook_size)."""
+    return importlib.import_module(FAMILIES[family].tensorrt)
+
+
+def family_of(spec: ModelSpec) -> str:
+    for name, family in FAMILIES.items():
+        if any(model.name == spec.name for model in family.plan_models()):
+            return name
+    raise ValueError(f"{spec.name} is no registered family's TensorRT plan")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def profile_for(spec: ModelSpec) -> Profile:
 
 
 def keep_fp32(spec: ModelSpec, layer_names: list[str]) -> list[str]:
-    pattern = FP32_LAYERS.get(spec.name)
+    pattern = plan_facts(family_of(spec)).FP32_LAYERS.get(spec.name)
     return [name for name in layer_names if pattern and pattern.search(name)]
 
 
@@ -151,36 +157,21 @@ def check_plan(spec: ModelSpec, onnx_path: Path, plan_path: Path, inputs: dict[s
     return worst
 
 
-MUSIC = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
-SPEECH = (speech_spec.CODEC_ENCODER, speech_spec.CODEC_DECODER)
-
-
-def sample_inputs(spec: ModelSpec, codebook_size: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    if spec is musicgen_spec.TEXT_ENCODER:
-        mask = np.ones((2, 16), np.int64)
-        mask[1, 9:] = 0
-        return {"input_ids": rng.integers(3, 100, (2, 16)), "attention_mask": mask}
-    if spec is musicgen_spec.CODEC_DECODER:
-        return {"audio_codes": rng.integers(0, codebook_size, (2, musicgen_spec.CODEBOOKS, 45))}
-    if spec is speech_spec.CODEC_ENCODER:
-        return {"audio": rng.uniform(-0.5, 0.5, (2, 3 * 24000)).astype(np.float32)}
-    return {"audio_codes": rng.integers(0, codebook_size, (2, 7, 12))}
-
-
-def build_engines(repository: Path, precision: str = "fp16", codebook_size: int = 2048, specs=MUSIC) -> list[Path]:
-    """Build (or keep, when newer than their ONNX graph) the plans of the stateless models."""
+def build_engines(repository: Path, family: str, precision: str = "fp16", codebook_size: int = 2048) -> list[Path]:
+    """Build (or keep, when newer than their ONNX graph) the plans of `family`'s stateless models;
+    `codebook_size` is its export's (the codes the check feeds a codec)."""
     repository = Path(repository)
     timing_cache = repository / TIMING_CACHE
     tolerance = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}[precision]
+    facts = plan_facts(family)
     plans = []
-    for spec in specs:
+    for spec in FAMILIES[family].plan_models():
         version = repository / spec.name / "1"
         onnx_path, plan_path = version / T.ONNX_FILE, version / PLAN_FILE
         if plan_path.exists() and plan_path.stat().st_mtime >= onnx_path.stat().st_mtime:
             print(f"  {plan_path} is up to date")
         else:
             build_plan(spec, onnx_path, plan_path, precision, timing_cache)
-            check_plan(spec, onnx_path, plan_path, sample_inputs(spec, codebook_size), tolerance)
+            check_plan(spec, onnx_path, plan_path, facts.sample_inputs(spec, codebook_size), tolerance)
         plans.append(plan_path)
     return plans

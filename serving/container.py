@@ -4,8 +4,10 @@
     python -m tritone.serving.container --target cpu   # any Docker host: the nvidia-pytriton binary, ONNX Runtime
 
 On first start the volume gets the repository's configs and glue from the image, the export of
-MODEL and (GPU) its TensorRT plans; later starts find them and go straight to serving. Triton
-runs in explicit model-control mode with every model loaded, so the gateway can load and unload.
+every registered family (ensemble/families.py: the checkpoint its `checkpoint_env` names, MODEL
+for musicgen, SPEECH_MODEL for orpheus, or `--<family>-checkpoint`) and (GPU) their TensorRT
+plans; later starts find them and go straight to serving. Triton runs in explicit model-control
+mode with every model loaded, so the gateway can load and unload.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+from tritone.ensemble.families import FAMILIES
 
 IMAGE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 CONTAINER_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
@@ -36,19 +40,21 @@ def sync_skeleton(repository: Path, source: Path = IMAGE_REPOSITORY) -> None:
             shutil.copy2(path, target)
 
 
-def prepare(target: str, repository: Path, checkpoint: str, precision: str, speech_checkpoint: str) -> None:
-    from tritone.ensemble.families import FAMILIES
-
+def prepare(target: str, repository: Path, precision: str, checkpoints: dict[str, str]) -> None:
+    """Export every registered family's checkpoint (`checkpoints`, by family name; the family's
+    default where missing) into `repository`, then (GPU) build their TensorRT plans."""
+    unknown = sorted(set(checkpoints) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"checkpoints: no family named {unknown} (registered: {sorted(FAMILIES)})")
     sync_skeleton(repository)
-    checkpoints = {"musicgen": checkpoint, "orpheus": speech_checkpoint}
-    exported = {name: family.export(checkpoints[name], repository)  # skipped when the volume already holds it
-                for name, family in FAMILIES.items()}
-    music, speech = exported["musicgen"], exported["orpheus"]
+    exported = {name: family.export(checkpoints.get(name, family.default_checkpoint), repository)
+                for name, family in FAMILIES.items()}  # skipped when the volume already holds it
     if target == "gpu":
-        from tritone.export.tensorrt import MUSIC, SPEECH, build_engines
+        from tritone.export.tensorrt import build_engines
 
-        build_engines(repository, precision, music.codebook_size, MUSIC)  # skipped when up to date
-        build_engines(repository, precision, speech.codebook_size, SPEECH)
+        for name, family in FAMILIES.items():
+            if family.plan_models():  # skipped when up to date
+                build_engines(repository, name, precision, exported[name].codebook_size)
 
 
 DRAIN_S = 15  # a stop (SIGTERM) lets running streams end this long; compose's stop_grace_period is above it
@@ -63,15 +69,25 @@ def server_command(target: str, repository: Path) -> list[str]:
             "--drain-timeout", str(DRAIN_S)]
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options; `checkpoints` holds each registered family's checkpoint, by family name."""
     parser = argparse.ArgumentParser(prog="python -m tritone.serving.container", description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=("gpu", "cpu"), required=True)
     parser.add_argument("--repository", type=Path, default=Path(os.environ.get("MODEL_REPOSITORY", "/models")))
-    parser.add_argument("--checkpoint", default=os.environ.get("MODEL", "facebook/musicgen-small"))
-    parser.add_argument("--speech-checkpoint", default=os.environ.get("SPEECH_MODEL", "canopylabs/orpheus-3b-0.1-ft"))
+    for name, family in FAMILIES.items():
+        parser.add_argument(f"--{name}-checkpoint", dest=f"checkpoint_{name}",
+                            default=os.environ.get(family.checkpoint_env, family.default_checkpoint),
+                            help=f"{name}'s checkpoint to export (default: ${family.checkpoint_env}, else "
+                                 f"{family.default_checkpoint})")
     parser.add_argument("--precision", default=os.environ.get("TRT_PRECISION", "fp16"))
     args = parser.parse_args(argv)
-    prepare(args.target, args.repository, args.checkpoint, args.precision, args.speech_checkpoint)
+    args.checkpoints = {name: getattr(args, f"checkpoint_{name}") for name in FAMILIES}
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    prepare(args.target, args.repository, args.precision, args.checkpoints)
     command = server_command(args.target, args.repository)
     print("starting:", " ".join(command), flush=True)
     os.execv(command[0], command)

@@ -25,4 +25,4 @@ def run(args: argparse.Namespace) -> None:
         from tritone.export.tensorrt import build_engines
 
         print(f"building TensorRT plans ({args.precision}) ...")
-        build_engines(args.out, args.precision, spec.codebook_size)
+        build_engines(args.out, "musicgen", args.precision, spec.codebook_size)

@@ -16,14 +16,16 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble.orpheus import spec as speech_spec
 from tritone.ensemble import tensors as T
+from tritone.ensemble.families import FAMILIES
 from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
 from tritone.ensemble.musicgen.text_conditioning import BUCKETS
-from tritone.export.tensorrt import keep_fp32, profile_for
-from tritone.serving.container import DRAIN_S, prepare, server_command
+from tritone.export.tensorrt import keep_fp32, plan_facts, profile_for
+from tritone.serving.container import DRAIN_S, parse_args, prepare, server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX_TYPES = {onnx.TensorProto.INT64: pb.TYPE_INT64, onnx.TensorProto.FLOAT: pb.TYPE_FP32}
 STATELESS = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
+TINY = {name: "tiny-random" for name in FAMILIES}
 
 
 def gpu_config(name: str) -> pb.ModelConfig:
@@ -123,14 +125,14 @@ def test_the_dockerfile_passes_hadolint():
 
 def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_path, capsys):
     volume = tmp_path / "models"
-    prepare("cpu", volume, "tiny-random", "fp16", "tiny-random")
+    prepare("cpu", volume, "fp16", TINY)
     assert (volume / T.MUSICGEN / "configs" / "cpu.pbtxt").is_file()
     assert (volume / T.MUSICGEN / "1" / "lm_step.onnx").is_file()
     assert (volume / T.SPEECH / "configs" / "cpu.pbtxt").is_file()
     assert (volume / T.SPEECH / "1" / "speech_lm_step.onnx").is_file()
     assert (volume / T.SPEECH_CODEC_DECODER / "1" / "model.onnx").is_file()
     capsys.readouterr()
-    prepare("cpu", volume, "tiny-random", "fp16", "tiny-random")  # a restart finds the exports
+    prepare("cpu", volume, "fp16", TINY)  # a restart finds the exports
     out = capsys.readouterr().out
     assert "already holds an export of tiny-random" in out
     assert "exporting" not in out
@@ -140,3 +142,34 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert server_command("gpu", volume) == [
         "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",
         "--model-control-mode=explicit", "--load-model=*", f"--exit-timeout-secs={DRAIN_S}"]
+
+
+def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inputs():
+    plans = {name: [spec.name for spec in family.plan_models()] for name, family in FAMILIES.items()}
+    assert plans == {"musicgen": [T.MUSICGEN_TEXT_ENCODER, T.MUSICGEN_CODEC_DECODER],
+                     "orpheus": [T.SPEECH_CODEC_ENCODER, T.SPEECH_CODEC_DECODER]}
+    for name, family in FAMILIES.items():
+        facts = plan_facts(name)
+        assert set(facts.FP32_LAYERS) <= set(plans[name])
+        for spec in family.plan_models():
+            inputs = facts.sample_inputs(spec, codebook_size=64)
+            assert [tensor.name for tensor in spec.inputs] == list(inputs), spec.name
+            for tensor in spec.inputs:  # two rows of the spec's rank, inside its TensorRT profile
+                array = inputs[tensor.name]
+                low, _, high = profile_for(spec).shapes[tensor.name]
+                assert array.shape[0] == 2 and array.ndim == len(tensor.dims) + 1, tensor.name
+                assert all(lo <= n <= hi for lo, n, hi in zip(low[1:], array.shape[1:], high[1:])), tensor.name
+        with pytest.raises(ValueError, match=f"{family.models()[-1].name} has no TensorRT plan"):
+            facts.sample_inputs(family.models()[-1], 64)
+
+
+def test_the_container_takes_each_family_s_checkpoint_from_its_variable_or_option(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODEL", "music-dir")
+    monkeypatch.setenv("SPEECH_MODEL", "speech-dir")
+    assert parse_args(["--target", "cpu"]).checkpoints == {"musicgen": "music-dir", "orpheus": "speech-dir"}
+    args = parse_args(["--target", "gpu", "--orpheus-checkpoint", "tiny-random"])
+    assert args.checkpoints == {"musicgen": "music-dir", "orpheus": "tiny-random"}
+    monkeypatch.delenv("SPEECH_MODEL")
+    assert parse_args(["--target", "cpu"]).checkpoints["orpheus"] == "canopylabs/orpheus-3b-0.1-ft"
+    with pytest.raises(ValueError, match=r"checkpoints: no family named \['speech'\]"):
+        prepare("cpu", tmp_path / "models", "fp16", {"speech": "tiny-random"})

@@ -8,9 +8,7 @@ from pathlib import Path
 from tritone.ensemble.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
-STILL_LISTING_FAMILIES_BY_HAND = {
-    "export/tensorrt.py", "serving/container.py",
-}
+STILL_LISTING_FAMILIES_BY_HAND: set[str] = set()
 
 
 def imported_modules(path: Path) -> set[str]:
