@@ -9,8 +9,9 @@ A recipe holds every perf_analyzer flag; a run adds only what depends on the run
 `--input-data` (the recipe's file), `--concurrency-range C:C:1` (one process per concurrency, so
 the levels can be 1, 2, 4, 8), `-f` and `--profile-export-file` (under `out_dir/raw/`). A
 `smoke` section shrinks the concurrency list, the windows and (speech codecs) the batching modes.
-Music's recipes are RECIPE_ORDER, speech's SPEECH_RECIPE_ORDER; the suite runs the music ones
-unless told (`recipes=`, `--family`, `--recipe`). Batching `"none"` reloads the
+A family's recipes are those whose model is one of its models (FAMILY_RECIPES, from the registry,
+in its spec's order); the suite runs the first registered family's (musicgen's) unless told
+(`recipes=`, `--family`, `--recipe`). Batching `"none"` reloads the
 model through Triton's repository API with the served config minus `dynamic_batching` (the
 server must run in explicit model-control mode) and afterwards unloads and loads it again from
 the repository, as it was.
@@ -38,12 +39,24 @@ from pathlib import Path
 
 import numpy as np
 
+from tritone.benchmarks import registry
+from tritone.ensemble.families import FAMILIES
+
 BENCHMARKS = Path(__file__).resolve().parent
 RECIPES = BENCHMARKS / "recipes"
-RECIPE_ORDER = ("musicgen_text_encoder", "musicgen_codec_decoder", "musicgen")  # music
-SPEECH_RECIPE_ORDER = ("snac_encoder", "snac_decoder", "orpheus")
-FAMILY_RECIPES = {"music": RECIPE_ORDER, "speech": SPEECH_RECIPE_ORDER}
-ALL_RECIPES = RECIPE_ORDER + SPEECH_RECIPE_ORDER
+
+
+def family_recipes(family: str) -> tuple[str, ...]:
+    """The recipes (recipes/<name>.json) measuring the family's models, in its spec's order."""
+    by_model: dict[str, list[str]] = {}
+    for path in sorted(RECIPES.glob("*.json")):
+        by_model.setdefault(json.loads(path.read_text())["model"], []).append(path.stem)
+    return tuple(name for model in registry.models(family) for name in by_model.get(model, ()))
+
+
+FAMILY_RECIPES = {family: family_recipes(family) for family in FAMILIES}  # by registry name
+ALL_RECIPES = tuple(name for names in FAMILY_RECIPES.values() for name in names)
+DEFAULT_RECIPES = FAMILY_RECIPES[registry.default_family()]
 
 APT_LIBB64 = "apt-get install libb64-0d"
 PIP_CUDART = "pip install nvidia-cuda-runtime-cu12"
@@ -208,7 +221,7 @@ class Recipe:
         return args
 
 
-def load_recipes(smoke: bool = False, names: Sequence[str] = RECIPE_ORDER) -> list[Recipe]:
+def load_recipes(smoke: bool = False, names: Sequence[str] = DEFAULT_RECIPES) -> list[Recipe]:
     return [Recipe.load(RECIPES / f"{name}.json", smoke=smoke) for name in names]
 
 
@@ -434,7 +447,7 @@ def run_recipe(analyzer: PerfAnalyzer, recipe: Recipe, grpc_url: str, raw_root: 
 
 
 def run_perf_analyzer_suite(grpc_url: str, out_dir: Path, smoke: bool = False,
-                            recipes: Sequence[str] = RECIPE_ORDER) -> dict:
+                            recipes: Sequence[str] = DEFAULT_RECIPES) -> dict:
     """Run every recipe against a running server (explicit model-control mode, all models loaded);
     raw CSVs, logs and compacted profile exports go under `out_dir/raw/`. Returns a JSON-ready dict:
     {"tool", "perf_analyzer", "grpc_url", "smoke", "wall_s", "errors": [...],
@@ -466,13 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--smoke", action="store_true", help="concurrency 1 and 2, small windows")
-    parser.add_argument("--family", choices=tuple(FAMILY_RECIPES), default="music",
-                        help="the family's recipes (music: musicgen's, speech: orpheus' and SNAC's)")
+    parser.add_argument("--family", choices=registry.choices(), default=registry.default_family(),
+                        help="the family's recipes (a registered family or its label: music, speech)")
     parser.add_argument("--recipe", action="append", choices=ALL_RECIPES, help="run only these (repeatable)")
     args = parser.parse_args(argv)
     try:
         results = run_perf_analyzer_suite(args.url, args.out, smoke=args.smoke,
-                                          recipes=args.recipe or FAMILY_RECIPES[args.family])
+                                          recipes=args.recipe or FAMILY_RECIPES[registry.family_named(args.family)])
     except (PerfAnalyzerNotInstalled, PerfAnalyzerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

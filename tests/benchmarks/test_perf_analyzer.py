@@ -113,7 +113,7 @@ def test_recipes_spell_out_every_measurement_flag():
         streaming = pa.Recipe.load(pa.RECIPES / f"{name}.json")
         assert streaming.flags["--async"] is True and streaming.flags["--streaming"] is True
         assert streaming.flags["-i"] == "grpc" and streaming.profile_export
-    assert set(pa.FAMILY_RECIPES["speech"]) == {"orpheus", "snac_encoder", "snac_decoder"}
+    assert set(pa.FAMILY_RECIPES["orpheus"]) == {"orpheus", "snac_encoder", "snac_decoder"}
     for name in ("snac_encoder", "snac_decoder"):  # smoke: the batcher as rendered only
         assert pa.Recipe.load(pa.RECIPES / f"{name}.json").batching == ("rendered", "none")
         assert pa.Recipe.load(pa.RECIPES / f"{name}.json", smoke=True).batching == ("rendered",)
