@@ -41,7 +41,7 @@ def tiny_repository(root: Path, **parameters: dict[str, str]) -> Path:
     for family in FAMILIES.values():
         family.export("tiny-random", repository, force=True)
         if family.name in parameters:
-            _override_cpu_parameters(repository, family.models()[0], parameters[family.name])
+            _override_cpu_parameters(repository, family.models()[-1], parameters[family.name])  # the pipeline
     return repository
 
 
