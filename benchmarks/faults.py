@@ -50,14 +50,14 @@ SHM = Path("/dev/shm")
 # -- the stack -----------------------------------------------------------------------------------
 
 def prepare_repository(work: Path) -> Path:
-    from tritone.export.musicgen.export import export_musicgen
-    from tritone.export.orpheus.export import export_orpheus
+    """Every registered family's tiny-random export (each skipped when already there)."""
+    from tritone.ensemble.families import FAMILIES
     from tritone.serving.container import sync_skeleton
 
     repository = work / "model_repository"
     sync_skeleton(repository)
-    export_musicgen("tiny-random", repository)  # skipped when already there
-    export_orpheus("tiny-random", repository)
+    for family in FAMILIES.values():
+        family.export("tiny-random", repository)
     return repository
 
 

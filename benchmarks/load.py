@@ -2,9 +2,10 @@
 
 For each concurrency level N, N closed-loop clients share a list of requests (the same prompts,
 durations and seeds for every system, see `workload`) and stream them over Triton's gRPC
-bidirectional stream: `musicgen` here (`run_load`), `orpheus` through `run_levels` with
-`client.stream_speech` (benchmarks/speech.py). Per stream it records when each chunk arrived and how much audio it held,
-and from that:
+bidirectional stream with the family's streaming call (`run_levels(..., stream=, engine=)`: music's
+`client.stream_music` in benchmarks/musicgen/load.py, speech's `client.stream_speech` in
+benchmarks/orpheus/suite.py). Per stream it records when each chunk arrived and how much audio it
+held, and from that:
 
 - time to first audio (send -> first chunk);
 - real-time factor (stream wall time / audio seconds; < 1 is faster than real time);
@@ -27,32 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tritone.client import GenerationError, MusicRequest, stream_music
+from tritone.client import GenerationError
 from tritone.client.metrics import read_engine_metrics
-from tritone.ensemble import tensors as T
-from tritone.export.musicgen.tiny import PROMPTS
 
-# The random checkpoints' tokenizers were trained on these prompts; a real checkpoint's tokenizer
-# takes them as they are. Request i uses PROMPTS[i % len(PROMPTS)], seed SEED + i.
-SEED = 1000
+SEED = 1000  # request i of a workload uses seed SEED + i, for every system
 METRICS = ("tritone_decode_steps_total", "tritone_decode_request_steps_total", "tritone_decode_batch_requests_max")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """MusicGen's defaults, for both systems: sampling, top-k 250, classifier-free guidance 3."""
-
-    temperature: float = 1.0
-    top_k: int = 250
-    guidance_scale: float = 3.0
-
-    def top_k_for(self, codebook_size: int) -> int:
-        return min(self.top_k, codebook_size)  # as transformers' TopKLogitsWarper clamps it
-
-
-def workload(count: int) -> list[tuple[str, int]]:
-    """(prompt, seed) of requests 0..count-1: the same for tritone and the baselines."""
-    return [(PROMPTS[i % len(PROMPTS)], SEED + i) for i in range(count)]
 
 
 # --- one stream -----------------------------------------------------------------------
@@ -101,16 +81,11 @@ def underruns(arrivals: list[tuple[float, float]]) -> tuple[int, float]:
     return count, stall
 
 
-# (url, request, timeout) -> its audio chunks: stream_music, or stream_speech for the speech pipeline
+# (url, request, timeout) -> its audio chunks: the family's streaming call (client.stream_music, ...)
 StreamFunction = Callable[[str, object, float], AsyncIterator]
 
 
-def _stream_music(url: str, request: MusicRequest, timeout: float) -> AsyncIterator:
-    return stream_music(url, request, timeout=timeout)
-
-
-async def stream_one(url: str, index: int, request, timeout: float,
-                     stream: StreamFunction = _stream_music) -> StreamRecord:
+async def stream_one(url: str, index: int, request, timeout: float, stream: StreamFunction) -> StreamRecord:
     record = StreamRecord(index, time.perf_counter())
     try:
         async for chunk in stream(url, request, timeout):
@@ -141,14 +116,6 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def requests_for(count: int, duration: float, sampling: Sampling, codebook_size: int) -> list[MusicRequest]:
-    return [
-        MusicRequest(text, duration, temperature=sampling.temperature, top_k=sampling.top_k_for(codebook_size),
-                     guidance_scale=sampling.guidance_scale, seed=seed)
-        for text, seed in workload(count)
-    ]
-
-
 async def run_level(
     grpc_url: str,
     metrics_url: str | None,
@@ -156,8 +123,8 @@ async def run_level(
     requests: list,
     timeout: float = 1800.0,
     *,
-    stream: StreamFunction = _stream_music,
-    engine: str = T.MUSICGEN,
+    stream: StreamFunction,
+    engine: str,
     records: list[StreamRecord] | None = None,
 ) -> dict:
     """`concurrency` closed-loop clients stream `requests` (in order, each taking the next one);
@@ -216,25 +183,6 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
     }
 
 
-async def run_load(
-    grpc_url: str,
-    metrics_url: str | None,
-    levels: list[int],
-    duration: float,
-    codebook_size: int,
-    *,
-    sampling: Sampling = Sampling(),
-    rounds: int = 1,
-    min_requests: int = 1,
-    warmup: bool = True,
-    log=print,
-) -> list[dict]:
-    """Every level in turn; level N streams max(N * rounds, min_requests) requests."""
-    return await run_levels(
-        grpc_url, metrics_url, levels, lambda count, seconds: requests_for(count, seconds, sampling, codebook_size),
-        duration, rounds=rounds, min_requests=min_requests, warmup=warmup, log=log)
-
-
 async def run_levels(
     grpc_url: str,
     metrics_url: str | None,
@@ -242,8 +190,8 @@ async def run_levels(
     make_requests: Callable[[int, float], list],
     duration: float,
     *,
-    stream: StreamFunction = _stream_music,
-    engine: str = T.MUSICGEN,
+    stream: StreamFunction,
+    engine: str,
     rounds: int = 1,
     min_requests: int = 1,
     warmup: bool = True,

@@ -1,15 +1,16 @@
 """One benchmark run: tritone (perf_analyzer, the streaming load generator) against a running
 server, then, with the server stopped, the engine's step cost and transformers' baselines.
 
-Two families share what is here (the model repository, the server, the machine's description,
-the phases, perf_analyzer): music (`run_suite`, below) and speech (`benchmarks.speech.run_speech_suite`).
-A suite takes any running server (`grpc_url`, `metrics_url`): the CLI starts its own
-(`triton_server`, loading the family's models), the smoke tests pass the test session's.
+Every registered family's suite (benchmarks/<name>/suite.py, found through the registry: see
+benchmarks/registry.py) shares what is here: the model repository, the server, the machine's
+description, the phases, perf_analyzer. A suite takes any running server (`grpc_url`,
+`metrics_url`): the CLI starts its own (`triton_server`, loading the family's models), the smoke
+tests pass the test session's.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import importlib.metadata
 import json
 import os
@@ -17,25 +18,27 @@ import platform
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from tritone.benchmarks import report
-from tritone.benchmarks.load import PROMPTS, SEED, Sampling, run_load
-from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.benchmarks import registry, report
+from tritone.ensemble.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_LEVELS = (1, 2, 4, 8, 16)
 MODELS = ("tiny-random", "small-random")
-FAMILIES = ("music", "speech")
-# the Triton models a family's benchmark needs loaded (the pipeline last: it calls the others)
-FAMILY_MODELS = {
-    "music": (T.MUSICGEN_TEXT_ENCODER, T.MUSICGEN_CODEC_DECODER, T.MUSICGEN),
-    "speech": (T.SPEECH_CODEC_ENCODER, T.SPEECH_CODEC_DECODER, T.SPEECH),
-}
+
+
+def level_list(text: str) -> list[int]:
+    """An argparse type: comma-separated levels (concurrency, batch sizes), each >= 1."""
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not levels or any(n < 1 for n in levels):
+        raise argparse.ArgumentTypeError(f"levels must be >= 1, got {text!r}")
+    return levels
 
 
 def cores() -> int:
@@ -57,39 +60,6 @@ class Configurable:
         if smoke:
             config = replace(config, **cls.SMOKE)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
-
-
-@dataclass
-class BenchConfig(Configurable):
-    model: str
-    smoke: bool = False
-    concurrency: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
-    duration: float = 5.0  # seconds of audio per request, every system
-    rounds: int = 1  # level N streams max(N * rounds, min_requests) requests through N clients
-    min_requests: int = 4
-    sequential_requests: int = 4  # transformers one at a time: requests measured
-    static_levels: list[int] | None = None  # transformers static batches; None: every level
-    step_streams: list[int] | None = None  # engine step cost batch sizes; None: the concurrency levels
-    step_steps: int = 20
-    step_warmup: int = 3
-    eager_tokens: tuple[int, int] = (10, 60)  # transformers eager step: generate() at these two lengths
-    eager_repeats: int = 2
-    threads: int = field(default_factory=cores)
-    perf_analyzer: bool = True
-    perf_analyzer_smoke: bool = False  # the recipes' smoke settings in a full run (a CPU-sized subset)
-    sampling: Sampling = field(default_factory=Sampling)
-
-    SMOKE = dict(duration=1.0, min_requests=2, sequential_requests=2, step_steps=5, step_warmup=1,
-                 eager_tokens=(4, 12), eager_repeats=1)
-
-    def as_json(self) -> dict:
-        data = asdict(self)
-        data["duration_s"] = data.pop("duration")
-        data["prompts"] = list(PROMPTS)
-        data["seed"] = SEED
-        data["static_levels"] = self.static_levels if self.static_levels is not None else self.concurrency
-        data["step_streams"] = self.step_streams or self.concurrency
-        return data
 
 
 # --- where and on what -------------------------------------------------------------------------
@@ -147,7 +117,7 @@ def git_info(root: Path = ROOT) -> dict:
         return {"commit": None, "dirty": None}
 
 
-def server_info(grpc_url: str, model: str = T.MUSICGEN) -> dict:
+def server_info(grpc_url: str, model: str) -> dict:
     """Triton's version and the pipeline's served parameters (its capacity, chunking, ...)."""
     from tritonclient.grpc import InferenceServerClient
 
@@ -166,30 +136,24 @@ def server_info(grpc_url: str, model: str = T.MUSICGEN) -> dict:
 # --- the model repository and the server ---------------------------------------------------------
 
 
-def prepare_repository(model: str, work_dir: Path, log=print, family: str = "music") -> Path:
-    """The committed repository's configs and glue copied into `work_dir`, `model` of `family`
-    exported there (skipped when it already holds that export). Both families share the directory."""
+def prepare_repository(model: str, work_dir: Path, log=print, family: str | None = None) -> Path:
+    """The committed repository's configs and glue copied into `work_dir`, `model` of `family` (a
+    registered family's name; the first registered when None) exported there (the export says
+    so and stops when the directory already holds it). Every family shares the directory."""
     from tritone.serving.container import sync_skeleton
 
-    if family == "speech":
-        from tritone.export.orpheus.export import export_orpheus as export, exported
-    else:
-        from tritone.export.musicgen.export import export_musicgen as export, exported
-
+    family = family or registry.default_family()
     repository = Path(work_dir) / "model_repository"
     sync_skeleton(repository)
-    if exported(model, repository) is not None:
-        log(f"reusing the {family} export of {model} in {repository}")
-    else:
-        log(f"exporting {family} {model} into {repository} ...")
-        export(model, repository)
+    log(f"exporting {family} {model} into {repository} (kept when it is already there) ...")
+    FAMILIES[family].export(model, repository)
     return repository
 
 
 @contextmanager
 def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log=print, models=("*",)):
     """A tritonserver as `make serve` runs it (CPU configs, explicit model control) on free ports,
-    with `models` loaded (FAMILY_MODELS[family]: only what the benchmark calls); stopped on exit."""
+    with `models` loaded (registry.models(family): only what the benchmark calls); stopped on exit."""
     from tritone.serving.triton import TritonServer, free_port
 
     server = TritonServer()
@@ -207,7 +171,7 @@ def triton_server(repository: Path, log_file: Path, timeout: float = 1200.0, log
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log, family: str = "music") -> dict:
+def _perf_analyzer(grpc_url: str, out_dir: Path, smoke: bool, log, family: str) -> dict:
     try:
         from tritone.benchmarks.perf_analyzer import FAMILY_RECIPES, run_perf_analyzer_suite
     except ImportError as error:
@@ -247,12 +211,13 @@ class SuiteRun:
 
     def begin(self, config, exported: str, family: str, grpc_url: str, out_dir: Path) -> dict:
         """Check that the repository holds config.model (`exported`: its checkpoint), sample how busy
-        the CPUs are, start the results (header, server) and run perf_analyzer over the family's recipes."""
+        the CPUs are, start the results (header, server) and run perf_analyzer over the recipes of
+        `family` (a registered family's name)."""
         if exported != config.model:
             raise ValueError(f"the repository holds a {family} export of {exported}, not {config.model}")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self.check_quiet("before tritone")
-        results = self.header(config, server_info(grpc_url, FAMILY_MODELS[family][-1]), family)
+        results = self.header(config, server_info(grpc_url, registry.models(family)[-1]), registry.label(family))
         results["perf_analyzer"] = self.perf_analyzer(config, grpc_url, Path(out_dir) / "perf_analyzer", family)
         return results
 
@@ -263,10 +228,10 @@ class SuiteRun:
             stop_server()
         self.check_quiet("before the local measurements")
 
-    def header(self, config, server: dict, family: str) -> dict:
+    def header(self, config, server: dict, label: str) -> dict:
         return {
             "schema": 1,
-            "family": family,
+            "family": label,
             "model": config.model,
             "smoke": config.smoke,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -301,57 +266,6 @@ class SuiteRun:
             self.say(f"target: {target['target']}: {value} -> {report.verdict(target)}")
         self.say(f"wrote {', '.join(str(p) for p in files.values())}")
         return results
-
-
-def run_suite(
-    config: BenchConfig,
-    repository: Path,
-    grpc_url: str,
-    metrics_url: str,
-    out_dir: Path,
-    *,
-    stop_server: Callable[[], object] | None = None,
-    log=print,
-) -> dict:
-    """Measure music, write results.json, results.md and the plots into `out_dir`."""
-    repository = Path(repository)
-    run = SuiteRun(log)
-    say = run.say
-    spec = MusicgenModel.load(repository / T.MUSICGEN / "1")
-    results = run.begin(config, spec.checkpoint, "music", grpc_url, out_dir)
-
-    with run.phase("tritone_load"):
-        say(f"tritone streaming load: concurrency {config.concurrency}, {config.duration:g} s per request")
-        levels = asyncio.run(run_load(grpc_url, metrics_url, list(config.concurrency), config.duration,
-                                      spec.codebook_size, sampling=config.sampling, rounds=config.rounds,
-                                      min_requests=config.min_requests, log=say))
-        results["tritone"] = {"system": "tritone on Triton (gRPC streaming, in-flight batching)", "levels": levels}
-
-    run.go_local(stop_server)
-    from tritone.benchmarks import baseline
-    from tritone.benchmarks import step_cost
-
-    with run.phase("engine_step_cost"):
-        say(f"engine step cost (local ONNX Runtime, {config.threads} threads) ...")
-        os.environ.setdefault("TRITONE_ORT_THREADS", str(config.threads))
-        engine = step_cost.engine_step_cost(repository, list(config.step_streams or config.concurrency),
-                                            steps=config.step_steps, warmup=config.step_warmup,
-                                            sampling=config.sampling, log=say)
-
-    with run.phase("transformers_baselines"):
-        say(f"transformers baselines on {baseline.checkpoint_dir(repository)} ({config.threads} threads) ...")
-        model, tokenizer = baseline.load_model(baseline.checkpoint_dir(repository), config.threads)
-        results["baseline"] = baseline.run_baselines(
-            model, tokenizer, list(config.concurrency), config.duration, sampling=config.sampling,
-            sequential_requests=config.sequential_requests, static_levels=config.static_levels, log=say)
-
-    with run.phase("transformers_step_cost"):
-        short, long = config.eager_tokens
-        eager = step_cost.transformers_decode_step(model, tokenizer, short=short, long=long,
-                                                   repeats=config.eager_repeats, sampling=config.sampling, log=say)
-        results["step_cost"] = step_cost.step_cost_summary(engine, eager)
-    del model
-    return run.finish(results, out_dir)
 
 
 def load_results(path: Path) -> dict:

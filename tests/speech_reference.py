@@ -2,7 +2,7 @@
 with the Orpheus prompt layout and grammar (ensemble/orpheus_format.py) as `generate` options.
 
 The prompt and the constrained generate() are the speech benchmark's baseline
-(benchmarks/speech_baseline.py); here with eager attention, the model cached per repository."""
+(benchmarks/orpheus/baseline.py); here with eager attention, the model cached per repository."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritone.benchmarks.speech_baseline import generate_codes, prompt_ids
+from tritone.benchmarks.orpheus.baseline import generate_codes, prompt_ids
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, SpeechModel
 

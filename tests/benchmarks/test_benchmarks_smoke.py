@@ -11,7 +11,8 @@ import pytest
 from tritone.benchmarks import report
 from tritone.benchmarks.__main__ import main
 from tritone.benchmarks.load import underruns
-from tritone.benchmarks.runner import BenchConfig, run_suite
+from tritone.benchmarks.musicgen import report as music_report
+from tritone.benchmarks.musicgen.suite import Config as BenchConfig, run as run_suite
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def smoke_results(musicgen_server, musicgen_repository, tmp_path_factory):
 def test_smoke_run_writes_every_file(smoke_results):
     out, results, wall = smoke_results
     assert wall < 60, f"the smoke run took {wall:.0f} s"
-    for name in (report.RESULTS_FILE, report.MARKDOWN_FILE, *report.PLOTS.values()):
+    for name in (report.RESULTS_FILE, report.MARKDOWN_FILE, *music_report.PLOTS.values()):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     written = json.loads((out / report.RESULTS_FILE).read_text())
     for key in ("model", "smoke", "machine", "git", "config", "server", "tritone", "baseline", "step_cost",

@@ -14,7 +14,9 @@ import pytest
 
 from tritone.benchmarks import report
 from tritone.benchmarks.__main__ import main
-from tritone.benchmarks.speech import SpeechBenchConfig, run_speech_suite
+from tritone.benchmarks.musicgen import report as music_report
+from tritone.benchmarks.orpheus import report as speech_report
+from tritone.benchmarks.orpheus.suite import Config as SpeechBenchConfig, run as run_speech_suite
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +39,7 @@ def smoke(musicgen_server, musicgen_repository, tmp_path_factory):
 def test_smoke_run_writes_the_speech_files(smoke):
     out, results, wall = smoke
     assert wall < 90, f"the speech smoke run took {wall:.0f} s"
-    for name in (report.RESULTS_FILE, report.MARKDOWN_FILE, *report.SPEECH_PLOTS.values()):
+    for name in (report.RESULTS_FILE, report.MARKDOWN_FILE, *speech_report.PLOTS.values()):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     written = json.loads((out / report.RESULTS_FILE).read_text())
     assert written["model"] == "tiny-random" and "tritone" not in written  # no music run in this directory
@@ -153,7 +155,7 @@ def test_each_family_keeps_the_others_section(smoke, tmp_path):
     assert both["speech"]["prefill_stall"] == results["prefill_stall"]
     markdown = (out / report.MARKDOWN_FILE).read_text()
     assert markdown.startswith("# tritone benchmark: tiny-random") and "# Speech (`orpheus`)" in markdown
-    for name in [*report.PLOTS.values(), *report.SPEECH_PLOTS.values()]:
+    for name in [*music_report.PLOTS.values(), *speech_report.PLOTS.values()]:
         assert (out / name).is_file(), name
         assert name in both["files"]
 
@@ -165,5 +167,5 @@ def test_readme_block_includes_speech(smoke, tmp_path):
     assert main(["readme", "--results", str(out.parent), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "OLD" not in text and "**Speech (`orpheus`), tiny-random** (smoke run" in text
-    assert "Prefill of a 30 s voice prompt" in text and report.SPEECH_PLOTS["speech_throughput"] in text
+    assert "Prefill of a 30 s voice prompt" in text and speech_report.PLOTS["speech_throughput"] in text
     assert not report.update_readme(readme, out.parent)  # idempotent

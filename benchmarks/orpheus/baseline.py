@@ -2,7 +2,7 @@
 
 On the very weights tritone serves (the LM export saved under orpheus/1/checkpoint, the codec under
 orpheus/1/codec; for a hub export, the checkpoints speech.json names), with the same prompts
-(the Orpheus layout of ensemble/orpheus_format.py, cloned voice included), greedy decoding, the
+(the Orpheus layout of ensemble/orpheus/format.py, cloned voice included), greedy decoding, the
 same repetition penalty and `max_duration` in frames, under the Orpheus grammar as a
 `prefix_allowed_tokens_fn` (a code for each frame position, end_of_speech only at a frame's
 end), then `SNAC.decode` of the whole answer, on torch.set_num_threads(cores):
@@ -10,7 +10,7 @@ end), then `SNAC.decode` of the whole answer, on torch.set_num_threads(cores):
 - one request at a time, as a FastAPI wrapper serves: tokenize, generate, decode, return the
   clip. Its throughput is all audio over the sum of service times; nothing is streamed, so a
   request's time to first audio is its whole latency, queued behind the clients before it
-  (baseline.sequential_result);
+  (benchmarks/baseline.py sequential_result);
 - statically batched: one left-padded generate() over the N prompts of a level, then the codec;
   everybody gets audio when the whole batch is done.
 

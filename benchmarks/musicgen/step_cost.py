@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tritone.benchmarks.load import Sampling, workload
+from tritone.benchmarks.musicgen.load import Sampling, workload
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.musicgen.metadata import MusicgenModel
@@ -113,7 +113,7 @@ def transformers_decode_step(model, tokenizer, *, short: int = 10, long: int = 6
     """ms per eager decode step of generate() for one request with guidance (text encoder, codec out)."""
     import torch
 
-    from tritone.benchmarks.baseline import generate
+    from tritone.benchmarks.musicgen.baseline import generate
 
     prompt = workload(1)[0][0]
     decode = model.audio_encoder.decode

@@ -1,4 +1,5 @@
-"""The speech family's benchmark: the `orpheus` pipeline against transformers, in the same run.
+"""speech's benchmark suite (`python -m tritone.benchmarks run --family speech`): the `orpheus`
+pipeline against transformers, in the same run.
 
 Against a running server with `snac_encoder`, `snac_decoder` and `orpheus` loaded:
 
@@ -13,7 +14,7 @@ Against a running server with `snac_encoder`, `snac_decoder` and `orpheus` loade
    step's time before and during (engine metrics);
 
 then, with the server stopped, transformers' LlamaForCausalLM.generate() + SNAC decode on the same
-weights and prompts (benchmarks/speech_baseline.py), one request at a time and statically batched.
+weights and prompts (baseline.py here), one request at a time and statically batched.
 
 Speech stops at end_of_speech, so every system decodes greedily (top-k 1; the served sampler's
 argmax equals generate()'s do_sample=False) with the same repetition penalty and `max_duration`,
@@ -23,6 +24,7 @@ run also says whether tritone and generate() spoke the same codes for the same r
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from tritone.benchmarks.load import SEED, StreamRecord, run_levels
-from tritone.benchmarks.runner import Configurable, SuiteRun, cores
+from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.client import SpeechRequest, stream_speech
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
@@ -46,8 +48,25 @@ REFERENCE_TEXT = "Our flight to Lisbon departs at seven thirty tomorrow morning.
 REFERENCE_SEED = 3
 
 
+def voice_modes(text: str) -> tuple[str, ...]:
+    voices = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not voices or any(v not in VOICE_MODES for v in voices):
+        raise argparse.ArgumentTypeError(f"expected builtin, cloned or both, got {text!r}")
+    return voices
+
+
+def add_arguments(group) -> list[argparse.Action]:
+    """Its own `run` options."""
+    return [
+        group.add_argument("--voices", type=voice_modes, help="builtin,cloned (the default) or one of them"),
+        group.add_argument("--clone-levels", type=level_list, help="the cloned voice's levels (default: every level)"),
+        group.add_argument("--stall-streams", type=int,
+                           help="running streams while a 30 s voice prompt is prefilled (default 2; 0 skips it)"),
+    ]
+
+
 @dataclass
-class SpeechBenchConfig(Configurable):
+class Config(Configurable):
     model: str
     smoke: bool = False
     concurrency: list[int] = field(default_factory=lambda: list(SPEECH_LEVELS))
@@ -131,7 +150,7 @@ def prompt_tokens(repository: Path, requests: list[SpeechRequest]) -> dict:
     """The prompts' lengths in tokens, as the pipeline builds them."""
     from transformers import AutoTokenizer
 
-    from tritone.benchmarks.speech_baseline import prompt_ids
+    from tritone.benchmarks.orpheus.baseline import prompt_ids
 
     version = Path(repository) / T.SPEECH / "1"
     tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
@@ -320,8 +339,8 @@ def _s(value) -> str:
 # --- the suite -------------------------------------------------------------------------------
 
 
-def run_speech_suite(
-    config: SpeechBenchConfig,
+def run(
+    config: Config,
     repository: Path,
     grpc_url: str,
     metrics_url: str,
@@ -333,14 +352,14 @@ def run_speech_suite(
     """Measure speech; results.json gets (or replaces) its "speech" section, results.md and the
     plots are written into `out_dir` with the music run's kept."""
     repository = Path(repository)
-    run = SuiteRun(log)
-    say = run.say
+    bench = SuiteRun(log)
+    say = bench.say
     meta = SpeechModel.load(repository / T.SPEECH / "1")
-    results = run.begin(config, meta.checkpoint, "speech", grpc_url, out_dir)
+    results = bench.begin(config, meta.checkpoint, T.SPEECH, grpc_url, out_dir)
 
     workloads = {mode: workload(meta, mode, config.reference_s, config.repetition_penalty) for mode in config.voices}
     voices, records = {}, {}
-    with run.phase("tritone_load"):
+    with bench.phase("tritone_load"):
         for i, mode in enumerate(config.voices):
             levels = config.levels_for(mode)
             say(f"tritone speech, {describe_voice(mode, meta, config.reference_s)}: concurrency {levels}, "
@@ -357,7 +376,7 @@ def run_speech_suite(
             }
 
     if config.stall_streams > 0:
-        with run.phase("prefill_stall"):
+        with bench.phase("prefill_stall"):
             say(f"prefill stall: {config.stall_streams} running streams, a {config.stall_reference_s:g} s voice prompt")
             try:
                 results["prefill_stall"] = asyncio.run(prefill_stall(
@@ -368,10 +387,10 @@ def run_speech_suite(
                 say(f"  prefill stall: {type(error).__name__}: {error}")
                 results["prefill_stall"] = {"error": f"{type(error).__name__}: {error}"}
 
-    run.go_local(stop_server)
-    from tritone.benchmarks.speech_baseline import load_speech_baseline, run_speech_baselines
+    bench.go_local(stop_server)
+    from tritone.benchmarks.orpheus.baseline import load_speech_baseline, run_speech_baselines
 
-    with run.phase("transformers_baselines"):
+    with bench.phase("transformers_baselines"):
         say(f"transformers speech baselines on {repository / T.SPEECH / '1'} ({config.threads} threads) ...")
         baseline = load_speech_baseline(repository, config.threads)
         for mode in config.voices:
@@ -384,4 +403,4 @@ def run_speech_suite(
             voices[mode]["same_codes"] = same_codes(records[mode].get(first, []), codes) if first else None
         del baseline
     results["voices"] = voices
-    return run.finish(results, out_dir)
+    return bench.finish(results, out_dir)
