@@ -100,6 +100,14 @@ def test_models_are_back_to_their_rendered_configs_afterwards(suite, musicgen_se
         assert int(batching["max_queue_delay_microseconds"]) == 2000
 
 
+def test_every_recipe_measures_a_model_of_one_registered_family():
+    # a family's recipes come from the registry (its models): a recipe for no registered model would never run
+    assert sorted(pa.ALL_RECIPES) == sorted(path.stem for path in pa.RECIPES.glob("*.json"))
+    assert len(set(pa.ALL_RECIPES)) == len(pa.ALL_RECIPES)
+    assert pa.FAMILY_RECIPES["musicgen"][-1] == "musicgen" and pa.FAMILY_RECIPES["orpheus"][-1] == "orpheus"
+    assert pa.DEFAULT_RECIPES == pa.FAMILY_RECIPES["musicgen"]
+
+
 def test_recipes_spell_out_every_measurement_flag():
     for smoke in (False, True):
         for recipe in pa.load_recipes(smoke=smoke, names=pa.ALL_RECIPES):
