@@ -81,7 +81,7 @@ def stream_speech(
     url: str | InferenceServerClient,
     request: SpeechRequest,
     *,
-    model: str = T.SPEECH,
+    model: str = T.ORPHEUS,
     max_chars: int | None = MAX_SENTENCE_CHARS,
     ahead: int = 1,
     request_id: str | None = None,

@@ -8,9 +8,9 @@ request) is spelled once, here.
 MUSICGEN = "musicgen"  # the pipeline a client calls (decoupled, streams audio)
 MUSICGEN_TEXT_ENCODER = "musicgen_text_encoder"  # token ids -> hidden states [dynamic batching]
 MUSICGEN_CODEC_DECODER = "musicgen_codec_decoder"  # codes -> waveform       [dynamic batching]
-SPEECH = "orpheus"  # text (+ a voice) to streamed speech (decoupled)
-SPEECH_CODEC_ENCODER = "snac_encoder"  # reference audio -> SNAC codes [dynamic batching]
-SPEECH_CODEC_DECODER = "snac_decoder"  # SNAC codes -> waveform         [dynamic batching]
+ORPHEUS = "orpheus"  # text (+ a voice) to streamed speech (decoupled)
+SNAC_ENCODER = "snac_encoder"  # reference audio -> SNAC codes [dynamic batching]
+SNAC_DECODER = "snac_decoder"  # SNAC codes -> waveform         [dynamic batching]
 
 # --- musicgen pipeline: request inputs -----------------------------------------
 TEXT = "text"  # BYTES [1]   UTF-8 prompt

@@ -7,7 +7,7 @@ Written against TensorRT 10's Python API (`pip install .[gpu]`); never imported 
 A family's plans are its models whose GPU target is a `tensorrt_plan` (`Family.plan_models`, from
 ensemble/families.py). Each plan gets one optimization profile from the model's spec (the batch
 range of its GPU target, and the shapes the pipeline sends: prompt buckets up to max_text_tokens,
-codec windows from min_window to max_frames + left_context + lookahead, reference clips up to
+codec windows from min_window to max_chunk_frames + left_context + lookahead, reference clips up to
 30 s), FP16 or BF16 with the layers that overflow in FP16 kept in FP32 (the family's
 export/<name>/tensorrt.py FP32_LAYERS: T5's layer norms and feed-forward output, known to exceed
 65504; all of SNAC's encoder), and a timing cache shared by every build. A new plan is checked

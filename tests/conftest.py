@@ -13,7 +13,7 @@ from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer, free_port
 
 from tests.hang_report import report_before
-from tests.integration.musicgen_server import CAPACITY, SPEECH, run_gateway, tiny_repository
+from tests.integration.stack import CAPACITY, ORPHEUS, run_gateway, tiny_repository
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +31,15 @@ def report_hung_asyncio_tasks(request):
 
 
 @pytest.fixture(scope="session")
-def musicgen_repository(tmp_path_factory) -> Path:
-    return tiny_repository(tmp_path_factory.mktemp("repository"), musicgen=CAPACITY, orpheus=SPEECH)
+def tiny_model_repository(tmp_path_factory) -> Path:
+    return tiny_repository(tmp_path_factory.mktemp("repository"), musicgen=CAPACITY, orpheus=ORPHEUS)
 
 
 @pytest.fixture(scope="session")
-def musicgen_server(musicgen_repository, tmp_path_factory):
+def triton_stack(tiny_model_repository, tmp_path_factory):
     server = TritonServer()
     server.start(
-        musicgen_repository,
+        tiny_model_repository,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
@@ -61,9 +61,9 @@ def musicgen_server(musicgen_repository, tmp_path_factory):
 
 
 @pytest.fixture
-def gateway_settings(musicgen_server, tmp_path) -> Settings:
-    return Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
-                    triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path / "gateway")
+def gateway_settings(triton_stack, tmp_path) -> Settings:
+    return Settings(triton_grpc_url=triton_stack.grpc_url, triton_metrics_url=triton_stack.metrics_url,
+                    triton_http_url=f"http://{triton_stack.http_url}", data_dir=tmp_path / "gateway")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import numpy as np
 from tritone.benchmarks.musicgen.load import Sampling, workload
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.ensemble.musicgen.metadata import MusicgenMetadata
 from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
 from tritone.ensemble.musicgen.request import GenerationParams
 
@@ -55,7 +55,7 @@ def engine_step_cost(repository: Path, streams: list[int], *, steps: int = 20, w
                      sampling: Sampling = Sampling(), log=print) -> list[dict]:
     """ms per decode step of the local engine with N = each of `streams` requests in the batch."""
     marks: list[float] = []
-    hop = MusicgenModel.load(Path(repository) / T.MUSICGEN / "1").hop_length
+    hop = MusicgenMetadata.load(Path(repository) / T.MUSICGEN / "1").hop_length
     pipeline = MusicgenPipeline(
         Path(repository),
         _settings(max(streams)),

@@ -20,7 +20,7 @@ from tritone.benchmarks.load import SEED
 from tritone.benchmarks.musicgen.load import PROMPTS, Sampling, run_load
 from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.ensemble import tensors as T
-from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.ensemble.musicgen.metadata import MusicgenMetadata
 
 DEFAULT_LEVELS = (1, 2, 4, 8, 16)
 
@@ -78,7 +78,7 @@ def run(
     repository = Path(repository)
     bench = SuiteRun(log)
     say = bench.say
-    spec = MusicgenModel.load(repository / T.MUSICGEN / "1")
+    spec = MusicgenMetadata.load(repository / T.MUSICGEN / "1")
     results = bench.begin(config, spec.checkpoint, T.MUSICGEN, grpc_url, out_dir)
 
     with bench.phase("tritone_load"):

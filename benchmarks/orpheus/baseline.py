@@ -15,7 +15,7 @@ end), then `SNAC.decode` of the whole answer, on torch.set_num_threads(cores):
   everybody gets audio when the whole batch is done.
 
 `prompt_ids` and `generate_codes` (there with eager attention) are also the reference the speech
-tests check tritone's codes against (tests/speech_reference.py).
+tests check tritone's codes against (tests/orpheus_reference.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from tritone.benchmarks.baseline import sequential_result, static_result
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat, frame_to_levels
-from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, SpeechModel
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, OrpheusMetadata
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SpeechBaseline:
     lm: object  # LlamaForCausalLM
     tokenizer: object
     codec: object  # snac.SNAC
-    meta: SpeechModel
+    meta: OrpheusMetadata
 
     @property
     def format(self) -> OrpheusFormat:
@@ -60,8 +60,8 @@ def load_speech_baseline(repository: Path, threads: int | None = None,
 
     if threads:
         torch.set_num_threads(threads)
-    version = Path(repository) / T.SPEECH / "1"
-    meta = SpeechModel.load(version)
+    version = Path(repository) / T.ORPHEUS / "1"
+    meta = OrpheusMetadata.load(version)
     checkpoint = _source(version, CHECKPOINT_DIR, meta.checkpoint)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     lm = LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, **options).eval()
@@ -77,10 +77,10 @@ def prompt_ids(tokenizer, fmt: OrpheusFormat, text: str, voice: str | None = Non
     return fmt.prompt_ids(tokenizer(text)["input_ids"], transcript, reference_codes)
 
 
-def generate_codes(lm, fmt: OrpheusFormat, prompts: list[list[int]], max_frames: int,
+def generate_codes(lm, fmt: OrpheusFormat, prompts: list[list[int]], frame_limit: int,
                    repetition_penalty: float = 1.0) -> list[np.ndarray]:
     """Greedy generate() over `prompts` (left-padded into one batch) under the Orpheus grammar ->
-    codes int64 [7, frames] per prompt (frames <= max_frames; fewer where it said end_of_speech)."""
+    codes int64 [7, frames] per prompt (frames <= frame_limit; fewer where it said end_of_speech)."""
     import torch
 
     width = max(len(p) for p in prompts)
@@ -95,7 +95,7 @@ def generate_codes(lm, fmt: OrpheusFormat, prompts: list[list[int]], max_frames:
 
     with torch.inference_mode():
         out = lm.generate(
-            input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=TOKENS_PER_FRAME * max_frames,
+            input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=TOKENS_PER_FRAME * frame_limit,
             eos_token_id=fmt.end_of_speech, pad_token_id=fmt.pad_token_id, repetition_penalty=repetition_penalty,
             prefix_allowed_tokens_fn=allowed,
         )
@@ -130,8 +130,8 @@ def speak(baseline: SpeechBaseline, requests: list, repetition_penalty: float) -
     started = time.perf_counter()
     prompts = [prompt_ids(baseline.tokenizer, fmt, r.text, r.voice, r.reference_text, r.reference_codes)
                for r in requests]
-    max_frames = max(max(1, int(r.max_duration * baseline.meta.frame_rate)) for r in requests)
-    codes = generate_codes(baseline.lm, fmt, prompts, max_frames, repetition_penalty)
+    frame_limit = max(max(1, int(r.max_duration * baseline.meta.frame_rate)) for r in requests)
+    codes = generate_codes(baseline.lm, fmt, prompts, frame_limit, repetition_penalty)
     decode_audio(baseline.codec, codes)
     return time.perf_counter() - started, codes
 

@@ -69,7 +69,7 @@ def speech_workload_line(speech: dict) -> str:
             f"Orpheus grammar, the same for every system ({voices}); {cfg['threads']} threads. Server: `orpheus` "
             f"max_slots {server.get('max_slots', '?')}, max_queue {server.get('max_queue', '?')}, prefill_chunk "
             f"{parameters.get('prefill_chunk', '?')}, step_tokens {parameters.get('step_tokens', '-')}, chunks "
-            f"of {parameters.get('first_frames', '?')} frames growing to {parameters.get('max_frames', '?')}.")
+            f"of {parameters.get('first_frames', '?')} frames growing to {parameters.get('max_chunk_frames', '?')}.")
 
 
 def stall_lines(stall: dict | None) -> list[str]:

@@ -38,7 +38,7 @@ from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.client import SpeechRequest, stream_speech
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
-from tritone.ensemble.orpheus.metadata import TOKENIZER_DIR, SpeechModel
+from tritone.ensemble.orpheus.metadata import TOKENIZER_DIR, OrpheusMetadata
 from tritone.export.orpheus.tiny import SENTENCES
 
 SPEECH_LEVELS = (1, 2, 4, 8)
@@ -111,18 +111,18 @@ class Config(Configurable):
 # --- the workload ----------------------------------------------------------------------------
 
 
-def reference_codes(meta: SpeechModel, seconds: float, seed: int = REFERENCE_SEED) -> np.ndarray:
+def reference_codes(meta: OrpheusMetadata, seconds: float, seed: int = REFERENCE_SEED) -> np.ndarray:
     """A stored voice of `seconds`: codes [7, frames] (random codes: the weights are random too;
     what the prompt costs depends on its length only)."""
     frames = max(1, round(seconds * meta.frame_rate))
     return np.random.default_rng(seed).integers(0, meta.codebook_size, (7, frames))
 
 
-def builtin_voice(meta: SpeechModel) -> str | None:
+def builtin_voice(meta: OrpheusMetadata) -> str | None:
     return VOICE if VOICE in meta.voices else (meta.voices[0] if meta.voices else None)
 
 
-def workload(meta: SpeechModel, mode: str, reference_s: float,
+def workload(meta: OrpheusMetadata, mode: str, reference_s: float,
              repetition_penalty: float) -> Callable[[int, float], list[SpeechRequest]]:
     """make_requests(count, duration): request i speaks SENTENCES[i % 8], greedily, with the
     built-in voice or cloning the reference; the same requests for tritone and the baselines."""
@@ -139,7 +139,7 @@ def workload(meta: SpeechModel, mode: str, reference_s: float,
     return make_requests
 
 
-def describe_voice(mode: str, meta: SpeechModel, reference_s: float) -> str:
+def describe_voice(mode: str, meta: OrpheusMetadata, reference_s: float) -> str:
     if mode == "cloned":
         seconds = reference_codes(meta, reference_s).shape[1] / meta.frame_rate
         return f"reference codes of {seconds:.1f} s and their transcript"
@@ -152,9 +152,9 @@ def prompt_tokens(repository: Path, requests: list[SpeechRequest]) -> dict:
 
     from tritone.benchmarks.orpheus.baseline import prompt_ids
 
-    version = Path(repository) / T.SPEECH / "1"
+    version = Path(repository) / T.ORPHEUS / "1"
     tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
-    fmt = SpeechModel.load(version).format
+    fmt = OrpheusMetadata.load(version).format
     lengths = [len(prompt_ids(tokenizer, fmt, r.text, r.voice, r.reference_text, r.reference_codes)) for r in requests]
     return {"min": min(lengths), "max": max(lengths)}
 
@@ -187,7 +187,7 @@ class RunnerEnded(RuntimeError):
         self.runner = runner
 
 
-def runner_candidates(meta: SpeechModel, max_duration: float) -> list[SpeechRequest]:
+def runner_candidates(meta: OrpheusMetadata, max_duration: float) -> list[SpeechRequest]:
     """Streams to keep running: every sentence in one paragraph (rotated), greedy, no repetition
     penalty first. Greedy speech ends where the model says end_of_speech, which random weights
     may say early; the measurement then retries with the next candidate in that stream's place."""
@@ -206,7 +206,7 @@ def _gap_stats(gaps: list[float]) -> dict:
     return {"max": max(gaps) if gaps else None, "p50": float(np.median(gaps)) if gaps else None, "count": len(gaps)}
 
 
-async def prefill_stall(grpc_url: str, metrics_url: str, meta: SpeechModel, server_parameters: dict, *,
+async def prefill_stall(grpc_url: str, metrics_url: str, meta: OrpheusMetadata, server_parameters: dict, *,
                         streams: int = 2, reference_s: float = 30.0, repetition_penalty: float = 1.3,
                         timeout: float = 900.0, max_attempts: int = 12, log=print) -> dict:
     """Running streams' inter-chunk gaps before and while a long voice prompt is prefilled; a
@@ -236,10 +236,10 @@ async def prefill_stall(grpc_url: str, metrics_url: str, meta: SpeechModel, serv
                        f"({len(ended)} ended at end_of_speech)")
 
 
-async def _prefill_stall_once(grpc_url: str, metrics_url: str, meta: SpeechModel, server_parameters: dict,
+async def _prefill_stall_once(grpc_url: str, metrics_url: str, meta: OrpheusMetadata, server_parameters: dict,
                               runners: list[SpeechRequest], reference_s: float, repetition_penalty: float,
                               timeout: float, log) -> dict:
-    steady_frames = int(server_parameters.get("max_frames") or 24)
+    steady_frames = int(server_parameters.get("max_chunk_frames") or 24)
     steady_s = steady_frames * meta.frame_samples / meta.sample_rate
     codes = reference_codes(meta, reference_s)
     cloned = SpeechRequest(text=SENTENCES[0], reference_text=REFERENCE_TEXT, reference_codes=codes, max_duration=0.5,
@@ -272,7 +272,7 @@ async def _prefill_stall_once(grpc_url: str, metrics_url: str, meta: SpeechModel
             await asyncio.sleep(0.005)
 
     async def metrics():
-        values = await asyncio.to_thread(read_engine_metrics, metrics_url, T.SPEECH)
+        values = await asyncio.to_thread(read_engine_metrics, metrics_url, T.ORPHEUS)
         return time.perf_counter(), values
 
     tasks = [asyncio.create_task(consume(r, lambda c, a=a: a.append((time.perf_counter(), c.seconds))))
@@ -354,8 +354,8 @@ def run(
     repository = Path(repository)
     bench = SuiteRun(log)
     say = bench.say
-    meta = SpeechModel.load(repository / T.SPEECH / "1")
-    results = bench.begin(config, meta.checkpoint, T.SPEECH, grpc_url, out_dir)
+    meta = OrpheusMetadata.load(repository / T.ORPHEUS / "1")
+    results = bench.begin(config, meta.checkpoint, T.ORPHEUS, grpc_url, out_dir)
 
     workloads = {mode: workload(meta, mode, config.reference_s, config.repetition_penalty) for mode in config.voices}
     voices, records = {}, {}
@@ -371,7 +371,7 @@ def run(
                 "tritone": {"system": "tritone on Triton (gRPC streaming, in-flight batching, chunked prefill)",
                             "levels": asyncio.run(run_levels(
                                 grpc_url, metrics_url, levels, workloads[mode], config.duration, stream=_stream,
-                                engine=T.SPEECH, rounds=config.rounds, min_requests=config.min_requests,
+                                engine=T.ORPHEUS, rounds=config.rounds, min_requests=config.min_requests,
                                 warmup=i == 0, records=records[mode], log=say))},
             }
 
@@ -380,7 +380,7 @@ def run(
             say(f"prefill stall: {config.stall_streams} running streams, a {config.stall_reference_s:g} s voice prompt")
             try:
                 results["prefill_stall"] = asyncio.run(prefill_stall(
-                    grpc_url, metrics_url, meta, results["server"].get(f"{T.SPEECH}_parameters") or {},
+                    grpc_url, metrics_url, meta, results["server"].get(f"{T.ORPHEUS}_parameters") or {},
                     streams=config.stall_streams, reference_s=config.stall_reference_s,
                     repetition_penalty=config.repetition_penalty, log=say))
             except Exception as error:  # a result to report, not the end of the run
@@ -391,7 +391,7 @@ def run(
     from tritone.benchmarks.orpheus.baseline import load_speech_baseline, run_speech_baselines
 
     with bench.phase("transformers_baselines"):
-        say(f"transformers speech baselines on {repository / T.SPEECH / '1'} ({config.threads} threads) ...")
+        say(f"transformers speech baselines on {repository / T.ORPHEUS / '1'} ({config.threads} threads) ...")
         baseline = load_speech_baseline(repository, config.threads)
         for mode in config.voices:
             say(f"  {describe_voice(mode, meta, config.reference_s)}:")

@@ -1,7 +1,7 @@
 """When to cut generated frames into audio chunks, and which codes to decode for each.
 
 Chunks start small (first audio fast) and grow (fewer decoder calls, less overhead):
-sizes are first_frames * growth**i, capped at max_frames. The codec decoder is not causal
+sizes are first_frames * growth**i, capped at max_chunk_frames. The codec decoder is not causal
 (non-causal convolutions and an LSTM), so a chunk decoded alone would click at its edges.
 Each chunk is therefore decoded inside a window that adds up to `left_context` frames before
 it and `lookahead` frames after it, and only the chunk's own samples are kept. The lookahead
@@ -18,19 +18,19 @@ from dataclasses import dataclass
 class ChunkPolicy:
     first_frames: int = 10  # 0.2 s at 50 Hz: the time-to-first-audio knob
     growth: float = 2.0
-    max_frames: int = 100  # 2 s: caps decoder work per chunk
+    max_chunk_frames: int = 100  # 2 s: caps decoder work per chunk
     left_context: int = 25  # frames of history decoded with each chunk (seam quality)
     lookahead: int = 5  # frames of future decoded with each chunk (seam quality, adds latency)
     min_window: int = 5  # the codec decoder's shortest input; short windows reach further back
 
     def __post_init__(self):
-        if self.first_frames < 1 or self.max_frames < self.first_frames or self.growth < 1.0:
+        if self.first_frames < 1 or self.max_chunk_frames < self.first_frames or self.growth < 1.0:
             raise ValueError(f"invalid chunk policy {self}")
         if self.left_context < 0 or self.lookahead < 0 or self.min_window < 1:
             raise ValueError(f"invalid chunk policy {self}")
 
     def size(self, index: int) -> int:
-        return int(min(self.max_frames, self.first_frames * self.growth**index))
+        return int(min(self.max_chunk_frames, self.first_frames * self.growth**index))
 
 
 @dataclass(frozen=True)

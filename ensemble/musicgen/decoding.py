@@ -20,7 +20,7 @@ from tritone.ensemble.engine.sampling import sample
 from tritone.ensemble.engine.scheduler import Slot, Stream
 from tritone.ensemble.engine.step_plan import StepPlan
 from tritone.ensemble.musicgen.guidance import apply_guidance
-from tritone.ensemble.musicgen.metadata import MusicgenModel
+from tritone.ensemble.musicgen.metadata import MusicgenMetadata
 from tritone.ensemble.musicgen.request import GenerationParams
 
 
@@ -48,7 +48,7 @@ class Job:
 class MusicgenSlot(Slot):
     """Codes so far, the next input tokens, cross-attention K/V, the RNG."""
 
-    def __init__(self, job: Job, model: MusicgenModel, policy: ChunkPolicy, cross_keys, cross_values):
+    def __init__(self, job: Job, model: MusicgenMetadata, policy: ChunkPolicy, cross_keys, cross_values):
         params = job.params
         self.prompt = params.prompt_codes  # [K, P] teacher-forced before sampling starts, or None
         self.frames = params.prompt_frames + frames_for(params.duration, model.frame_rate)
@@ -72,7 +72,7 @@ class MusicgenSlot(Slot):
 class MusicgenFamily:
     name = "musicgen"
 
-    def __init__(self, lm: LanguageModel, model: MusicgenModel, policy: ChunkPolicy = ChunkPolicy()):
+    def __init__(self, lm: LanguageModel, model: MusicgenMetadata, policy: ChunkPolicy = ChunkPolicy()):
         self.lm = lm
         self.model = model
         self.policy = policy

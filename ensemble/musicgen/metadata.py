@@ -18,7 +18,7 @@ CHECKPOINT_DIR = "checkpoint"  # a saved transformers directory, written for tin
 
 
 @dataclass(frozen=True)
-class MusicgenModel:
+class MusicgenMetadata:
     checkpoint: str  # hub id or directory the weights came from
     sample_rate: int  # Hz
     frame_rate: int  # code frames per second
@@ -33,10 +33,6 @@ class MusicgenModel:
     max_positions: int  # positional table size: at most this many decode steps
     text_vocab_size: int
 
-    @property
-    def max_frames(self) -> int:
-        return self.max_positions - (self.num_codebooks - 1)
-
     def kv_bytes_per_step(self, rows: int = 2, itemsize: int = 4) -> int:
         """Self-attention cache bytes one decode step adds for `rows` rows (2 with guidance)."""
         return 2 * rows * self.num_layers * self.num_heads * self.head_dim * itemsize
@@ -47,5 +43,5 @@ class MusicgenModel:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "MusicgenModel":
+    def load(cls, directory: Path) -> "MusicgenMetadata":
         return cls(**json.loads((Path(directory) / METADATA_FILE).read_text()))

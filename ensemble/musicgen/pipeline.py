@@ -20,7 +20,7 @@ from tritone.ensemble.musicgen.metadata import (
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
     TOKENIZER_DIR,
-    MusicgenModel,
+    MusicgenMetadata,
 )
 from tritone.ensemble.musicgen.request import GenerationParams, Limits, validate
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
@@ -64,7 +64,7 @@ class MusicgenPipeline:
     ):
         repository = Path(repository)
         version = repository / T.MUSICGEN / "1"
-        self.model = MusicgenModel.load(version)
+        self.model = MusicgenMetadata.load(version)
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, "musicgen")
         self.settings = settings
         self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)

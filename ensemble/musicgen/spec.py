@@ -8,7 +8,7 @@ from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_t
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
 GPU_PIPELINE = {"max_slots": "32", "max_queue": "128", "lm_runtime": "torch", "device": "cuda", "dtype": "float16"}
-STREAMING = {"first_frames": "10", "growth": "2.0", "max_frames": "100", "left_context": "25", "lookahead": "5",
+STREAMING = {"first_frames": "10", "growth": "2.0", "max_chunk_frames": "100", "left_context": "25", "lookahead": "5",
              "min_window": "5"}
 LIMITS = {"sample_rate": "32000", "min_duration_s": "0.1", "max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
 
@@ -17,7 +17,7 @@ LIMITS = {"sample_rate": "32000", "min_duration_s": "0.1", "max_duration_s": "30
 MAX_TEXT_TOKENS = int(LIMITS["max_text_tokens"])
 # a codec window: a chunk plus its left context and lookahead, at least min_window frames
 MIN_WINDOW = int(STREAMING["min_window"])
-MAX_WINDOW = int(STREAMING["max_frames"]) + int(STREAMING["left_context"]) + int(STREAMING["lookahead"])
+MAX_WINDOW = int(STREAMING["max_chunk_frames"]) + int(STREAMING["left_context"]) + int(STREAMING["lookahead"])
 CODEBOOKS = 4
 
 

@@ -28,11 +28,11 @@ from tritone.ensemble.engine.sampling import repetition_penalty, sample
 from tritone.ensemble.engine.scheduler import Slot, Stream
 from tritone.ensemble.engine.step_plan import StepPlan
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
-from tritone.ensemble.orpheus.metadata import SpeechModel
-from tritone.ensemble.orpheus.request import SpeechParams
+from tritone.ensemble.orpheus.metadata import OrpheusMetadata
+from tritone.ensemble.orpheus.request import OrpheusParams
 
 
-class SpeechLanguageModel(Protocol):
+class OrpheusLanguageModel(Protocol):
     """speech_lm_step: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
 
     def zeros(self, shape: tuple[int, ...]): ...
@@ -40,22 +40,22 @@ class SpeechLanguageModel(Protocol):
 
 
 @dataclass(eq=False)
-class SpeechJob:
-    params: SpeechParams
+class OrpheusJob:
+    params: OrpheusParams
     prompt: np.ndarray  # int64 [tokens]: the whole prompt, cloned voice's turn included
-    max_frames: int  # max_duration, or where the LM's context ends
+    frame_limit: int  # max_duration, or where the LM's context ends
     stream: Stream
     submitted: float = field(default_factory=time.monotonic)
 
 
-class SpeechSlot(Slot):
-    def __init__(self, job: SpeechJob, model: SpeechModel, policy: ChunkPolicy):
+class OrpheusSlot(Slot):
+    def __init__(self, job: OrpheusJob, model: OrpheusMetadata, policy: ChunkPolicy):
         params = job.params
         self.prompt = job.prompt
-        self.max_frames = job.max_frames
-        super().__init__(job, 1, len(self.prompt) + TOKENS_PER_FRAME * self.max_frames,
-                         Chunker(policy, self.max_frames), params.return_codes, prompt_length=len(self.prompt))
-        self.codes = np.zeros((TOKENS_PER_FRAME, self.max_frames), np.int64)
+        self.frame_limit = job.frame_limit
+        super().__init__(job, 1, len(self.prompt) + TOKENS_PER_FRAME * self.frame_limit,
+                         Chunker(policy, self.frame_limit), params.return_codes, prompt_length=len(self.prompt))
+        self.codes = np.zeros((TOKENS_PER_FRAME, self.frame_limit), np.int64)
         self.generated = 0  # answer tokens sampled (end_of_speech excluded)
         self.last = -1  # the token to feed next once the prompt is in
         self.seen = np.zeros(model.vocab_size, bool)  # for the repetition penalty
@@ -63,10 +63,10 @@ class SpeechSlot(Slot):
         self.rng = np.random.default_rng(params.seed)
 
 
-class SpeechFamily:
+class OrpheusFamily:
     name = "orpheus"
 
-    def __init__(self, lm: SpeechLanguageModel, model: SpeechModel, policy: ChunkPolicy):
+    def __init__(self, lm: OrpheusLanguageModel, model: OrpheusMetadata, policy: ChunkPolicy):
         self.lm = lm
         self.model = model
         self.format = model.format
@@ -79,8 +79,8 @@ class SpeechFamily:
     def zeros(self, shape):
         return self.lm.zeros(shape)
 
-    def admit(self, job: SpeechJob) -> SpeechSlot:
-        return SpeechSlot(job, self.model, self.policy)
+    def admit(self, job: OrpheusJob) -> OrpheusSlot:
+        return OrpheusSlot(job, self.model, self.policy)
 
     def idle(self) -> None:
         pass
@@ -97,7 +97,7 @@ class SpeechFamily:
             logit_index[row] = feed.count - 1
         return self.lm.step(input_ids, positions, logit_index, plan.past_keys, plan.past_values)
 
-    def consume(self, slot: SpeechSlot, logits: np.ndarray) -> None:
+    def consume(self, slot: OrpheusSlot, logits: np.ndarray) -> None:
         """logits: [1, V], the row's last fed token's: they choose the next answer token."""
         params = slot.job.params
         candidates = self._candidates[slot.generated % TOKENS_PER_FRAME]
@@ -112,7 +112,7 @@ class SpeechFamily:
             slot.generated += 1
             slot.seen[token] = True
             slot.last = token
-            if slot.generated == TOKENS_PER_FRAME * slot.max_frames:
+            if slot.generated == TOKENS_PER_FRAME * slot.frame_limit:
                 slot.finished = True
         complete = slot.generated // TOKENS_PER_FRAME
         while (window := slot.chunker.next_chunk(complete)) is not None:

@@ -3,7 +3,7 @@
 They reuse the weights of transformers' `LlamaForCausalLM` and of `snac.SNAC`, and compute
 what those compute, rearranged for serving:
 
-- `SpeechLmStep`: one step of the decoder-only LM in which every row feeds `width` tokens from
+- `OrpheusLmStep`: one step of the decoder-only LM in which every row feeds `width` tokens from
   its own position. One graph serves chunked prefill (width 16..64) and decode (width 1), and
   rows at different positions share a call (in-flight batching). The cache is padded to the
   longest row and masked by each row's position; keys are cached after the rotary embedding.
@@ -26,7 +26,7 @@ from tritone.ensemble.orpheus.format import FRAME_LEVELS, FRAME_OFFSETS, LEVEL_C
 # Frames of context a window of SNAC (24 kHz) codes needs on each side for its middle to equal
 # a one-shot decode (max |difference| < 1e-4; 1e-7 from there on). The decoder is
 # convolutional with no attention and, noise off, sees about 2.5 frames either way; measured
-# on the tiny and on the snac_24khz architecture (tests/unit/test_speech_export.py): with 2
+# on the tiny and on the snac_24khz architecture (tests/unit/test_orpheus_export.py): with 2
 # frames the error is ~1.5e-4, with 1 ~8e-3. A stream's first and last windows need no
 # context on their outer side: the decoder zero-pads there as a one-shot decode does.
 DECODER_LEFT_CONTEXT_FRAMES = 3
@@ -34,7 +34,7 @@ DECODER_LOOKAHEAD_FRAMES = 3
 
 
 # --- the LM -----------------------------------------------------------------------------
-class SpeechLmStep(nn.Module):
+class OrpheusLmStep(nn.Module):
     """input_ids [R, W], positions [R], logit_index [R], past_* [L, R, KVH, P, Dh]
     -> logits [R, V], new_keys / new_values [L, R, KVH, W, Dh].
 

@@ -20,7 +20,7 @@ CODEC_DIR = "codec"  # the SNAC config.json + pytorch_model.bin used (written fo
 
 
 @dataclass(frozen=True)
-class SpeechModel:
+class OrpheusMetadata:
     checkpoint: str  # hub id or directory of the LM
     codec_checkpoint: str  # hub id or directory of the SNAC codec
     sample_rate: int  # 24000
@@ -60,7 +60,7 @@ class SpeechModel:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "SpeechModel":
+    def load(cls, directory: Path) -> "OrpheusMetadata":
         data = json.loads((Path(directory) / METADATA_FILE).read_text())
         data["voices"] = tuple(data.get("voices", ()))
         return cls(**data)

@@ -12,7 +12,7 @@ from tritone.ensemble.engine.onnx_runtime import open_session
 
 
 class OnnxSpeechLanguageModel:
-    """speech_lm_step.onnx behind the speech family's SpeechLanguageModel protocol."""
+    """speech_lm_step.onnx behind the speech family's OrpheusLanguageModel protocol."""
 
     def __init__(self, step_path: Path, threads: int | None = None):
         self._step = open_session(step_path, threads)

@@ -29,21 +29,21 @@ from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.step_plan import StepBudget
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
-from tritone.ensemble.orpheus.decoding import SpeechFamily, SpeechJob
-from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
-from tritone.ensemble.orpheus.request import SpeechLimits, SpeechParams, validate
+from tritone.ensemble.orpheus.decoding import OrpheusFamily, OrpheusJob
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
+from tritone.ensemble.orpheus.request import OrpheusLimits, OrpheusParams, validate
 
 AudioEncoder = Callable[[np.ndarray], np.ndarray]  # audio [1, S] -> codes [1, 7, F]
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [7, F], ...] -> [audio [F * 2048], ...]
 
 # SNAC 24 kHz frames are 2048 samples (85 ms). The decoder is convolutional and not causal:
 # each chunk is decoded with left context and lookahead (ensemble/chunker.py); these cover its
-# receptive field so that streamed audio equals a one-shot decode (tests/unit/test_speech_engine.py).
-SPEECH_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_frames=24, left_context=3, lookahead=3, min_window=1)
+# receptive field so that streamed audio equals a one-shot decode (tests/unit/test_orpheus_engine.py).
+ORPHEUS_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_chunk_frames=24, left_context=3, lookahead=3, min_window=1)
 
 
 @dataclass(frozen=True)
-class SpeechSettings:
+class OrpheusSettings:
     """Serving knobs; the Triton config's `parameters` set them by field name."""
 
     max_slots: int = 8
@@ -55,12 +55,12 @@ class SpeechSettings:
     lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
     device: str = "cpu"
     dtype: str = "float32"
-    policy: ChunkPolicy = field(default_factory=lambda: SPEECH_POLICY)
-    limits: SpeechLimits = field(default_factory=SpeechLimits)
+    policy: ChunkPolicy = field(default_factory=lambda: ORPHEUS_POLICY)
+    limits: OrpheusLimits = field(default_factory=OrpheusLimits)
 
     @classmethod
-    def from_parameters(cls, parameters: dict[str, str]) -> "SpeechSettings":
-        return from_parameters(cls, parameters, T.SPEECH)
+    def from_parameters(cls, parameters: dict[str, str]) -> "OrpheusSettings":
+        return from_parameters(cls, parameters, T.ORPHEUS)
 
 
 class ReferenceCache:
@@ -88,11 +88,11 @@ class ReferenceCache:
         return codes
 
 
-class SpeechPipeline:
+class OrpheusPipeline:
     def __init__(
         self,
         repository: Path,
-        settings: SpeechSettings = SpeechSettings(),
+        settings: OrpheusSettings = OrpheusSettings(),
         *,
         encode_audio: AudioEncoder | None = None,
         decode_codes: CodecDecoder | None = None,
@@ -101,17 +101,17 @@ class SpeechPipeline:
         from transformers import AutoTokenizer
 
         repository = Path(repository)
-        version = repository / T.SPEECH / "1"
-        self.model = SpeechModel.load(version)
-        check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.SPEECH)
+        version = repository / T.ORPHEUS / "1"
+        self.model = OrpheusMetadata.load(version)
+        check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.ORPHEUS)
         self.settings = settings
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
-        encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SPEECH_CODEC_ENCODER / "1" / T.ONNX_FILE)
+        encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SNAC_ENCODER / "1" / T.ONNX_FILE)
         self.references = ReferenceCache(encode_audio, settings.reference_cache)
         if decode_codes is None:
-            decode_codes = OnnxCodecDecoder(repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE).each
-        self.family = SpeechFamily(self._language_model(version), self.model, settings.policy)
+            decode_codes = OnnxCodecDecoder(repository / T.SNAC_DECODER / "1" / T.ONNX_FILE).each
+        self.family = OrpheusFamily(self._language_model(version), self.model, settings.policy)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step)
 
@@ -124,7 +124,7 @@ class SpeechPipeline:
             return TorchSpeechLanguageModel(checkpoint, self.settings.device, self.settings.dtype)
         return OnnxSpeechLanguageModel(version / LM_STEP_FILE)
 
-    def validate(self, raw: dict) -> SpeechParams:
+    def validate(self, raw: dict) -> OrpheusParams:
         """Raises InvalidRequest naming the bad field."""
         return validate(raw, self.model, self.settings.limits)
 
@@ -135,7 +135,7 @@ class SpeechPipeline:
                                  f"{self.settings.limits.max_text_tokens} (send a sentence at a time)")
         return ids
 
-    def prompt(self, params: SpeechParams) -> np.ndarray:
+    def prompt(self, params: OrpheusParams) -> np.ndarray:
         """The request's full prompt token ids; encodes (or finds cached) the reference clip."""
         text = f"{params.voice}: {params.text}" if params.voice else params.text
         codes = params.reference_codes
@@ -145,15 +145,15 @@ class SpeechPipeline:
         ids = np.array(self.format.prompt_ids(self._text_ids(T.TEXT, text), reference_ids, codes), np.int64)
         return ids
 
-    def max_frames(self, params: SpeechParams, prompt_tokens: int) -> int:
+    def frame_limit(self, params: OrpheusParams, prompt_tokens: int) -> int:
         """max_duration in frames, or less where the LM's context ends first (then speech stops there)."""
         fits = (self.model.max_positions - prompt_tokens) // TOKENS_PER_FRAME
         if fits < self.model.frame_rate:
             raise InvalidRequest(T.TEXT, f"the {prompt_tokens}-token prompt (text plus reference clip) leaves less "
                                  f"than 1 s of speech in this model's {self.model.max_positions}-token context")
-        return min(params.max_frames(self.model), fits)
+        return min(params.frame_limit(self.model), fits)
 
-    def submit(self, params: SpeechParams, stream: Stream) -> None:
+    def submit(self, params: OrpheusParams, stream: Stream) -> None:
         """Raises InvalidRequest (prompt too long) before anything is queued, or AtCapacity."""
         prompt = self.prompt(params)
-        self.engine.submit(SpeechJob(params, prompt, self.max_frames(params, len(prompt)), stream))
+        self.engine.submit(OrpheusJob(params, prompt, self.frame_limit(params, len(prompt)), stream))

@@ -16,11 +16,11 @@ import numpy as np
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest, finite, sampling, utf8_text
-from tritone.ensemble.orpheus.metadata import SpeechModel
+from tritone.ensemble.orpheus.metadata import OrpheusMetadata
 
 
 @dataclass(frozen=True)
-class SpeechLimits:
+class OrpheusLimits:
     max_text_chars: int = 4096
     max_text_tokens: int = 1024
     max_duration_s: float = 60.0  # of speech per request (the gateway sends a sentence at a time)
@@ -29,7 +29,7 @@ class SpeechLimits:
 
 
 @dataclass(frozen=True)
-class SpeechParams:
+class OrpheusParams:
     text: str
     max_duration: float
     voice: str | None = None
@@ -43,11 +43,11 @@ class SpeechParams:
     seed: int | None = None
     return_codes: bool = False
 
-    def max_frames(self, model: SpeechModel) -> int:
+    def frame_limit(self, model: OrpheusMetadata) -> int:
         return max(1, int(math.floor(self.max_duration * model.frame_rate)))
 
 
-def _reference(raw: dict, model: SpeechModel, limits: SpeechLimits):
+def _reference(raw: dict, model: OrpheusMetadata, limits: OrpheusLimits):
     codes, audio = raw.get(T.REFERENCE_CODES), raw.get(T.REFERENCE_AUDIO)
     transcript = utf8_text(raw, T.REFERENCE_TEXT, limits.max_text_chars, required=False)
     if codes is None and audio is None:
@@ -85,7 +85,7 @@ def _reference(raw: dict, model: SpeechModel, limits: SpeechLimits):
     return transcript, None, audio
 
 
-def validate(raw: dict, model: SpeechModel, limits: SpeechLimits = SpeechLimits()) -> SpeechParams:
+def validate(raw: dict, model: OrpheusMetadata, limits: OrpheusLimits = OrpheusLimits()) -> OrpheusParams:
     """raw: field name -> value (absent fields take defaults). Raises InvalidRequest naming the field."""
     text = utf8_text(raw, T.TEXT, limits.max_text_chars)
     voice = utf8_text(raw, T.VOICE, 64, required=False)
@@ -96,7 +96,7 @@ def validate(raw: dict, model: SpeechModel, limits: SpeechLimits = SpeechLimits(
             raise InvalidRequest(T.VOICE, f"{voice!r} is not a speaker of this checkpoint; it knows {known}")
     transcript, codes, audio = _reference(raw, model, limits)
 
-    defaults = SpeechParams(text="", max_duration=limits.max_duration_s)
+    defaults = OrpheusParams(text="", max_duration=limits.max_duration_s)
     max_duration = finite(T.MAX_DURATION, raw.get(T.MAX_DURATION, limits.max_duration_s))
     if not 0.0 < max_duration <= limits.max_duration_s:
         raise InvalidRequest(T.MAX_DURATION, f"must be in (0, {limits.max_duration_s:g}] seconds, got {max_duration:g}")
@@ -104,7 +104,7 @@ def validate(raw: dict, model: SpeechModel, limits: SpeechLimits = SpeechLimits(
     penalty = finite(T.REPETITION_PENALTY, raw.get(T.REPETITION_PENALTY, defaults.repetition_penalty))
     if not 1.0 <= penalty <= 3.0:
         raise InvalidRequest(T.REPETITION_PENALTY, f"must be in [1, 3] (1 disables it), got {penalty:g}")
-    return SpeechParams(
+    return OrpheusParams(
         text=text, max_duration=max_duration, voice=voice, reference_text=transcript, reference_codes=codes,
         reference_audio=audio, temperature=knobs.temperature, top_k=knobs.top_k, top_p=knobs.top_p,
         repetition_penalty=penalty, seed=knobs.seed, return_codes=bool(raw.get(T.RETURN_CODES, False)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
-from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
+from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
 # steps; a GPU decodes memory-bound, and the padded rows of a wide step cost little there.
@@ -14,18 +14,18 @@ CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "ste
 GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "step_tokens": "8192",
                 "lm_runtime": "torch",
                 "device": "cuda", "dtype": "bfloat16"}
-STREAMING = {name: str(getattr(SPEECH_POLICY, name))
-             for name in ("first_frames", "growth", "max_frames", "left_context", "lookahead", "min_window")}
+STREAMING = {name: str(getattr(ORPHEUS_POLICY, name))
+             for name in ("first_frames", "growth", "max_chunk_frames", "left_context", "lookahead", "min_window")}
 LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
           "min_reference_s": "1", "max_reference_s": "30"}
 
 # Shapes the pipeline sends, which the TensorRT profiles must cover:
 FRAME_SAMPLES = 2048
 MAX_REFERENCE_SAMPLES = 30 * 24000
-MAX_WINDOW = SPEECH_POLICY.max_frames + SPEECH_POLICY.left_context + SPEECH_POLICY.lookahead
+MAX_WINDOW = ORPHEUS_POLICY.max_chunk_frames + ORPHEUS_POLICY.left_context + ORPHEUS_POLICY.lookahead
 
 CODEC_ENCODER = ModelSpec(
-    name=T.SPEECH_CODEC_ENCODER,
+    name=T.SNAC_ENCODER,
     description="SNAC 24 kHz encoder: a reference clip [samples] -> codes [7, frames] (Orpheus frame layout).",
     inputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
     outputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1)),),
@@ -33,7 +33,7 @@ CODEC_ENCODER = ModelSpec(
 )
 
 CODEC_DECODER = ModelSpec(
-    name=T.SPEECH_CODEC_DECODER,
+    name=T.SNAC_DECODER,
     description="SNAC 24 kHz decoder (noise blocks off: deterministic): codes [7, frames] -> audio [frames * 2048].",
     inputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1)),),
     outputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
@@ -42,7 +42,7 @@ CODEC_DECODER = ModelSpec(
 )
 
 PIPELINE = ModelSpec(
-    name=T.SPEECH,
+    name=T.ORPHEUS,
     description=(
         "Text to speech, streamed, with a built-in speaker or a cloned voice: one response per audio chunk, the\n"
         "last one flagged final. Decoupled python model holding the in-flight batched LM (chunked prefill);\n"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tritone.ensemble.engine.torch_runtime import DTYPES, OnDevice
-from tritone.ensemble.orpheus.graphs import SpeechLmStep
+from tritone.ensemble.orpheus.graphs import OrpheusLmStep
 
 
 class TorchSpeechLanguageModel(OnDevice):
@@ -20,7 +20,7 @@ class TorchSpeechLanguageModel(OnDevice):
 
         self.device, self.dtype = torch.device(device), DTYPES[dtype]
         model = LlamaForCausalLM.from_pretrained(str(checkpoint), attn_implementation="eager")
-        self._step = SpeechLmStep(model.to(self.device, self.dtype).eval()).eval()
+        self._step = OrpheusLmStep(model.to(self.device, self.dtype).eval()).eval()
 
     @torch.inference_mode()
     def step(self, input_ids, positions, logit_index, past_keys, past_values):

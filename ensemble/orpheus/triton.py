@@ -1,27 +1,27 @@
-"""The decoupled `orpheus` Triton model: the engine's glue (ensemble/triton/glue.py) around SpeechPipeline, its
+"""The decoupled `orpheus` Triton model: the engine's glue (ensemble/triton/glue.py) around OrpheusPipeline, its
 SNAC encoder and decoder called as Triton models (BLS)."""
 
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.orpheus.pipeline import SpeechPipeline, SpeechSettings
+from tritone.ensemble.orpheus.pipeline import OrpheusPipeline, OrpheusSettings
 from tritone.ensemble.triton.glue import BlsModel, StreamingModel
 
 
 class OrpheusTritonModel(StreamingModel):
     """The decoupled `orpheus` speech pipeline model."""
 
-    name = T.SPEECH
+    name = T.ORPHEUS
     SCALARS = (T.TEXT, T.VOICE, T.REFERENCE_TEXT, T.MAX_DURATION, T.TEMPERATURE, T.TOP_K, T.TOP_P,
                T.REPETITION_PENALTY, T.SEED, T.RETURN_CODES)
     ARRAYS = (T.REFERENCE_AUDIO, T.REFERENCE_CODES)
 
     def build(self, repository, parameters, bls, on_step):
-        return SpeechPipeline(
+        return OrpheusPipeline(
             repository,
-            SpeechSettings.from_parameters(parameters),
-            encode_audio=BlsModel(bls, T.SPEECH_CODEC_ENCODER, (T.AUDIO,), T.AUDIO_CODES),
-            decode_codes=BlsModel(bls, T.SPEECH_CODEC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
+            OrpheusSettings.from_parameters(parameters),
+            encode_audio=BlsModel(bls, T.SNAC_ENCODER, (T.AUDIO,), T.AUDIO_CODES),
+            decode_codes=BlsModel(bls, T.SNAC_DECODER, (T.AUDIO_CODES,), T.AUDIO).each,
             on_step=on_step,
         )
 

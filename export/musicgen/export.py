@@ -25,7 +25,7 @@ from tritone.ensemble.musicgen.metadata import (
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
     TOKENIZER_DIR,
-    MusicgenModel,
+    MusicgenMetadata,
 )
 from tritone.export.checkpoints import CheckpointUnavailable  # noqa: F401 (raised from here)
 from tritone.export.checkpoints import load_checkpoint as load_checkpoint_from
@@ -55,13 +55,13 @@ def load_checkpoint(checkpoint: str, out: Path):
     )
 
 
-def describe(model, tokenizer, checkpoint: str) -> MusicgenModel:
+def describe(model, tokenizer, checkpoint: str) -> MusicgenMetadata:
     decoder = model.decoder.config
     codec = model.audio_encoder.config
     hop = 1
     for ratio in codec.upsampling_ratios:
         hop *= ratio
-    return MusicgenModel(
+    return MusicgenMetadata(
         checkpoint=checkpoint,
         sample_rate=codec.sampling_rate,
         frame_rate=codec.sampling_rate // hop,
@@ -78,19 +78,19 @@ def describe(model, tokenizer, checkpoint: str) -> MusicgenModel:
     )
 
 
-def exported(checkpoint: str, out: Path) -> MusicgenModel | None:
+def exported(checkpoint: str, out: Path) -> MusicgenMetadata | None:
     """The repository's MusicGen export if it is complete and came from `checkpoint`."""
     version = Path(out) / T.MUSICGEN / "1"
     graphs = [version / LM_STEP_FILE, version / LM_CROSS_KV_FILE,
               Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE]
     try:
-        spec = MusicgenModel.load(version)
+        spec = MusicgenMetadata.load(version)
     except (OSError, ValueError, TypeError):
         return None
     return spec if spec.checkpoint == checkpoint and all(g.exists() for g in graphs) else None
 
 
-def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> MusicgenModel:
+def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> MusicgenMetadata:
     started = time.perf_counter()
     out = Path(out)
     if not force and (current := exported(checkpoint, out)) is not None:

@@ -23,10 +23,10 @@ import torch
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import LEVEL_CODES, TOKENS_PER_FRAME
-from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
 from tritone.export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
 from tritone.export.onnx_graph import export_graph
-from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, SpeechLmStep, frame_samples
+from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, OrpheusLmStep, frame_samples
 from tritone.export.orpheus.tiny import (
     BOS_TOKEN,
     EOT_TOKEN,
@@ -68,17 +68,17 @@ def _load_codec(source: str):
 def load_lm(checkpoint: str, out: Path):
     """(model, tokenizer): a random one saved under orpheus/1/checkpoint, a directory, the hub cache, the hub."""
     if checkpoint in RANDOM_CHECKPOINTS:
-        return _load_lm(str(save_random_lm(Path(out) / T.SPEECH / "1" / CHECKPOINT_DIR, checkpoint)))
+        return _load_lm(str(save_random_lm(Path(out) / T.ORPHEUS / "1" / CHECKPOINT_DIR, checkpoint)))
     return load_checkpoint(checkpoint, _load_lm, "Orpheus checkpoint", HINT)
 
 
 def load_codec(codec: str, out: Path):
     if codec in RANDOM_CHECKPOINTS:
-        return _load_codec(str(save_random_codec(Path(out) / T.SPEECH / "1" / CODEC_DIR, codec)))
+        return _load_codec(str(save_random_codec(Path(out) / T.ORPHEUS / "1" / CODEC_DIR, codec)))
     return load_checkpoint(codec, _load_codec, "SNAC codec", HINT)
 
 
-def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> SpeechModel:
+def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> OrpheusMetadata:
     """The metadata the pipeline needs, with the Orpheus layout checked against LM, tokenizer and codec.
 
     text_vocab_size is not stored by Orpheus checkpoints (it is the constant tokeniser_length
@@ -96,7 +96,7 @@ def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> 
         raise ValueError(
             f"{checkpoint!r} (vocabulary {config.vocab_size}) does not fit the Orpheus layout for codec {codec!r} "
             f"({codebook} codes per level): text tokens {text_vocab}, {BOS_TOKEN}={bos}, {EOT_TOKEN}={eot}")
-    return SpeechModel(
+    return OrpheusMetadata(
         checkpoint=checkpoint,
         codec_checkpoint=codec,
         sample_rate=int(snac.sampling_rate),
@@ -117,16 +117,16 @@ def describe(model, tokenizer, snac, checkpoint: str, codec: str, voices=()) -> 
 
 def graph_paths(out: Path) -> list[Path]:
     out = Path(out)
-    return [out / T.SPEECH / "1" / LM_STEP_FILE, out / T.SPEECH_CODEC_ENCODER / "1" / ONNX_FILE,
-            out / T.SPEECH_CODEC_DECODER / "1" / ONNX_FILE]
+    return [out / T.ORPHEUS / "1" / LM_STEP_FILE, out / T.SNAC_ENCODER / "1" / ONNX_FILE,
+            out / T.SNAC_DECODER / "1" / ONNX_FILE]
 
 
-def exported(checkpoint: str, out: Path, codec: str | None = None) -> SpeechModel | None:
+def exported(checkpoint: str, out: Path, codec: str | None = None) -> OrpheusMetadata | None:
     """The repository's speech export if it is complete and came from `checkpoint` and `codec`."""
     codec = codec or default_codec(checkpoint)
-    version = Path(out) / T.SPEECH / "1"
+    version = Path(out) / T.ORPHEUS / "1"
     try:
-        spec = SpeechModel.load(version)
+        spec = OrpheusMetadata.load(version)
     except (OSError, ValueError, TypeError):
         return None
     complete = all(p.exists() for p in graph_paths(out)) and (version / TOKENIZER_DIR).is_dir()
@@ -134,7 +134,7 @@ def exported(checkpoint: str, out: Path, codec: str | None = None) -> SpeechMode
 
 
 def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model_repository"), codec: str | None = None,
-                   force: bool = False, voices: tuple[str, ...] | None = None) -> SpeechModel:
+                   force: bool = False, voices: tuple[str, ...] | None = None) -> OrpheusMetadata:
     """Export LM step, SNAC encoder and decoder; voices default to the checkpoint's speakers."""
     started = time.perf_counter()
     out = Path(out)
@@ -154,7 +154,7 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
     model, tokenizer = load_lm(checkpoint, out)
     snac = load_codec(codec, out)
     spec = describe(model, tokenizer, snac, checkpoint, codec, voices)
-    version = out / T.SPEECH / "1"
+    version = out / T.ORPHEUS / "1"
     version.mkdir(parents=True, exist_ok=True)
     print(f"  loaded in {time.perf_counter() - started:.1f}s: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
           f"LM parameters, {sum(p.numel() for p in snac.parameters()) / 1e6:.1f}M codec parameters")
@@ -164,7 +164,7 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
     rows, width, past = 3, 4, 6
     cache = (spec.num_layers, rows, spec.num_kv_heads, past, spec.head_dim)
     export_lm_graph(
-        SpeechLmStep(model),
+        OrpheusLmStep(model),
         {
             T.INPUT_IDS: torch.randint(0, spec.vocab_size, (rows, width), generator=gen),
             T.POSITIONS: torch.tensor([6, 2, 0]),  # rows at different positions share the step

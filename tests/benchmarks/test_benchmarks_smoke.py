@@ -29,11 +29,11 @@ def test_underruns_follow_the_playback_clock():
 
 
 @pytest.fixture(scope="module")
-def smoke_results(musicgen_server, musicgen_repository, tmp_path_factory):
+def smoke_results(triton_stack, tiny_model_repository, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "tiny-random"
     config = BenchConfig.create("tiny-random", smoke=True, concurrency=LEVELS, perf_analyzer=False)
     started = time.perf_counter()
-    results = run_suite(config, musicgen_repository, musicgen_server.grpc_url, musicgen_server.metrics_url, out)
+    results = run_suite(config, tiny_model_repository, triton_stack.grpc_url, triton_stack.metrics_url, out)
     return out, results, time.perf_counter() - started
 
 

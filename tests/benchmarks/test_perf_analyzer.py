@@ -20,9 +20,9 @@ CHUNKS_IN_2_S = 4
 
 
 @pytest.fixture(scope="module")
-def suite(musicgen_server, tmp_path_factory):
+def suite(triton_stack, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("perf_analyzer")
-    results = pa.run_perf_analyzer_suite(musicgen_server.grpc_url, out_dir, smoke=True)
+    results = pa.run_perf_analyzer_suite(triton_stack.grpc_url, out_dir, smoke=True)
     json.dumps(results)  # JSON-ready for the benchmark CLI
     return results, out_dir
 
@@ -91,8 +91,8 @@ def test_raw_outputs_are_kept_and_the_profile_export_holds_timestamps_not_audio(
     assert sum(request["audio_samples"]) == 2 * request["sample_rate"]
 
 
-def test_models_are_back_to_their_rendered_configs_afterwards(suite, musicgen_server):
-    client = grpcclient.InferenceServerClient(musicgen_server.grpc_url)
+def test_models_are_back_to_their_rendered_configs_afterwards(suite, triton_stack):
+    client = grpcclient.InferenceServerClient(triton_stack.grpc_url)
     for model in ("musicgen_text_encoder", "musicgen_codec_decoder", "musicgen"):
         assert client.is_model_ready(model)
     for model in ("musicgen_text_encoder", "musicgen_codec_decoder"):

@@ -27,11 +27,11 @@ PUBLISHED_MUSIC = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 @pytest.fixture(scope="module")
-def smoke(musicgen_server, musicgen_repository, tmp_path_factory):
+def smoke(triton_stack, tiny_model_repository, tmp_path_factory):
     out = tmp_path_factory.mktemp("speech-bench") / "tiny-random"
     config = SpeechBenchConfig.create("tiny-random", smoke=True, concurrency=LEVELS)
     started = time.perf_counter()
-    results = run_speech_suite(config, musicgen_repository, musicgen_server.grpc_url, musicgen_server.metrics_url,
+    results = run_speech_suite(config, tiny_model_repository, triton_stack.grpc_url, triton_stack.metrics_url,
                                out)
     return out, results, time.perf_counter() - started
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from tritone.gateway.settings import Settings
-from tests.integration.musicgen_server import run_gateway
+from tests.integration.stack import run_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -22,10 +22,10 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def page_url(musicgen_server, tmp_path_factory):
+def page_url(triton_stack, tmp_path_factory):
     """One real gateway (uvicorn) for the browser session."""
-    settings = Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
-                        triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path_factory.mktemp("gateway"))
+    settings = Settings(triton_grpc_url=triton_stack.grpc_url, triton_metrics_url=triton_stack.metrics_url,
+                        triton_http_url=f"http://{triton_stack.http_url}", data_dir=tmp_path_factory.mktemp("gateway"))
     with run_gateway(settings) as url:
         yield url
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from tritone.gateway.settings import Settings
-from tests.integration.musicgen_server import run_gateway
+from tests.integration.stack import run_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -18,10 +18,10 @@ SAMPLE_RATE = 24000
 
 
 @pytest.fixture(scope="module")
-def page_url(musicgen_server, tmp_path_factory):
+def page_url(triton_stack, tmp_path_factory):
     """A gateway whose sentences are capped at 1 s: random weights seldom say end-of-speech."""
-    settings = Settings(triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
-                        triton_http_url=f"http://{musicgen_server.http_url}",
+    settings = Settings(triton_grpc_url=triton_stack.grpc_url, triton_metrics_url=triton_stack.metrics_url,
+                        triton_http_url=f"http://{triton_stack.http_url}",
                         data_dir=tmp_path_factory.mktemp("gateway"), speech_max_sentence_s=1.0)
     with run_gateway(settings) as url:
         yield url

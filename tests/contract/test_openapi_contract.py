@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 from tritone.gateway.settings import Settings
-from tests.integration.musicgen_server import run_gateway
+from tests.integration.stack import run_gateway
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-def test_schemathesis_finds_no_server_error(musicgen_server, tmp_path):
+def test_schemathesis_finds_no_server_error(triton_stack, tmp_path):
     settings = Settings(
-        triton_grpc_url=musicgen_server.grpc_url, triton_metrics_url=musicgen_server.metrics_url,
-        triton_http_url=f"http://{musicgen_server.http_url}", data_dir=tmp_path / "gateway",
+        triton_grpc_url=triton_stack.grpc_url, triton_metrics_url=triton_stack.metrics_url,
+        triton_http_url=f"http://{triton_stack.http_url}", data_dir=tmp_path / "gateway",
         job_workers=0,  # jobs are accepted and queued, not run: this checks the HTTP contract
     )
     with run_gateway(settings) as url:

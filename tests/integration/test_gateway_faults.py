@@ -19,7 +19,7 @@ from tritonclient.grpc import InferenceServerClient
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer
 
-from .musicgen_server import own_stack, read_metrics, run_gateway
+from .stack import own_stack, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
 LONG = {"prompt": "endless drone", "duration": 30}  # ~1 s of work on tiny-random: time to hang up or kill midway
@@ -90,18 +90,18 @@ TRIES = 10
 
 @pytest.mark.parametrize("body", [{"response_format": fmt} for fmt in ("wav", "pcm", "flac", "mp3", "opus")]
                          + [{"response_format": "wav", "stream_format": "sse"}], ids=lambda b: "-".join(b.values()))
-def test_a_client_that_hangs_up_frees_its_stream_and_cancels_the_generation(gateway_url, musicgen_server, body):
+def test_a_client_that_hangs_up_frees_its_stream_and_cancels_the_generation(gateway_url, triton_stack, body):
     released, cancelled = [], 0
     for attempt in range(TRIES):
-        before = read_metrics(musicgen_server)
+        before = read_metrics(triton_stack)
         sock = open_raw(gateway_url, {**LONG, **body})
         read_at_least(sock, 1 if attempt % 2 else 4096)  # hang up right away, or a few chunks in
         sock.close()
         closed = time.monotonic()
         assert wait_for(lambda: gateway_metric(gateway_url, "tritone_gateway_active_streams") == 0, 2.0), attempt
         released.append(time.monotonic() - closed)
-        after = wait_for(lambda: _ended(read_metrics(musicgen_server), before), 2.0)
-        assert after, (attempt, before, read_metrics(musicgen_server))  # the engine is not left generating
+        after = wait_for(lambda: _ended(read_metrics(triton_stack), before), 2.0)
+        assert after, (attempt, before, read_metrics(triton_stack))  # the engine is not left generating
         cancelled += after["tritone_streams_cancelled_total"] - before["tritone_streams_cancelled_total"]
     # ~1 s of work on tiny-random: on a busy machine the engine may finish a stream before the hang-up reaches it
     assert cancelled >= TRIES - 2, cancelled
@@ -118,8 +118,8 @@ def _ended(metrics: dict[str, float], before: dict[str, float]) -> dict[str, flo
 
 # -- #4: a Triton that dies mid-stream: the audio is visibly cut off, SSE gets an error -------------
 
-def test_triton_killed_mid_stream_cuts_audio_off_and_ends_sse_with_an_error(musicgen_repository, tmp_path):
-    with own_stack(musicgen_repository, tmp_path) as (server, url), ExitStack() as streams:
+def test_triton_killed_mid_stream_cuts_audio_off_and_ends_sse_with_an_error(tiny_model_repository, tmp_path):
+    with own_stack(tiny_model_repository, tmp_path) as (server, url), ExitStack() as streams:
         raw = streams.enter_context(open_raw(url, LONG))
         head = read_at_least(raw, 4096)
         wav = streams.enter_context(httpx.stream("POST", f"{url}/v1/audio/music", json=LONG, timeout=30))
@@ -148,8 +148,8 @@ def test_triton_killed_mid_stream_cuts_audio_off_and_ends_sse_with_an_error(musi
 
 # -- #7: an unloaded model is a 503 that says why and how, and loads on demand when idle unloading is on --
 
-def test_an_unloaded_model_is_a_503_saying_how_to_load_it(musicgen_repository, tmp_path):
-    with own_stack(musicgen_repository, tmp_path) as (server, url):
+def test_an_unloaded_model_is_a_503_saying_how_to_load_it(tiny_model_repository, tmp_path):
+    with own_stack(tiny_model_repository, tmp_path) as (server, url):
         triton = InferenceServerClient(server.grpc_url)
         triton.unload_model("musicgen")
         assert wait_for(lambda: not triton.is_model_ready("musicgen") and _state(triton, "musicgen") == "UNAVAILABLE",
@@ -176,9 +176,9 @@ def _state(triton: InferenceServerClient, name: str) -> str:
 
 # -- #6: a dead python stub: the stream ends with an error, 503 meanwhile, the model is reloaded --------
 
-def test_a_dead_stub_ends_its_streams_answers_503_and_is_reloaded(musicgen_repository, tmp_path):
+def test_a_dead_stub_ends_its_streams_answers_503_and_is_reloaded(tiny_model_repository, tmp_path):
     for attempt in range(5):
-        with own_stack(musicgen_repository, tmp_path / str(attempt), stream_stall_s=STALL_S,
+        with own_stack(tiny_model_repository, tmp_path / str(attempt), stream_stall_s=STALL_S,
                        reload_unload_wait_s=3) as (server, url):
             with httpx.stream("POST", f"{url}/v1/audio/music", json=LONG, timeout=60) as stream:
                 chunks = stream.iter_bytes()

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from .musicgen_server import read_metrics
+from .stack import read_metrics
 from .test_gateway_jobs import error_of, gateway, has_status, running_job, submit, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_deleting_a_job_removes_its_audio_and_later_requests_get_404(musicgen_server, tmp_path):
+def test_deleting_a_job_removes_its_audio_and_later_requests_get_404(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path) as client:
+        async with gateway(triton_stack, tmp_path) as client:
             job = await submit(client, duration=1.0, seed=1)
             await wait_for(client, job["id"], has_status("succeeded"))
             audio_file = tmp_path / "results" / f"{job['id']}.wav"
@@ -36,11 +36,11 @@ def test_deleting_a_job_removes_its_audio_and_later_requests_get_404(musicgen_se
     assert listed == []
 
 
-def test_deleting_a_running_job_stops_its_generation_first(musicgen_server, tmp_path):
-    before = read_metrics(musicgen_server)
+def test_deleting_a_running_job_stops_its_generation_first(triton_stack, tmp_path):
+    before = read_metrics(triton_stack)
 
     async def scenario():
-        async with gateway(musicgen_server, tmp_path) as client:
+        async with gateway(triton_stack, tmp_path) as client:
             job = await running_job(client)
             deleted = await client.delete(f"/v1/jobs/{job['id']}")
             await asyncio.sleep(0.6)  # longer than the progress interval: the job stays gone
@@ -50,18 +50,18 @@ def test_deleting_a_running_job_stops_its_generation_first(musicgen_server, tmp_
     assert deleted.status_code == 200 and got.status_code == 404
     assert not list((tmp_path / "results").iterdir())
     deadline = time.monotonic() + 10
-    while read_metrics(musicgen_server)["tritone_decode_slots_active"] > 0:  # freed at the next decode step
+    while read_metrics(triton_stack)["tritone_decode_slots_active"] > 0:  # freed at the next decode step
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    after = read_metrics(musicgen_server)
+    after = read_metrics(triton_stack)
     assert after["tritone_streams_completed_total"] == before["tritone_streams_completed_total"]  # never finished
 
 
-def test_a_key_cannot_delete_another_keys_job(musicgen_server, tmp_path):
+def test_a_key_cannot_delete_another_keys_job(triton_stack, tmp_path):
     alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
 
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, api_keys=["alice", "bob"]) as client:
+        async with gateway(triton_stack, tmp_path, api_keys=["alice", "bob"]) as client:
             job = await submit(client, duration=1.0, headers=alice)
             by_bob = await client.delete(f"/v1/jobs/{job['id']}", headers=bob)
             still = await client.get(f"/v1/jobs/{job['id']}", headers=alice)
@@ -73,9 +73,9 @@ def test_a_key_cannot_delete_another_keys_job(musicgen_server, tmp_path):
     assert still.status_code == 200 and by_alice.status_code == 200
 
 
-def test_a_finished_job_and_its_audio_expire_after_the_ttl(musicgen_server, tmp_path):
+def test_a_finished_job_and_its_audio_expire_after_the_ttl(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_ttl_s=1.0, job_sweep_interval_s=0.1) as client:
+        async with gateway(triton_stack, tmp_path, job_ttl_s=1.0, job_sweep_interval_s=0.1) as client:
             job = await submit(client, duration=1.0)
             done = await wait_for(client, job["id"], has_status("succeeded", "failed"))
             deadline = time.monotonic() + 10
@@ -89,9 +89,9 @@ def test_a_finished_job_and_its_audio_expire_after_the_ttl(musicgen_server, tmp_
     assert not (tmp_path / "results" / f"{job['id']}.wav").exists()
 
 
-def test_a_job_past_the_disk_budget_is_507_insufficient_storage(musicgen_server, tmp_path):
+def test_a_job_past_the_disk_budget_is_507_insufficient_storage(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_disk_budget_bytes=1_000_000) as client:
+        async with gateway(triton_stack, tmp_path, job_disk_budget_bytes=1_000_000) as client:
             fits = await submit(client, duration=5.0)  # 0.61 MiB of float32 audio at 32 kHz
             refused = await client.post("/v1/jobs", json={"prompt": "lo-fi piano", "duration": 5.0})
             await client.delete(f"/v1/jobs/{fits['id']}")  # deleting frees the budget

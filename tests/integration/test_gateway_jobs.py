@@ -14,7 +14,7 @@ import soundfile
 from tritone.gateway.main import create_app
 from tritone.gateway.settings import Settings
 
-from .musicgen_server import read_metrics
+from .stack import read_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +68,9 @@ async def queued_gauge(client) -> float:
     return float(line.split()[-1])
 
 
-def test_a_job_runs_to_succeeded_and_its_audio_downloads_as_wav_and_flac(musicgen_server, tmp_path):
+def test_a_job_runs_to_succeeded_and_its_audio_downloads_as_wav_and_flac(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path) as client:
+        async with gateway(triton_stack, tmp_path) as client:
             response = await client.post("/v1/jobs", json={"prompt": "lo-fi piano", "duration": 3.0, "seed": 7})
             assert response.status_code == 202
             job = response.json()
@@ -100,20 +100,20 @@ def test_a_job_runs_to_succeeded_and_its_audio_downloads_as_wav_and_flac(musicge
     assert abs(from_flac - audio).max() < 1e-3  # both 16-bit from the same float32 result
 
 
-def test_cancelling_a_running_job_cancels_its_grpc_stream_and_frees_the_decode_slot(musicgen_server, tmp_path):
-    before = read_metrics(musicgen_server)
+def test_cancelling_a_running_job_cancels_its_grpc_stream_and_frees_the_decode_slot(triton_stack, tmp_path):
+    before = read_metrics(triton_stack)
 
     async def scenario():
-        async with gateway(musicgen_server, tmp_path) as client:
+        async with gateway(triton_stack, tmp_path) as client:
             job = await running_job(client)
             deadline = time.monotonic() + 30
-            while read_metrics(musicgen_server)["tritone_decode_slots_active"] == 0:  # Triton is generating it
+            while read_metrics(triton_stack)["tritone_decode_slots_active"] == 0:  # Triton is generating it
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             cancel = await client.post(f"/v1/jobs/{job['id']}/cancel")
             after = None
             for _ in range(100):  # the slot is freed at the next decode step
-                after = read_metrics(musicgen_server)
+                after = read_metrics(triton_stack)
                 if after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
                     break
                 await asyncio.sleep(0.05)
@@ -136,20 +136,20 @@ def test_cancelling_a_running_job_cancels_its_grpc_stream_and_frees_the_decode_s
     assert not (tmp_path / "results" / f"{job['id']}.wav").exists()
 
 
-def test_jobs_survive_a_gateway_restart(musicgen_server, tmp_path):
+def test_jobs_survive_a_gateway_restart(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_workers=1) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=1) as client:
             finished = await submit(client, duration=1.0, seed=1)
             finished = await wait_for(client, finished["id"], has_status("succeeded"))
             audio_before = (await client.get(finished["audio_url"])).content
             interrupted = await submit(client, duration=20.0)  # still generating when the gateway stops
             await wait_for(client, interrupted["id"], has_status("running"))
-        async with gateway(musicgen_server, tmp_path, job_workers=0) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=0) as client:
             requeued = (await client.get(f"/v1/jobs/{interrupted['id']}")).json()
             queued = await submit(client, duration=2.0)
             await asyncio.sleep(0.3)
             still_queued = (await client.get(f"/v1/jobs/{queued['id']}")).json()
-        async with gateway(musicgen_server, tmp_path, job_workers=1) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=1) as client:
             after = (await client.get(f"/v1/jobs/{finished['id']}")).json()
             audio_after = (await client.get(finished["audio_url"])).content
             ran = await wait_for(client, queued["id"], has_status("succeeded", "failed"))
@@ -165,7 +165,7 @@ def test_jobs_survive_a_gateway_restart(musicgen_server, tmp_path):
     assert ran["status"] == "succeeded" and resumed["status"] == "succeeded" and resumed["progress"] == 100
     assert resumed["started_at"] <= ran["started_at"]
     assert [job["id"] for job in listed] == [ran["id"], resumed["id"], finished["id"]]
-    audio, rate = soundfile.read(io.BytesIO(asyncio.run(_download(musicgen_server, tmp_path, resumed["id"]))))
+    audio, rate = soundfile.read(io.BytesIO(asyncio.run(_download(triton_stack, tmp_path, resumed["id"]))))
     assert rate == SAMPLE_RATE and len(audio) == 20 * SAMPLE_RATE
 
 
@@ -176,9 +176,9 @@ async def _download(server, data_dir, job_id: str) -> bytes:
         return response.content
 
 
-def test_a_full_queue_is_429_with_retry_after_and_queue_positions_move_up(musicgen_server, tmp_path):
+def test_a_full_queue_is_429_with_retry_after_and_queue_positions_move_up(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_workers=0, max_queued_jobs=2) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=0, max_queued_jobs=2) as client:
             first = await submit(client, duration=1.0)
             second = await submit(client, duration=1.0)
             full = await client.post("/v1/jobs", json={"prompt": "one too many", "duration": 1.0})
@@ -200,9 +200,9 @@ def test_a_full_queue_is_429_with_retry_after_and_queue_positions_move_up(musicg
     assert moved["queue_position"] == 1 and third["queue_position"] == 2
 
 
-def test_an_idempotent_submit_returns_the_same_job(musicgen_server, tmp_path):
+def test_an_idempotent_submit_returns_the_same_job(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_workers=0) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=0) as client:
             key = {"Idempotency-Key": "song-42"}
             first = await client.post("/v1/jobs", json={"prompt": "lo-fi piano", "duration": 5.0}, headers=key)
             retry = await client.post("/v1/jobs", json={"prompt": "lo-fi piano", "duration": 5.0}, headers=key)
@@ -223,9 +223,9 @@ def test_an_idempotent_submit_returns_the_same_job(musicgen_server, tmp_path):
     assert len(listed) == 2
 
 
-def test_unknown_jobs_are_404_and_jobs_without_audio_are_409(musicgen_server, tmp_path):
+def test_unknown_jobs_are_404_and_jobs_without_audio_are_409(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path, job_workers=0) as client:
+        async with gateway(triton_stack, tmp_path, job_workers=0) as client:
             queued = await submit(client, duration=1.0)
             return queued, {
                 "get": await client.get("/v1/jobs/job_nope"),
@@ -251,9 +251,9 @@ def test_unknown_jobs_are_404_and_jobs_without_audio_are_409(musicgen_server, tm
     assert responses["stream_field"].status_code == 422 and error_of(responses["stream_field"])["param"] == "stream"
 
 
-def test_a_job_longer_than_the_pipeline_limit_is_generated_in_windows(musicgen_server, tmp_path):
+def test_a_job_longer_than_the_pipeline_limit_is_generated_in_windows(triton_stack, tmp_path):
     async def scenario():
-        async with gateway(musicgen_server, tmp_path) as client:
+        async with gateway(triton_stack, tmp_path) as client:
             job = await submit(client, duration=45.0, seed=3)
             midway = await wait_for(client, job["id"], lambda j: j["status"] != "queued" and j["progress"] > 0)
             done = await wait_for(client, job["id"], has_status("succeeded", "failed"), timeout=120)

@@ -16,7 +16,7 @@ import soundfile as sf
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import free_port
 
-from .musicgen_server import family_models, own_stack, read_metrics, run_gateway
+from .stack import family_models, own_stack, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
 RATE = 32000
@@ -136,14 +136,14 @@ def test_triton_down_is_a_503_with_retry_after_not_a_hang(tmp_path):
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
 
 
-def test_a_client_that_disconnects_mid_stream_cancels_the_generation(gateway_url, musicgen_server):
-    before = read_metrics(musicgen_server)
+def test_a_client_that_disconnects_mid_stream_cancels_the_generation(gateway_url, triton_stack):
+    before = read_metrics(triton_stack)
     with httpx.stream("POST", f"{gateway_url}/v1/audio/music", timeout=60,
                       json={"prompt": "endless drone", "duration": 30}) as response:
         assert response.status_code == 200
         next(response.iter_bytes())  # audio is flowing; now hang up
     for _ in range(100):
-        after = read_metrics(musicgen_server)
+        after = read_metrics(triton_stack)
         if after["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
             break
         time.sleep(0.05)
@@ -193,8 +193,8 @@ def test_models_lists_what_triton_has_with_the_pipeline_limits(gateway_url):
     assert models["musicgen"]["max_text_tokens"] == 256
 
 
-def test_models_unload_and_load_through_the_repository_api(musicgen_repository, tmp_path):
-    with own_stack(musicgen_repository, tmp_path, models=family_models("musicgen")) as (_, gateway_url):
+def test_models_unload_and_load_through_the_repository_api(tiny_model_repository, tmp_path):
+    with own_stack(tiny_model_repository, tmp_path, models=family_models("musicgen")) as (_, gateway_url):
         assert httpx.post(f"{gateway_url}/v1/models/nope/load").json()["error"]["message"] == \
             "no model named 'nope' in the repository"
         unloaded = httpx.post(f"{gateway_url}/v1/models/musicgen_codec_decoder/unload", timeout=60)
@@ -212,8 +212,8 @@ def test_resources_report_gateway_and_triton_memory(gateway_url):
     assert body["triton"]["nv_cpu_memory_used_bytes"] > 0
 
 
-def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(musicgen_repository, tmp_path):
-    with own_stack(musicgen_repository, tmp_path, models=family_models("musicgen"), idle_unload_s=1.0) as (_, url):
+def test_an_idle_pipeline_is_unloaded_and_loaded_again_on_the_next_request(tiny_model_repository, tmp_path):
+    with own_stack(tiny_model_repository, tmp_path, models=family_models("musicgen"), idle_unload_s=1.0) as (_, url):
         assert music(url, duration=0.5).status_code == 200
         for _ in range(100):
             states = {m["id"]: m["state"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]}

@@ -19,7 +19,7 @@ from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
-from .musicgen_server import run_gateway
+from .stack import run_gateway
 
 pytestmark = pytest.mark.integration
 RATE = 24000
@@ -164,7 +164,7 @@ def test_a_stored_voice_round_trip_across_a_restart(speech_settings):
         assert speech(url, voice=voice["id"]).status_code == 422
 
 
-def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, musicgen_server):
+def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, triton_stack):
     """The voice's codes are snac_encoder's for the normalized clip (24 kHz mono), asked directly."""
     from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
 
@@ -182,18 +182,18 @@ def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, mus
     clip = decode_clip(io.BytesIO(clip_wav(1.5)), RATE)
     audio = InferInput(T.AUDIO, [1, len(clip)], "FP32")
     audio.set_data_from_numpy(clip[None, :])
-    client = InferenceServerClient(musicgen_server.grpc_url)
-    direct = client.infer(T.SPEECH_CODEC_ENCODER, [audio], outputs=[InferRequestedOutput(T.AUDIO_CODES)])
+    client = InferenceServerClient(triton_stack.grpc_url)
+    direct = client.infer(T.SNAC_ENCODER, [audio], outputs=[InferRequestedOutput(T.AUDIO_CODES)])
     expected = direct.as_numpy(T.AUDIO_CODES)[0]
     assert stored.shape[0] == TOKENS_PER_FRAME
     np.testing.assert_array_equal(stored, expected)
 
 
-def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicgen_server):
+def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, triton_stack):
     # 72 sentences, greedy: about 100 s of speech, far more than is generated before the hang-up (the
     # tiny model may finish the first sentence before the gateway notices, so a cancel is not certain)
     text = " ".join(SENTENCES * 9)
-    before = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
+    before = read_engine_metrics(triton_stack.metrics_url, model=T.ORPHEUS)
     with run_gateway(speech_settings.model_copy(update={"speech_max_sentence_s": 20.0})) as url:
         with httpx.stream("POST", f"{url}/v1/audio/speech", timeout=120, json={
                 "input": text, "voice": "tara", "response_format": "pcm", "temperature": 0}) as response:
@@ -203,7 +203,7 @@ def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicg
         # sentence whose cancellation reaches the engine a few steps late shows as steps, not as a slot)
         deadline, steps, still_since = time.monotonic() + 20, None, time.monotonic()
         while time.monotonic() < deadline:
-            after = read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)
+            after = read_engine_metrics(triton_stack.metrics_url, model=T.ORPHEUS)
             gateway = httpx.get(f"{url}/metrics").text
             if after["tritone_decode_steps_total"] != steps:
                 steps, still_since = after["tritone_decode_steps_total"], time.monotonic()
@@ -218,5 +218,5 @@ def test_a_client_that_disconnects_leaves_no_active_slot(speech_settings, musicg
                       for end in ("completed", "cancelled", "failed"))
         assert 1 <= started <= 2
         time.sleep(0.3)
-        assert read_engine_metrics(musicgen_server.metrics_url, model=T.SPEECH)["tritone_decode_steps_total"] == \
+        assert read_engine_metrics(triton_stack.metrics_url, model=T.ORPHEUS)["tritone_decode_steps_total"] == \
             after["tritone_decode_steps_total"]

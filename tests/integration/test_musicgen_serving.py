@@ -12,7 +12,7 @@ from tritonclient.grpc import InferInput
 from tritone.client import GenerationError, MusicRequest, stream_music
 from tritone.ensemble import tensors as T
 
-from .musicgen_server import read_metrics
+from .stack import read_metrics
 from .reference import reference_generate
 
 pytestmark = pytest.mark.integration
@@ -38,10 +38,10 @@ def greedy(text: str, duration: float) -> MusicRequest:
 
 
 def test_served_codes_equal_transformers_generate_for_requests_that_join_mid_generation(
-    musicgen_server, musicgen_repository
+    triton_stack, tiny_model_repository
 ):
-    url = musicgen_server.grpc_url
-    before = read_metrics(musicgen_server)
+    url = triton_stack.grpc_url
+    before = read_metrics(triton_stack)
     first = greedy("lo-fi piano with rain", 8.0)
     joiners = [greedy("drums", 1.0), greedy("calm ambient pads over a slow string melody with brass", 2.5)]
 
@@ -53,28 +53,28 @@ def test_served_codes_equal_transformers_generate_for_requests_that_join_mid_gen
         return [await running, *results]
 
     results = asyncio.run(scenario())
-    after = read_metrics(musicgen_server)
+    after = read_metrics(triton_stack)
 
     for request, chunks in zip([first, *joiners], results):
         codes = np.concatenate([chunk.codes for chunk in chunks], axis=1)
         frames = round(request.duration * FRAME_RATE)
-        expected_codes, _ = reference_generate(musicgen_repository, request.text, frames)
+        expected_codes, _ = reference_generate(tiny_model_repository, request.text, frames)
         assert codes.shape == (4, frames)
         np.testing.assert_array_equal(codes, expected_codes, err_msg=request.text)
     assert after["tritone_requests_joined_running_total"] - before["tritone_requests_joined_running_total"] >= 2
     assert after["tritone_decode_batch_requests_max"] >= 2
 
 
-def test_concurrent_streams_share_decode_steps(musicgen_server):
-    url = musicgen_server.grpc_url
-    before = read_metrics(musicgen_server)
+def test_concurrent_streams_share_decode_steps(triton_stack):
+    url = triton_stack.grpc_url
+    before = read_metrics(triton_stack)
     requests = [MusicRequest(text=f"jazz trio {i}", duration=6.0, seed=i) for i in range(4)]
 
     async def scenario():
         return await asyncio.gather(*(collect(url, request) for request in requests))
 
     results = asyncio.run(scenario())
-    after = read_metrics(musicgen_server)
+    after = read_metrics(triton_stack)
     steps = after["tritone_decode_steps_total"] - before["tritone_decode_steps_total"]
     request_steps = after["tritone_decode_request_steps_total"] - before["tritone_decode_request_steps_total"]
     # 4 requests of 303 steps: one at a time that is 1212 steps; in-flight batching shares most of them
@@ -85,9 +85,9 @@ def test_concurrent_streams_share_decode_steps(musicgen_server):
     assert [sum(len(c.audio) for c in chunks) for chunks in results] == [6 * SAMPLE_RATE] * 4
 
 
-def test_streamed_chunks_arrive_in_order_once_and_match_the_one_shot_waveform(musicgen_server, musicgen_repository):
+def test_streamed_chunks_arrive_in_order_once_and_match_the_one_shot_waveform(triton_stack, tiny_model_repository):
     request = greedy("orchestral film score with brass and timpani", 6.0)
-    chunks = asyncio.run(collect(musicgen_server.grpc_url, request))
+    chunks = asyncio.run(collect(triton_stack.grpc_url, request))
 
     assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
     assert [chunk.final for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
@@ -95,15 +95,15 @@ def test_streamed_chunks_arrive_in_order_once_and_match_the_one_shot_waveform(mu
     assert len(chunks[0].audio) == 10 * HOP  # the small first chunk: 0.2 s
     audio = np.concatenate([chunk.audio for chunk in chunks])
     assert audio.shape == (6 * SAMPLE_RATE,)
-    _, expected_audio = reference_generate(musicgen_repository, request.text, 6 * FRAME_RATE)
+    _, expected_audio = reference_generate(tiny_model_repository, request.text, 6 * FRAME_RATE)
     assert np.max(np.abs(audio - expected_audio)) < STREAMING_TOLERANCE
 
 
-def test_many_concurrent_streams_lose_no_chunk(musicgen_server):
+def test_many_concurrent_streams_lose_no_chunk(triton_stack):
     requests = [MusicRequest(text="upbeat electronic dance music", duration=1.0 + 0.25 * i, seed=i) for i in range(8)]
 
     async def scenario():
-        return await asyncio.gather(*(collect(musicgen_server.grpc_url, r) for r in requests))
+        return await asyncio.gather(*(collect(triton_stack.grpc_url, r) for r in requests))
 
     for request, chunks in zip(requests, asyncio.run(scenario())):
         assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -122,14 +122,14 @@ def test_many_concurrent_streams_lose_no_chunk(musicgen_server):
         ({"top_k": 100000}, "INVALID_ARGUMENT: top_k: must be in [0, 64] (0 disables it), got 100000"),
     ],
 )
-def test_bad_input_is_refused_with_a_message_naming_the_field(musicgen_server, overrides, message):
+def test_bad_input_is_refused_with_a_message_naming_the_field(triton_stack, overrides, message):
     request = MusicRequest(**{"text": "lo-fi piano", "duration": 1.0, **overrides})
     with pytest.raises(GenerationError) as error:
-        asyncio.run(collect(musicgen_server.grpc_url, request))
+        asyncio.run(collect(triton_stack.grpc_url, request))
     assert error.value.status == "INVALID_ARGUMENT"
     assert message.split(": ", 1)[1] in str(error.value)
     # and the server keeps serving
-    chunks = asyncio.run(collect(musicgen_server.grpc_url, MusicRequest(text="lo-fi piano", duration=0.5)))
+    chunks = asyncio.run(collect(triton_stack.grpc_url, MusicRequest(text="lo-fi piano", duration=0.5)))
     assert sum(len(c.audio) for c in chunks) == SAMPLE_RATE // 2
 
 
@@ -155,32 +155,32 @@ def scalar(name, dtype, value):
     return tensor
 
 
-def test_a_wrong_dtype_is_refused_naming_the_input(musicgen_server):
+def test_a_wrong_dtype_is_refused_naming_the_input(triton_stack):
     inputs = [scalar(T.TEXT, "BYTES", b"lo-fi"), InferInput(T.DURATION, [1], "INT32")]
     inputs[1].set_data_from_numpy(np.array([5], np.int32))
-    message = asyncio.run(raw_stream(musicgen_server.grpc_url, inputs))
+    message = asyncio.run(raw_stream(triton_stack.grpc_url, inputs))
     assert "'duration'" in message and "FP32" in message and "INT32" in message
 
 
-def test_a_missing_duration_is_refused_naming_it(musicgen_server):
-    message = asyncio.run(raw_stream(musicgen_server.grpc_url, [scalar(T.TEXT, "BYTES", b"lo-fi")]))
+def test_a_missing_duration_is_refused_naming_it(triton_stack):
+    message = asyncio.run(raw_stream(triton_stack.grpc_url, [scalar(T.TEXT, "BYTES", b"lo-fi")]))
     assert "duration" in message
 
 
-def test_a_cancelled_stream_frees_its_decode_slot(musicgen_server):
-    url = musicgen_server.grpc_url
-    before = read_metrics(musicgen_server)
+def test_a_cancelled_stream_frees_its_decode_slot(triton_stack):
+    url = triton_stack.grpc_url
+    before = read_metrics(triton_stack)
 
     async def scenario():
         stream = stream_music(url, MusicRequest(text="long ambient drone", duration=30.0))
         await anext(stream)  # generation is running
         await stream.aclose()  # cancels the gRPC stream
         for _ in range(100):  # the slot is freed at the next step; allow the metrics a moment
-            metrics = read_metrics(musicgen_server)
+            metrics = read_metrics(triton_stack)
             if metrics["tritone_streams_cancelled_total"] > before["tritone_streams_cancelled_total"]:
                 return metrics
             await asyncio.sleep(0.05)
-        return read_metrics(musicgen_server)
+        return read_metrics(triton_stack)
 
     after = asyncio.run(scenario())
     assert after["tritone_streams_cancelled_total"] == before["tritone_streams_cancelled_total"] + 1
@@ -189,13 +189,13 @@ def test_a_cancelled_stream_frees_its_decode_slot(musicgen_server):
     assert after["tritone_decode_steps_total"] - before["tritone_decode_steps_total"] < full
 
 
-def test_requests_beyond_capacity_are_refused_cleanly_and_the_rest_complete(musicgen_server):
+def test_requests_beyond_capacity_are_refused_cleanly_and_the_rest_complete(triton_stack):
     # 4 slots + 4 waiting (conftest.CAPACITY): of 10 long requests sent at once, 2 are refused.
     requests = [MusicRequest(text=f"drone {i}", duration=4.0, seed=i) for i in range(10)]
 
     async def attempt(request):
         try:
-            return await collect(musicgen_server.grpc_url, request)
+            return await collect(triton_stack.grpc_url, request)
         except GenerationError as error:
             return error
 

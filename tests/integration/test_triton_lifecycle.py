@@ -27,7 +27,7 @@ from tritone.ensemble import tensors as T
 from tritone.serving.triton import free_port
 from tritone.serving.processes import alive, children, command_line, group_members
 
-from .musicgen_server import CAPACITY
+from .stack import CAPACITY
 
 pytestmark = pytest.mark.integration
 IDLE_STOP_S = 5.0
@@ -108,8 +108,8 @@ class Supervised:
 
 
 @pytest.fixture(scope="module")
-def supervised(musicgen_repository, tmp_path_factory):
-    stack = Supervised(musicgen_repository, tmp_path_factory.mktemp("serving") / "serving.log")
+def supervised(tiny_model_repository, tmp_path_factory):
+    stack = Supervised(tiny_model_repository, tmp_path_factory.mktemp("serving") / "serving.log")
     try:
         assert wait_for(stack.ready, 180, 0.25), stack.output()[-3000:]
         yield stack
@@ -165,11 +165,11 @@ def test_speech_unloads_after_multi_sentence_requests(supervised):
 
     for _ in range(3):
         assert asyncio.run(speak()) > 0
-    stubs = supervised.stubs(T.SPEECH)
-    assert post(f"{supervised.triton}/v2/repository/models/{T.SPEECH}/unload") == 200
-    assert wait_for(lambda: supervised.model_state(T.SPEECH) == "UNAVAILABLE", 15), supervised.model_state(T.SPEECH)
+    stubs = supervised.stubs(T.ORPHEUS)
+    assert post(f"{supervised.triton}/v2/repository/models/{T.ORPHEUS}/unload") == 200
+    assert wait_for(lambda: supervised.model_state(T.ORPHEUS) == "UNAVAILABLE", 15), supervised.model_state(T.ORPHEUS)
     assert wait_for(lambda: not any(alive(pid) for pid in stubs), 10)
-    assert post(f"{supervised.triton}/v2/repository/models/{T.SPEECH}/load") == 200
+    assert post(f"{supervised.triton}/v2/repository/models/{T.ORPHEUS}/load") == 200
 
 
 def test_a_killed_tritonserver_is_restarted_and_the_gateway_keeps_running(supervised):

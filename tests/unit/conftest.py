@@ -14,7 +14,7 @@ def tiny_repository(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def speech_repository(tmp_path_factory):
+def orpheus_repository(tmp_path_factory):
     """A model repository exported from the tiny-random Orpheus + SNAC (about 5 s, once per session)."""
     from tritone.export.orpheus.export import export_orpheus
 

@@ -6,12 +6,12 @@ from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
 
 
 def test_chunk_sizes_grow_geometrically_and_are_capped():
-    policy = ChunkPolicy(first_frames=10, growth=2.0, max_frames=100)
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=100)
     assert [policy.size(i) for i in range(6)] == [10, 20, 40, 80, 100, 100]
 
 
 def test_growth_one_keeps_every_chunk_the_same_size():
-    policy = ChunkPolicy(first_frames=7, growth=1.0, max_frames=50)
+    policy = ChunkPolicy(first_frames=7, growth=1.0, max_chunk_frames=50)
     assert [policy.size(i) for i in range(4)] == [7, 7, 7, 7]
 
 
@@ -29,7 +29,7 @@ def drain(policy, total):
 
 @pytest.mark.parametrize("total", [1, 9, 10, 11, 37, 250])
 def test_windows_cover_every_frame_once_in_order_and_only_the_last_is_final(total):
-    policy = ChunkPolicy(first_frames=10, growth=2.0, max_frames=100, left_context=25, lookahead=5)
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=100, left_context=25, lookahead=5)
     windows = [w for _, w in drain(policy, total)]
     assert [w.index for w in windows] == list(range(len(windows)))
     assert windows[0].start == 0
@@ -40,13 +40,13 @@ def test_windows_cover_every_frame_once_in_order_and_only_the_last_is_final(tota
 
 
 def test_chunk_sizes_follow_the_policy_until_the_tail():
-    policy = ChunkPolicy(first_frames=10, growth=2.0, max_frames=40, left_context=0, lookahead=0)
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=40, left_context=0, lookahead=0)
     windows = [w for _, w in drain(policy, 125)]
     assert [w.end - w.start for w in windows] == [10, 20, 40, 40, 15]
 
 
 def test_windows_add_left_context_and_lookahead_clipped_to_the_run():
-    policy = ChunkPolicy(first_frames=10, growth=2.0, max_frames=100, left_context=25, lookahead=5)
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=100, left_context=25, lookahead=5)
     windows = [w for _, w in drain(policy, 37)]
     bounds = [(w.start, w.end, w.window_start, w.window_end) for w in windows]
     assert bounds == [
@@ -57,7 +57,7 @@ def test_windows_add_left_context_and_lookahead_clipped_to_the_run():
 
 
 def test_nothing_is_emitted_before_the_lookahead_frames_exist():
-    policy = ChunkPolicy(first_frames=10, growth=2.0, max_frames=100, left_context=25, lookahead=5)
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=100, left_context=25, lookahead=5)
     emitted_at = [complete for complete, _ in drain(policy, 100)]
     assert emitted_at == [15, 35, 75, 100]
     chunker = Chunker(policy, 100)
@@ -68,7 +68,7 @@ def test_nothing_is_emitted_before_the_lookahead_frames_exist():
 def test_trim_keeps_only_the_chunks_own_samples():
     import numpy as np
 
-    policy = ChunkPolicy(first_frames=2, growth=1.0, max_frames=2, left_context=1, lookahead=1, min_window=1)
+    policy = ChunkPolicy(first_frames=2, growth=1.0, max_chunk_frames=2, left_context=1, lookahead=1, min_window=1)
     chunker = Chunker(policy, 6)
     chunker.next_chunk(3)
     window = chunker.next_chunk(5)  # frames 2..4 decoded in window 1..5
@@ -82,7 +82,7 @@ def test_trim_keeps_only_the_chunks_own_samples():
     "kwargs",
     [
         {"first_frames": 0},
-        {"first_frames": 20, "max_frames": 10},
+        {"first_frames": 20, "max_chunk_frames": 10},
         {"growth": 0.5},
         {"left_context": -1},
         {"lookahead": -1},
@@ -94,7 +94,7 @@ def test_chunk_policy_rejects_invalid_values(kwargs):
 
 
 def test_a_window_shorter_than_the_codec_accepts_reaches_further_back():
-    policy = ChunkPolicy(first_frames=2, growth=1.0, max_frames=2, left_context=0, lookahead=0, min_window=5)
+    policy = ChunkPolicy(first_frames=2, growth=1.0, max_chunk_frames=2, left_context=0, lookahead=0, min_window=5)
     chunker = Chunker(policy, 10)
     first = chunker.next_chunk(2)
     assert (first.start, first.end, first.window_start, first.window_end) == (0, 2, 0, 2)  # nothing earlier exists

@@ -17,7 +17,7 @@ from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble.orpheus import spec as speech_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.families import FAMILIES
-from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
+from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 from tritone.ensemble.musicgen.text_conditioning import BUCKETS
 from tritone.export.tensorrt import keep_fp32, plan_facts, profile_for
 from tritone.serving.container import DRAIN_S, parse_args, prepare, server_command
@@ -60,7 +60,7 @@ def test_tensorrt_profiles_cover_every_shape_the_pipeline_sends():
     assert max(b for b in BUCKETS if b <= musicgen_spec.MAX_TEXT_TOKENS) <= high[1]
     low, opt, high = profile_for(musicgen_spec.CODEC_DECODER).shapes[T.AUDIO_CODES]
     assert low == (1, 4, musicgen_spec.MIN_WINDOW) and high == (32, 4, musicgen_spec.MAX_WINDOW)
-    assert musicgen_spec.MAX_WINDOW == 100 + 25 + 5  # max_frames + left_context + lookahead
+    assert musicgen_spec.MAX_WINDOW == 100 + 25 + 5  # max_chunk_frames + left_context + lookahead
     assert low <= opt <= high
 
 
@@ -68,10 +68,10 @@ def test_speech_tensorrt_profiles_cover_reference_clips_and_every_codec_window()
     low, _, high = profile_for(speech_spec.CODEC_ENCODER).shapes[T.AUDIO]
     assert low == (1, 2048) and high == (32, 30 * 24000)  # a frame to the longest reference clip
     low, opt, high = profile_for(speech_spec.CODEC_DECODER).shapes[T.AUDIO_CODES]
-    policy = SPEECH_POLICY
-    assert low == (1, 7, 1) and high == (32, 7, policy.max_frames + policy.left_context + policy.lookahead)
+    policy = ORPHEUS_POLICY
+    assert low == (1, 7, 1) and high == (32, 7, policy.max_chunk_frames + policy.left_context + policy.lookahead)
     assert low <= opt <= high
-    parameters = {k: v.string_value for k, v in gpu_config(T.SPEECH).parameters.items()}
+    parameters = {k: v.string_value for k, v in gpu_config(T.ORPHEUS).parameters.items()}
     assert (parameters["lm_runtime"], parameters["device"]) == ("torch", "cuda")
     assert keep_fp32(speech_spec.CODEC_ENCODER, ["/encoder/Conv", "/quantizer/ArgMax"]) == [
         "/encoder/Conv", "/quantizer/ArgMax"]
@@ -128,9 +128,9 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     prepare("cpu", volume, "fp16", TINY)
     assert (volume / T.MUSICGEN / "configs" / "cpu.pbtxt").is_file()
     assert (volume / T.MUSICGEN / "1" / "lm_step.onnx").is_file()
-    assert (volume / T.SPEECH / "configs" / "cpu.pbtxt").is_file()
-    assert (volume / T.SPEECH / "1" / "speech_lm_step.onnx").is_file()
-    assert (volume / T.SPEECH_CODEC_DECODER / "1" / "model.onnx").is_file()
+    assert (volume / T.ORPHEUS / "configs" / "cpu.pbtxt").is_file()
+    assert (volume / T.ORPHEUS / "1" / "speech_lm_step.onnx").is_file()
+    assert (volume / T.SNAC_DECODER / "1" / "model.onnx").is_file()
     capsys.readouterr()
     prepare("cpu", volume, "fp16", TINY)  # a restart finds the exports
     out = capsys.readouterr().out
@@ -147,7 +147,7 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
 def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inputs():
     plans = {name: [spec.name for spec in family.plan_models()] for name, family in FAMILIES.items()}
     assert plans == {"musicgen": [T.MUSICGEN_TEXT_ENCODER, T.MUSICGEN_CODEC_DECODER],
-                     "orpheus": [T.SPEECH_CODEC_ENCODER, T.SPEECH_CODEC_DECODER]}
+                     "orpheus": [T.SNAC_ENCODER, T.SNAC_DECODER]}
     for name, family in FAMILIES.items():
         facts = plan_facts(name)
         assert set(facts.FP32_LAYERS) <= set(plans[name])

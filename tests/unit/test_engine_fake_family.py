@@ -20,7 +20,7 @@ from tests.list_stream import ListStream
 
 VOCAB = 97
 FRAME = 2  # audio samples per frame: a frame is one token here
-POLICY = ChunkPolicy(first_frames=2, growth=2.0, max_frames=4, left_context=1, lookahead=1, min_window=1)
+POLICY = ChunkPolicy(first_frames=2, growth=2.0, max_chunk_frames=4, left_context=1, lookahead=1, min_window=1)
 
 
 def next_token(history) -> int:

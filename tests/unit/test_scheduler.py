@@ -11,7 +11,7 @@ from tritone.ensemble.musicgen.request import InvalidRequest
 from tritone.ensemble.engine.scheduler import AtCapacity
 from tests.list_stream import ListStream, run_until_ended
 
-POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_frames=8, left_context=3, lookahead=2)
+POLICY = ChunkPolicy(first_frames=4, growth=2.0, max_chunk_frames=8, left_context=3, lookahead=2)
 DURATION = 0.5  # 25 frames at 50 Hz: chunks of 4, 8, 8, 5 frames
 PROMPT_A = "lo-fi piano with rain"
 PROMPT_B = "90s rock song with loud guitars and heavy drums"

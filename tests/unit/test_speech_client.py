@@ -157,7 +157,7 @@ def test_one_sentence_is_one_stream_passed_through(serve):
     chunks = collect(url, SpeechRequest("Hello there, world.", voice="tara"))
     assert [(c.index, c.final, c.sample_rate) for c in chunks] == [(0, False, SR), (1, False, SR), (2, True, SR)]
     assert fake.texts == ["Hello there, world."]
-    assert fake.requests[0].model_name == T.SPEECH
+    assert fake.requests[0].model_name == T.ORPHEUS
     assert [i.name for i in fake.requests[0].inputs] == [T.TEXT, T.VOICE]
 
 

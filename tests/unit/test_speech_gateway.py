@@ -13,7 +13,7 @@ import pytest
 
 from tritone.ensemble import tensors as T
 from tritone.gateway.settings import Settings
-from tests.integration.musicgen_server import run_gateway
+from tests.integration.stack import run_gateway
 from tests.unit.test_client import response
 from tests.unit.test_speech_client import serve, start_fake  # noqa: F401 - serve: the fake server fixture
 
@@ -153,7 +153,7 @@ def test_the_longest_input_is_accepted(gateway):
 @pytest.mark.parametrize("model", ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"])
 def test_openais_model_names_are_orpheus(gateway, fake_triton, model):
     assert speech(gateway, model=model).status_code == 200
-    assert fake_triton[0].requests[-1].model_name == T.SPEECH
+    assert fake_triton[0].requests[-1].model_name == T.ORPHEUS
 
 
 @pytest.mark.parametrize(("voice", "speaker"), [(None, "tara"), ("leo", "leo"), ("Zoe", "zoe"), ("alloy", "tara"),

@@ -11,7 +11,7 @@ import soundfile as sf
 from tritone.ensemble import tensors as T
 from tritone.gateway.audio_probe import ClipInfo, probe
 from tritone.gateway.settings import Settings
-from tests.integration.musicgen_server import run_gateway
+from tests.integration.stack import run_gateway
 from tests.unit.test_speech_client import serve  # noqa: F401 - the fake server fixture
 from tests.unit.test_speech_gateway import fake_triton, module_gateway, sent_inputs, speak, text_input  # noqa: F401
 

@@ -190,7 +190,7 @@ def test_a_stream_is_cancelled_when_its_client_cancels(glue):
     assert stream.cancelled()
 
 
-# --- MusicgenModel.execute ---------------------------------------------------------
+# --- MusicgenMetadata.execute ---------------------------------------------------------
 
 
 def pipeline_stub(submit_error=None):

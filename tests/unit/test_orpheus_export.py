@@ -23,7 +23,7 @@ pytest.importorskip("snac")
 
 from tritone.ensemble import tensors as T  # noqa: E402
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, frame_to_levels, levels_to_frame  # noqa: E402
-from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, SpeechModel  # noqa: E402
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata  # noqa: E402
 from tritone.ensemble.orpheus.graphs import DECODER_LEFT_CONTEXT_FRAMES, DECODER_LOOKAHEAD_FRAMES, SnacDecoder  # noqa: E402
 from tritone.export.orpheus.export import ORPHEUS_VOICES  # noqa: E402
 from tritone.export.orpheus.tiny import SENTENCES  # noqa: E402
@@ -51,30 +51,30 @@ def repository(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spec(repository):
-    return SpeechModel.load(repository / T.SPEECH / "1")
+    return OrpheusMetadata.load(repository / T.ORPHEUS / "1")
 
 
 @pytest.fixture(scope="module")
 def lm(repository):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    checkpoint = repository / T.SPEECH / "1" / CHECKPOINT_DIR
+    checkpoint = repository / T.ORPHEUS / "1" / CHECKPOINT_DIR
     model = LlamaForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    return model, AutoTokenizer.from_pretrained(repository / T.SPEECH / "1" / TOKENIZER_DIR)
+    return model, AutoTokenizer.from_pretrained(repository / T.ORPHEUS / "1" / TOKENIZER_DIR)
 
 
 @pytest.fixture(scope="module")
 def codec(repository):
     from snac import SNAC
 
-    return SNAC.from_pretrained(str(repository / T.SPEECH / "1" / CODEC_DIR))
+    return SNAC.from_pretrained(str(repository / T.ORPHEUS / "1" / CODEC_DIR))
 
 
 # --- files and metadata ------------------------------------------------------------------
 def test_export_writes_graphs_tokenizer_and_metadata(repository, spec, tmp_path):
-    version = repository / T.SPEECH / "1"
-    for path in [version / LM_STEP_FILE, repository / T.SPEECH_CODEC_ENCODER / "1" / "model.onnx",
-                 repository / T.SPEECH_CODEC_DECODER / "1" / "model.onnx",
+    version = repository / T.ORPHEUS / "1"
+    for path in [version / LM_STEP_FILE, repository / T.SNAC_ENCODER / "1" / "model.onnx",
+                 repository / T.SNAC_DECODER / "1" / "model.onnx",
                  version / CHECKPOINT_DIR / "config.json", version / CODEC_DIR / "config.json",
                  version / CODEC_DIR / "pytorch_model.bin", version / TOKENIZER_DIR / "tokenizer.json"]:
         assert path.is_file(), path
@@ -86,9 +86,9 @@ def test_export_writes_graphs_tokenizer_and_metadata(repository, spec, tmp_path)
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim, spec.hidden_size) == (2, 2, 16, 64)
     assert spec.max_positions == 4096 and spec.voices == ORPHEUS_VOICES
     assert spec.format.audio_end <= spec.vocab_size
-    assert SpeechModel.load(spec.save(tmp_path).parent) == spec
+    assert OrpheusMetadata.load(spec.save(tmp_path).parent) == spec
     written = json.loads((version / "speech.json").read_text())
-    assert set(written) == {f.name for f in dataclasses.fields(SpeechModel)} and None not in written.values()
+    assert set(written) == {f.name for f in dataclasses.fields(OrpheusMetadata)} and None not in written.values()
     assert round(spec.tokens_per_second) == 82
 
 
@@ -139,7 +139,7 @@ def test_lm_step_equals_transformers_across_chunked_prefill_and_decode(repositor
     with torch.no_grad():
         reference = [model(torch.tensor([ids]), use_cache=True) for ids in rows]
 
-    session = _session(repository / T.SPEECH / "1" / LM_STEP_FILE)
+    session = _session(repository / T.ORPHEUS / "1" / LM_STEP_FILE)
     L, H, D = spec.num_layers, spec.num_kv_heads, spec.head_dim
     caches = [np.zeros((2, L, H, 0, D), np.float32) for _ in rows]  # keys, values per row
     done = [0, 0]
@@ -208,7 +208,7 @@ def test_greedy_choice_is_decisive(lm, spec):
 
 # --- SNAC ---------------------------------------------------------------------------------
 def test_snac_encoder_equals_snac_encode(repository, codec):
-    session = _session(repository / T.SPEECH_CODEC_ENCODER / "1" / "model.onnx")
+    session = _session(repository / T.SNAC_ENCODER / "1" / "model.onnx")
     rng = np.random.default_rng(1)
     for samples in (int(1.3 * 24000), 3 * FRAME, FRAME + 1):
         audio = (0.3 * rng.standard_normal((2, samples))).astype(np.float32)
@@ -224,7 +224,7 @@ def test_snac_encoder_equals_snac_encode(repository, codec):
 def test_snac_decoder_equals_deterministic_torch_decode(repository, codec, monkeypatch):
     from snac.layers import NoiseBlock
 
-    session = _session(repository / T.SPEECH_CODEC_DECODER / "1" / "model.onnx")
+    session = _session(repository / T.SNAC_DECODER / "1" / "model.onnx")
     codes = np.random.default_rng(2).integers(0, codec.codebook_size, (2, TOKENS_PER_FRAME, 9))
     (audio,) = session.run([T.AUDIO], {T.AUDIO_CODES: codes})
     assert audio.dtype == np.float32 and audio.shape == (2, 9 * FRAME)
@@ -243,7 +243,7 @@ def test_decoding_in_windows_reproduces_a_one_shot_decode(repository, codec):
     """Frames [0, 20) decoded once, and in windows of 4 frames each decoded with up to 3 frames of
     left context and 3 of lookahead (fewer at the ends): the kept middles join into the one-shot
     audio. With one frame less of context on either side they do not."""
-    session = _session(repository / T.SPEECH_CODEC_DECODER / "1" / "model.onnx")
+    session = _session(repository / T.SNAC_DECODER / "1" / "model.onnx")
     codes = np.random.default_rng(3).integers(0, codec.codebook_size, (1, TOKENS_PER_FRAME, 20))
     (full,) = session.run([T.AUDIO], {T.AUDIO_CODES: codes})
 
@@ -270,7 +270,7 @@ def test_external_data_is_gathered_into_one_file(repository, tmp_path):
 
     scattered = tmp_path / "scattered" / LM_STEP_FILE
     scattered.parent.mkdir()
-    model = onnx.load(str(repository / T.SPEECH / "1" / LM_STEP_FILE))
+    model = onnx.load(str(repository / T.ORPHEUS / "1" / LM_STEP_FILE))
     onnx.save_model(model, str(scattered), save_as_external_data=True, all_tensors_to_one_file=False,
                     size_threshold=0)
     assert len(list(scattered.parent.iterdir())) > 5
@@ -283,7 +283,7 @@ def test_external_data_is_gathered_into_one_file(repository, tmp_path):
     inputs = {T.INPUT_IDS: rng.integers(0, 700, (1, 3)), T.POSITIONS: np.array([2]), T.LOGIT_INDEX: np.array([2]),
               T.PAST_KEYS: rng.standard_normal((2, 1, 2, 2, 16)).astype(np.float32)}
     inputs[T.PAST_VALUES] = inputs[T.PAST_KEYS]
-    expected = _session(repository / T.SPEECH / "1" / LM_STEP_FILE).run([T.LOGITS], inputs)[0]
+    expected = _session(repository / T.ORPHEUS / "1" / LM_STEP_FILE).run([T.LOGITS], inputs)[0]
     np.testing.assert_array_equal(_session(target).run([T.LOGITS], inputs)[0], expected)
 
 
@@ -291,7 +291,7 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
     """Checkpoints with a separate lm_head (not Orpheus 3B's case) take the module's other path."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tritone.ensemble.orpheus.graphs import SpeechLmStep
+    from tritone.ensemble.orpheus.graphs import OrpheusLmStep
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -299,7 +299,7 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
     model = LlamaForCausalLM(config).eval()
     model.config._attn_implementation = "eager"
     ids = torch.randint(0, 50, (1, 9))
-    step = SpeechLmStep(model)
+    step = OrpheusLmStep(model)
     assert step.output_embedding is None
     empty = torch.zeros(2, 1, 1, 0, 8)
     with torch.no_grad():
@@ -310,7 +310,7 @@ def test_lm_step_with_untied_embeddings_equals_transformers():
 
 
 def test_the_served_streaming_policy_covers_the_decoders_measured_context():
-    from tritone.ensemble.orpheus.pipeline import SPEECH_POLICY
+    from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 
-    assert SPEECH_POLICY.left_context >= DECODER_LEFT_CONTEXT_FRAMES
-    assert SPEECH_POLICY.lookahead >= DECODER_LOOKAHEAD_FRAMES
+    assert ORPHEUS_POLICY.left_context >= DECODER_LEFT_CONTEXT_FRAMES
+    assert ORPHEUS_POLICY.lookahead >= DECODER_LOOKAHEAD_FRAMES

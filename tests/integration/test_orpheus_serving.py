@@ -13,7 +13,7 @@ from tritone.client import GenerationError, SpeechRequest, stream_speech
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
-from tests.speech_reference import reference_prompt, reference_speech
+from tests.orpheus_reference import reference_prompt, reference_speech
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,9 @@ def clip_codes(frames: int, seed: int = 3) -> np.ndarray:
 
 
 def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_flight(
-    musicgen_server, musicgen_repository
+    triton_stack, tiny_model_repository
 ):
-    url = musicgen_server.grpc_url
+    url = triton_stack.grpc_url
     clip = clip_codes(30)
     first = greedy(LONG_TEXT, 3.0, penalty=1.0)
     joiners = [
@@ -59,7 +59,7 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
         greedy("She sells sea shells.", 1.5, reference_text="A voice to clone.", reference_codes=clip),
         greedy("Thank you so much for listening, see you next time!", 2.0),
     ]
-    before = read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)
+    before = read_engine_metrics(triton_stack.metrics_url, T.ORPHEUS)
 
     async def scenario():
         started = asyncio.Event()
@@ -69,12 +69,12 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
         return [await running, *results]
 
     results = asyncio.run(scenario())
-    after = read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)
+    after = read_engine_metrics(triton_stack.metrics_url, T.ORPHEUS)
 
     for request, chunks in zip([first, *joiners], results):
-        prompt = reference_prompt(musicgen_repository, request.text, request.voice, request.reference_text,
+        prompt = reference_prompt(tiny_model_repository, request.text, request.voice, request.reference_text,
                                   request.reference_codes)
-        expected = reference_speech(musicgen_repository, prompt, int(request.max_duration * RATE / FRAME),
+        expected = reference_speech(tiny_model_repository, prompt, int(request.max_duration * RATE / FRAME),
                                     request.repetition_penalty)
         np.testing.assert_array_equal(codes_of(chunks), expected)
         assert sum(chunk.audio.size for chunk in chunks) == expected.shape[1] * FRAME
@@ -83,11 +83,11 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
     assert after["tritone_decode_batch_requests_max"] >= 3
 
 
-def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(musicgen_server, musicgen_repository):
-    chunks = asyncio.run(collect(musicgen_server.grpc_url, greedy(LONG_TEXT, 2.5, penalty=1.0)))
+def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(triton_stack, tiny_model_repository):
+    chunks = asyncio.run(collect(triton_stack.grpc_url, greedy(LONG_TEXT, 2.5, penalty=1.0)))
     codes = codes_of(chunks)
     audio = np.concatenate([chunk.audio for chunk in chunks])
-    whole = OnnxCodecDecoder(musicgen_repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE)(codes[None])[0]
+    whole = OnnxCodecDecoder(tiny_model_repository / T.SNAC_DECODER / "1" / T.ONNX_FILE)(codes[None])[0]
     assert audio.shape == whole.shape == (29 * FRAME,)
     boundaries = np.cumsum([chunk.audio.size for chunk in chunks])[:-1]
     assert len(boundaries) >= 6
@@ -98,10 +98,10 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(music
     assert float(np.max(np.abs(audio - whole))) < STREAMING_TOLERANCE
 
 
-def test_a_long_prompt_prefills_without_stalling_the_other_streams(musicgen_server):
+def test_a_long_prompt_prefills_without_stalling_the_other_streams(triton_stack):
     """While a 30 s voice prompt (about 2500 tokens) goes in, a running stream keeps receiving chunks."""
-    url = musicgen_server.grpc_url
-    metrics = musicgen_server.metrics_url
+    url = triton_stack.grpc_url
+    metrics = triton_stack.metrics_url
     runner = greedy(LONG_TEXT, 20.0, penalty=1.0)
     cloned = greedy("Cloned.", 0.5, reference_text="Someone talking for half a minute.", reference_codes=clip_codes(350))
 
@@ -111,13 +111,13 @@ def test_a_long_prompt_prefills_without_stalling_the_other_streams(musicgen_serv
         running = asyncio.create_task(collect(url, runner, started, times))
         await started.wait()
         await asyncio.sleep(0.5)  # the runner's steady rhythm before the long prompt arrives
-        prefill_tokens = read_engine_metrics(metrics, T.SPEECH)["tritone_prefill_tokens_total"]
+        prefill_tokens = read_engine_metrics(metrics, T.ORPHEUS)["tritone_prefill_tokens_total"]
         submitted = time.perf_counter()
         first_cloned = asyncio.Event()
         cloned_task = asyncio.create_task(collect(url, cloned, first_cloned))
         await first_cloned.wait()
         cloned_first_audio = time.perf_counter()
-        prefilled = read_engine_metrics(metrics, T.SPEECH)["tritone_prefill_tokens_total"] - prefill_tokens
+        prefilled = read_engine_metrics(metrics, T.ORPHEUS)["tritone_prefill_tokens_total"] - prefill_tokens
         await cloned_task
         running.cancel()
         return times, submitted, cloned_first_audio, prefilled
@@ -132,23 +132,23 @@ def test_a_long_prompt_prefills_without_stalling_the_other_streams(musicgen_serv
     assert prefilled >= 2450
     assert len(during) >= 3  # it kept streaming through the prefill
     assert gaps_during.max() < prefill_s / 2
-    assert read_engine_metrics(metrics, T.SPEECH)["tritone_decode_slots_active"] <= 1
+    assert read_engine_metrics(metrics, T.ORPHEUS)["tritone_decode_slots_active"] <= 1
 
 
-def test_a_reference_clip_sent_as_audio_is_encoded_once(musicgen_server):
+def test_a_reference_clip_sent_as_audio_is_encoded_once(triton_stack):
     clip = np.random.default_rng(5).uniform(-0.3, 0.3, 2 * RATE).astype(np.float32)
     request = greedy("One.", 0.3, reference_text="Two seconds of noise.", reference_audio=clip)
 
     def encoder_executions() -> float:
-        with urllib.request.urlopen(musicgen_server.metrics_url, timeout=10) as response:
+        with urllib.request.urlopen(triton_stack.metrics_url, timeout=10) as response:
             for line in response.read().decode().splitlines():
-                if line.startswith("nv_inference_count{") and f'model="{T.SPEECH_CODEC_ENCODER}"' in line:
+                if line.startswith("nv_inference_count{") and f'model="{T.SNAC_ENCODER}"' in line:
                     return float(line.rsplit(" ", 1)[1])
         return 0.0
 
     before = encoder_executions()
-    first = asyncio.run(collect(musicgen_server.grpc_url, request))
-    second = asyncio.run(collect(musicgen_server.grpc_url, request))
+    first = asyncio.run(collect(triton_stack.grpc_url, request))
+    second = asyncio.run(collect(triton_stack.grpc_url, request))
     assert encoder_executions() - before == 1
     np.testing.assert_array_equal(codes_of(first), codes_of(second))
 
@@ -163,21 +163,21 @@ def test_a_reference_clip_sent_as_audio_is_encoded_once(musicgen_server):
         (SpeechRequest(text="Hi.", max_duration=100.0), "INVALID_ARGUMENT: max_duration: must be in (0, 60] seconds"),
     ],
 )
-def test_bad_requests_fail_naming_the_field(musicgen_server, request_, message):
+def test_bad_requests_fail_naming_the_field(triton_stack, request_, message):
     with pytest.raises(GenerationError) as error:
-        asyncio.run(collect(musicgen_server.grpc_url, request_))
+        asyncio.run(collect(triton_stack.grpc_url, request_))
     assert message in str(error.value)
 
 
-def test_cancelling_a_stream_frees_its_slot(musicgen_server):
+def test_cancelling_a_stream_frees_its_slot(triton_stack):
     async def cancel_after_first_chunk():
-        chunks = stream_speech(musicgen_server.grpc_url, greedy(LONG_TEXT, 20.0, penalty=1.0), max_chars=None)
+        chunks = stream_speech(triton_stack.grpc_url, greedy(LONG_TEXT, 20.0, penalty=1.0), max_chars=None)
         async for _ in chunks:
             break
         await chunks.aclose()
 
     asyncio.run(cancel_after_first_chunk())
     deadline = time.monotonic() + 10
-    while read_engine_metrics(musicgen_server.metrics_url, T.SPEECH)["tritone_decode_slots_active"] != 0:
+    while read_engine_metrics(triton_stack.metrics_url, T.ORPHEUS)["tritone_decode_slots_active"] != 0:
         assert time.monotonic() < deadline, "the cancelled stream's slot was not freed"
         time.sleep(0.1)

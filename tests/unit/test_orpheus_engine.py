@@ -9,18 +9,18 @@ from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
-from tritone.ensemble.orpheus.pipeline import SpeechPipeline, SpeechSettings
+from tritone.ensemble.orpheus.pipeline import OrpheusPipeline, OrpheusSettings
 from tests.list_stream import ListStream, run_until_ended
-from tests.speech_reference import reference_prompt, reference_speech
+from tests.orpheus_reference import reference_prompt, reference_speech
 
-POLICY = ChunkPolicy(first_frames=2, growth=2.0, max_frames=4, left_context=4, lookahead=3, min_window=1)
+POLICY = ChunkPolicy(first_frames=2, growth=2.0, max_chunk_frames=4, left_context=4, lookahead=3, min_window=1)
 RATE = 24000
 FRAME = 2048
 
 
 @pytest.fixture
-def pipeline(speech_repository):
-    return SpeechPipeline(speech_repository, SpeechSettings(max_slots=4, max_queue=4, prefill_chunk=8, policy=POLICY))
+def pipeline(orpheus_repository):
+    return OrpheusPipeline(orpheus_repository, OrpheusSettings(max_slots=4, max_queue=4, prefill_chunk=8, policy=POLICY))
 
 
 def submit(pipeline, text, stream=None, **fields):
@@ -34,7 +34,7 @@ def reference_clip(pipeline, frames: int, seed: int = 7) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, pipeline.model.codebook_size, (TOKENS_PER_FRAME, frames))
 
 
-def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_flight(pipeline, speech_repository):
+def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_flight(pipeline, orpheus_repository):
     clip = reference_clip(pipeline, 23)  # 2 s of a "voice": 161 audio tokens of prompt
     a = submit(pipeline, "The quick brown fox jumps over the lazy dog.", **{T.MAX_DURATION: 1.5})
     for _ in range(12):  # a is mid-generation when b and c arrive
@@ -47,31 +47,31 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
     assert pipeline.engine.stats.max_batch_requests == 3
 
     cases = [
-        (a, reference_prompt(speech_repository, "The quick brown fox jumps over the lazy dog."), 17, 1.3),
-        (b, reference_prompt(speech_repository, "Hello there.", voice="tara"), 5, 1.3),
-        (c, reference_prompt(speech_repository, "She sells sea shells.", reference_text="A voice to clone.",
+        (a, reference_prompt(orpheus_repository, "The quick brown fox jumps over the lazy dog."), 17, 1.3),
+        (b, reference_prompt(orpheus_repository, "Hello there.", voice="tara"), 5, 1.3),
+        (c, reference_prompt(orpheus_repository, "She sells sea shells.", reference_text="A voice to clone.",
                              reference_codes=clip), 11, 1.0),
     ]
     lengths = []
-    for stream, prompt, max_frames, penalty in cases:
-        expected = reference_speech(speech_repository, prompt, max_frames, penalty)
-        lengths.append((expected.shape[1], max_frames))
+    for stream, prompt, frame_limit, penalty in cases:
+        expected = reference_speech(orpheus_repository, prompt, frame_limit, penalty)
+        lengths.append((expected.shape[1], frame_limit))
         assert expected.shape[1] > 0
         np.testing.assert_array_equal(stream.codes(), expected)
         assert [chunk.index for chunk in stream.chunks] == list(range(len(stream.chunks)))
         assert [chunk.final for chunk in stream.chunks].count(True) == 1 and stream.chunks[-1].final
-    assert any(frames < max_frames for frames, max_frames in lengths), lengths  # one ended by end_of_speech
-    assert any(frames == max_frames for frames, max_frames in lengths), lengths  # one by max_duration
+    assert any(frames < frame_limit for frames, frame_limit in lengths), lengths  # one ended by end_of_speech
+    assert any(frames == frame_limit for frames, frame_limit in lengths), lengths  # one by max_duration
 
 
-def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipeline, speech_repository):
+def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipeline, orpheus_repository):
     text = "Turn left at the next corner, then keep going straight for two miles."
     stream = submit(pipeline, text, **{T.MAX_DURATION: 3.0, T.REPETITION_PENALTY: 1.0})
     run_until_ended(pipeline, stream, limit=3000)
     codes = stream.codes()
     audio = np.concatenate([chunk.audio for chunk in stream.chunks])
     assert audio.shape == (codes.shape[1] * FRAME,)
-    decode = OnnxCodecDecoder(speech_repository / T.SPEECH_CODEC_DECODER / "1" / T.ONNX_FILE)
+    decode = OnnxCodecDecoder(orpheus_repository / T.SNAC_DECODER / "1" / T.ONNX_FILE)
     whole = decode(codes[None])[0]
     boundaries = np.cumsum([chunk.audio.size for chunk in stream.chunks])[:-1]
     assert len(boundaries) >= 4
@@ -82,9 +82,9 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(pipel
 
 
 @pytest.mark.parametrize("step_tokens, width", [(4096, 8), (8, 4)])  # 2 rows: width = min(8, step_tokens // 2)
-def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step(speech_repository, step_tokens,
+def test_a_long_prompt_is_prefilled_in_chunks_while_other_rows_decode_every_step(orpheus_repository, step_tokens,
                                                                                  width):
-    pipeline = SpeechPipeline(speech_repository, SpeechSettings(max_slots=4, max_queue=4, prefill_chunk=8,
+    pipeline = OrpheusPipeline(orpheus_repository, OrpheusSettings(max_slots=4, max_queue=4, prefill_chunk=8,
                                                                 step_tokens=step_tokens, policy=POLICY))
     engine = pipeline.engine
     a = submit(pipeline, "Turn left at the next corner, then keep going straight for two miles.",
@@ -171,18 +171,18 @@ def test_a_prompt_that_leaves_no_room_in_the_context_is_refused_naming_text(pipe
     assert pipeline.engine.stats.waiting == 0
 
 
-def test_the_torch_runtime_for_the_gpu_target_serves_the_same_codes(speech_repository):
+def test_the_torch_runtime_for_the_gpu_target_serves_the_same_codes(orpheus_repository):
     """The GPU target runs the LM step's torch module with the cache on the device; on the CPU here."""
 
     def run(settings):
-        pipeline = SpeechPipeline(speech_repository, settings)
+        pipeline = OrpheusPipeline(orpheus_repository, settings)
         streams = [submit(pipeline, "Hello there, how are you doing today?", **{T.MAX_DURATION: 1.0}),
                    submit(pipeline, "She sells sea shells.", **{T.VOICE: "leo", T.MAX_DURATION: 0.5})]
         run_until_ended(pipeline, *streams, limit=3000)
         return [stream.codes() for stream in streams]
 
-    onnx_codes = run(SpeechSettings(policy=POLICY, prefill_chunk=8))
-    torch_codes = run(SpeechSettings(policy=POLICY, prefill_chunk=8, lm_runtime="torch", device="cpu",
+    onnx_codes = run(OrpheusSettings(policy=POLICY, prefill_chunk=8))
+    torch_codes = run(OrpheusSettings(policy=POLICY, prefill_chunk=8, lm_runtime="torch", device="cpu",
                                      dtype="float32"))
     for ours, theirs in zip(torch_codes, onnx_codes):
         np.testing.assert_array_equal(ours, theirs)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tritone.benchmarks.orpheus.baseline import generate_codes, prompt_ids
 from tritone.ensemble import tensors as T
-from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, SpeechModel
+from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, OrpheusMetadata
 
 
 @lru_cache(maxsize=2)
@@ -22,16 +22,16 @@ def _load(version: Path):
 
     checkpoint = version / CHECKPOINT_DIR
     model = LlamaForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    return model, AutoTokenizer.from_pretrained(checkpoint), SpeechModel.load(version)
+    return model, AutoTokenizer.from_pretrained(checkpoint), OrpheusMetadata.load(version)
 
 
 def reference_prompt(repository: Path, text: str, voice: str | None = None, reference_text: str | None = None,
                      reference_codes: np.ndarray | None = None) -> list[int]:
-    _, tokenizer, model = _load(Path(repository) / T.SPEECH / "1")
+    _, tokenizer, model = _load(Path(repository) / T.ORPHEUS / "1")
     return prompt_ids(tokenizer, model.format, text, voice, reference_text, reference_codes)
 
 
-def reference_speech(repository: Path, prompt: list[int], max_frames: int, repetition_penalty: float = 1.0):
-    """Greedy generate() -> codes int64 [7, frames] (frames <= max_frames; fewer if it said end_of_speech)."""
-    model, _, meta = _load(Path(repository) / T.SPEECH / "1")
-    return generate_codes(model, meta.format, [prompt], max_frames, repetition_penalty)[0]
+def reference_speech(repository: Path, prompt: list[int], frame_limit: int, repetition_penalty: float = 1.0):
+    """Greedy generate() -> codes int64 [7, frames] (frames <= frame_limit; fewer if it said end_of_speech)."""
+    model, _, meta = _load(Path(repository) / T.ORPHEUS / "1")
+    return generate_codes(model, meta.format, [prompt], frame_limit, repetition_penalty)[0]

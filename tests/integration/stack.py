@@ -20,7 +20,7 @@ from tritone.serving.triton import TritonServer, free_port
 CAPACITY = {"max_slots": "4", "max_queue": "4"}
 # Speech: the same capacity; chunks of at most 4 frames (28 steps) so that a stream's chunk rhythm
 # is fine enough to see a stall; prefill 16 tokens per step.
-SPEECH = {**CAPACITY, "max_frames": "4", "prefill_chunk": "16"}
+ORPHEUS = {**CAPACITY, "max_chunk_frames": "4", "prefill_chunk": "16"}
 
 
 def _override_cpu_parameters(repository: Path, spec, parameters: dict[str, str]) -> None:
