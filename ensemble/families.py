@@ -3,11 +3,15 @@
 A family is a folder per stage (`ensemble/<name>/`, `export/<name>/`, its `model_repository/`
 folders) plus one line here. Nothing outside those folders and this file imports a family's
 modules: the entries name them, and they are imported when asked for.
+
+A family defined outside this tree (a plugin, or one a test defines: README's "Adding a model
+family") names its package and is added with `registered(family)`, not here.
 """
 
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,11 @@ class Family:
     exporter: str  # "module:function": (checkpoint, out, force=...) -> the exported checkpoint's metadata
     default_checkpoint: str
     checkpoint_env: str  # the container's environment variable naming the checkpoint to export (docker-compose)
+    package: str = ""  # its serving package (spec, pipeline, glue); default tritone.ensemble.<name>
 
-    @property
-    def package(self) -> str:
-        return f"tritone.ensemble.{self.name}"
+    def __post_init__(self):
+        if not self.package:
+            object.__setattr__(self, "package", f"tritone.ensemble.{self.name}")
 
     @property
     def cli(self) -> str:
@@ -41,7 +46,7 @@ class Family:
         return f"tritone.benchmarks.{self.name}"
 
     def models(self) -> tuple:
-        """Its Triton models' specs (ensemble/<name>/spec.py MODELS), the decoupled pipeline last."""
+        """Its Triton models' specs (<package>.spec.MODELS: ensemble/<name>/spec.py), the decoupled pipeline last."""
         return importlib.import_module(f"{self.package}.spec").MODELS
 
     def plan_models(self) -> tuple:
@@ -58,6 +63,19 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("musicgen", "tritone.export.musicgen.export:export_musicgen", "facebook/musicgen-small", "MODEL"),
     Family("orpheus", "tritone.export.orpheus.export:export_orpheus", "canopylabs/orpheus-3b-0.1-ft", "SPEECH_MODEL"),
 )}
+
+
+@contextmanager
+def registered(family: Family):
+    """`family` is in FAMILIES inside the block (every loop over the registry sees it), then leaves:
+    a family defined outside this list (a plugin, or one a test defines). A name already taken is refused."""
+    if family.name in FAMILIES:
+        raise ValueError(f"a family named {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    try:
+        yield family
+    finally:
+        del FAMILIES[family.name]
 
 
 def all_models() -> tuple:

@@ -52,7 +52,7 @@ AUDIO_CODES = "audio_codes"  # INT64 [batch, codebooks, frames] -> AUDIO FP32 [b
 # lm_cross_kv.onnx: ENCODER_HIDDEN_STATES [rows, tokens, hidden] -> CROSS_KEYS, CROSS_VALUES
 CROSS_KEYS = "cross_keys"  # FP32 [layers, rows, heads, tokens, head_dim]
 CROSS_VALUES = "cross_values"
-# lm_step.onnx: one decode step for rows that may sit at different positions
+# musicgen/1/lm_step.onnx: one decode step for rows that may sit at different positions
 CODE_IDS = "code_ids"  # INT64 [rows, codebooks] the token fed at this step
 POSITIONS = "positions"  # INT64 [rows] index of that token; also how many cache entries are valid
 PAST_KEYS = "past_keys"  # FP32 [layers, rows, heads, past, head_dim], entries >= positions[row] ignored
@@ -62,7 +62,7 @@ LOGITS = "logits"  # FP32 [rows, codebooks, vocab]
 NEW_KEYS = "new_keys"  # FP32 [layers, rows, heads, head_dim] to store at positions[row]
 NEW_VALUES = "new_values"
 
-# speech_lm_step.onnx: a step of a decoder-only LM where each row feeds up to `width` tokens from
+# orpheus/1/lm_step.onnx: a step of a decoder-only LM where each row feeds up to `width` tokens from
 # its own position (chunked prefill and single-token decode share one call)
 LOGIT_INDEX = "logit_index"  # INT64 [rows] which of the row's `width` tokens to return logits for
 # inputs: INPUT_IDS [rows, width], POSITIONS [rows] (cache entries valid = position of the row's first

@@ -33,7 +33,7 @@ from tritone.ensemble.orpheus.request import OrpheusParams
 
 
 class OrpheusLanguageModel(Protocol):
-    """speech_lm_step: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
+    """lm_step: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
 
     def zeros(self, shape: tuple[int, ...]): ...
     def step(self, input_ids, positions, logit_index, past_keys, past_values): ...  # logits numpy [R, V]

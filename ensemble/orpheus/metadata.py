@@ -13,7 +13,7 @@ from pathlib import Path
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat
 
 METADATA_FILE = "speech.json"
-LM_STEP_FILE = "speech_lm_step.onnx"
+LM_STEP_FILE = "lm_step.onnx"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoint"  # the LM as a transformers directory (written for the random checkpoints)
 CODEC_DIR = "codec"  # the SNAC config.json + pytorch_model.bin used (written for the random checkpoints)

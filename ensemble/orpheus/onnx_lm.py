@@ -1,4 +1,4 @@
-"""Orpheus' LM on ONNX Runtime (the CPU target): speech_lm_step.onnx.
+"""Orpheus' LM on ONNX Runtime (the CPU target): lm_step.onnx.
 (ensemble/orpheus/torch_lm.py is the GPU target's.)"""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tritone.ensemble.engine.onnx_runtime import open_session
 
 
 class OnnxSpeechLanguageModel:
-    """speech_lm_step.onnx behind the speech family's OrpheusLanguageModel protocol."""
+    """lm_step.onnx behind the speech family's OrpheusLanguageModel protocol."""
 
     def __init__(self, step_path: Path, threads: int | None = None):
         self._step = open_session(step_path, threads)

@@ -13,7 +13,7 @@ from tritone.ensemble.orpheus.graphs import OrpheusLmStep
 
 
 class TorchSpeechLanguageModel(OnDevice):
-    """speech_lm_step's module on a device: the speech family's LM for the GPU target."""
+    """lm_step's module on a device: the speech family's LM for the GPU target."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cuda", dtype: str = "bfloat16"):
         from transformers import LlamaForCausalLM

@@ -4,13 +4,13 @@
     python -m tritone.export orpheus --checkpoint tiny-random --out model_repository
 
 Writes, each checked against the torch module:
-    orpheus/1/speech_lm_step.onnx     one LM step: chunked prefill and decode, rows at their own positions
+    orpheus/1/lm_step.onnx            one LM step: chunked prefill and decode, rows at their own positions
     snac_encoder/1/model.onnx         waveform -> codes [batch, 7, frames] (reference clips)
     snac_decoder/1/model.onnx         codes [batch, 7, frames] -> waveform (noise off)
     orpheus/1/tokenizer/, speech.json (and checkpoint/ + codec/ for the random checkpoints)
 
 The LM graph of a 3B checkpoint is about 13 GB in float32, past protobuf's 2 GB: its weights
-then go to one external data file beside it (speech_lm_step.onnx.data).
+then go to one external data file beside it (lm_step.onnx.data).
 """
 
 from __future__ import annotations

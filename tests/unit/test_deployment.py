@@ -129,7 +129,7 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert (volume / T.MUSICGEN / "configs" / "cpu.pbtxt").is_file()
     assert (volume / T.MUSICGEN / "1" / "lm_step.onnx").is_file()
     assert (volume / T.ORPHEUS / "configs" / "cpu.pbtxt").is_file()
-    assert (volume / T.ORPHEUS / "1" / "speech_lm_step.onnx").is_file()
+    assert (volume / T.ORPHEUS / "1" / "lm_step.onnx").is_file()
     assert (volume / T.SNAC_DECODER / "1" / "model.onnx").is_file()
     capsys.readouterr()
     prepare("cpu", volume, "fp16", TINY)  # a restart finds the exports
