@@ -7,6 +7,8 @@ joined at different times share the buffer. Capacity grows in blocks of `BLOCK` 
 are re-packed only when a request joins or leaves (one copy per membership change, not per step).
 
 A slot exposes `serial`, `rows`, `cached` (entries written) and `capacity` (most it will need).
+A slot admitted with a cached prompt prefix (ensemble/engine/prefix_cache.py) starts with `cached`
+entries already known: `restore` hands them over, and the repack that places its rows copies them in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class BatchKVCache:
         self.keys = self.values = None  # [L, R, H, T, Dh]
         self._rows: dict[int, slice] = {}  # slot serial -> its rows in the buffer
         self._layout: tuple = ()
+        self._restore: dict[int, tuple] = {}  # slot serial -> (keys, values) [L, rows, H, n, Dh] to place
+
+    def restore(self, slot, keys, values) -> None:
+        """A slot not yet placed starts with these entries (its first `slot.cached`), copied in when it is."""
+        self._restore[slot.serial] = (keys, values)
 
     def prepare(self, slots, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Buffers holding every slot's past (entries < slot.cached), with room for `width` more."""
@@ -46,7 +53,21 @@ class BatchKVCache:
             if old is not None and slot.cached > 0:
                 keys[:, new, :, : slot.cached] = self.keys[:, old, :, : slot.cached]
                 values[:, new, :, : slot.cached] = self.values[:, old, :, : slot.cached]
+            elif slot.serial in self._restore:
+                restored_keys, restored_values = self._restore[slot.serial]
+                keys[:, new, :, : slot.cached] = restored_keys[:, :, :, : slot.cached]
+                values[:, new, :, : slot.cached] = restored_values[:, :, :, : slot.cached]
         self.keys, self.values, self._rows, self._layout = keys, values, placed, layout
+        self._restore.clear()  # placed now, or their slots left before their first step
+
+    def copy(self, slot, count: int) -> tuple:
+        """A copy of the slot's first `count` entries: keys, values [L, rows, H, count, Dh]."""
+        rows = self._rows[slot.serial]
+        shape = (self.layers, slot.rows, self.heads, count, self.head_dim)
+        keys, values = self._zeros(shape), self._zeros(shape)
+        keys[...] = self.keys[:, rows, :, :count]
+        values[...] = self.values[:, rows, :, :count]
+        return keys, values
 
     def rows(self, slot) -> slice:
         return self._rows[slot.serial]
@@ -61,4 +82,4 @@ class BatchKVCache:
 
     def clear(self) -> None:
         self.keys = self.values = None
-        self._rows, self._layout = {}, ()
+        self._rows, self._layout, self._restore = {}, (), {}

@@ -18,6 +18,12 @@ request or to consume its logits fails that request only; a failed LM call fails
 
 Capacity is explicit: `max_slots` requests decode at once (each slot holds its KV cache),
 `max_queue` more may wait; beyond that `submit` raises `AtCapacity`.
+
+A request whose prompt begins with a declared prefix (`Slot.prefix`: a cloned voice's turn) reuses
+that prefix's keys/values when the prefix cache holds them (ensemble/engine/prefix_cache.py): a hit
+starts the slot past the prefix and only the rest is prefilled. A miss prefills it and stores it once
+past it; a request admitted while another is still prefilling the same prefix waits for that one's
+entry (it takes its slot but no rows in the steps meanwhile) rather than prefilling it a second time.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import numpy as np
 
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker, ChunkWindow
 from tritone.ensemble.engine.kv_cache import BatchKVCache
+from tritone.ensemble.engine.prefix_cache import PrefixCache, prefix_key
 from tritone.ensemble.engine.step_plan import StepBudget, StepPlan, plan_step
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,10 @@ class EngineStats:
     failed: int = 0
     active: int = 0
     waiting: int = 0
+    prefix_hits: int = 0  # requests that started past their prefix with cached keys/values
+    prefix_misses: int = 0  # requests with a cacheable prefix that prefilled it
+    prefix_tokens_saved: int = 0  # prompt tokens not prefilled thanks to hits
+    prefix_cache_bytes: int = 0  # keys/values held by the prefix cache
 
 
 class Slot:
@@ -83,12 +94,14 @@ class Slot:
     chunks before its logits count; 0 when it decodes from its first step), `cached` (KV entries
     written so far; the engine advances it), `capacity` (most KV entries it will ever need),
     `finished`, and `ready` (chunks cut since the last step: (window, codes) pairs, codes
-    [K, window frames])."""
+    [K, window frames]). `prefix`: token ids its prompt begins with whose keys/values may be shared
+    with other requests (empty: none); only the first `prompt_length - 1` of them can be skipped,
+    since the prompt's last token gives the first logits."""
 
     _serials = itertools.count()
 
     def __init__(self, job, rows: int, capacity: int, chunker: Chunker, return_codes: bool,
-                 prompt_length: int = 0):
+                 prompt_length: int = 0, prefix=None):
         self.serial = next(Slot._serials)  # unique for the process's life (id() is reused after free)
         self.job = job
         self.stream: Stream = job.stream
@@ -100,6 +113,11 @@ class Slot:
         self.return_codes = return_codes
         self.finished = False
         self.ready: list[tuple[ChunkWindow, np.ndarray]] = []
+        self.prefix = np.zeros(0, np.int64) if prefix is None else np.asarray(prefix, np.int64)
+        if self.prefix.size > prompt_length:
+            raise ValueError(f"a prefix of {self.prefix.size} tokens is longer than the {prompt_length}-token prompt")
+        self.prefix_store: tuple | None = None  # its prefix's cache key while it is to store it once prefilled
+        self.prefix_wait: tuple | None = None  # that key while it waits for another slot's prefill of it
 
     @property
     def started(self) -> bool:
@@ -139,6 +157,8 @@ class Engine:
         max_queue: int = 32,
         budget: StepBudget = StepBudget(),
         on_step: Callable[[EngineStats], None] | None = None,
+        prefix_cache: PrefixCache | None = None,
+        model_identity: str = "",
     ):
         self.family = family
         self.decode_codes = decode_codes  # [codes [K, T], ...] -> [audio [T * frame_samples], ...]
@@ -152,6 +172,11 @@ class Engine:
         self._wake = threading.Condition()
         self._outbox: queue.Queue = queue.Queue()
         self._cache = BatchKVCache(*family.kv_layout, family.zeros)
+        if prefix_cache is not None and prefix_cache.max_bytes > 0 and not model_identity:
+            raise ValueError("a prefix cache needs the model's identity (so other models never read its entries)")
+        self.prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.max_bytes > 0 else None
+        self.model_identity = model_identity
+        self._entry_bytes_per_token = 2 * int(np.prod(family.kv_layout)) * int(family.zeros((1,)).nbytes)
         self._running = False
         self._threads: list[threading.Thread] = []
 
@@ -230,6 +255,8 @@ class Engine:
                 self.stats.failed += len(self.active)
                 self.active = []
         self.stats.active = len(self.active)
+        if self.prefix_cache is not None:
+            self.stats.prefix_cache_bytes = self.prefix_cache.bytes
         if not self.active:  # idle: give the batch buffers back
             self._cache.clear()
             self.family.idle()
@@ -279,11 +306,58 @@ class Engine:
                 continue
             if any(s.started for s in self.active):
                 self.stats.joined_running += 1
+            if slot.prefix.size and self.prefix_cache is not None:
+                self._find_prefix(slot)
             self.active.append(slot)
             self.stats.admitted += 1
 
+    # --- prefix cache ---------------------------------------------------------------
+    def _find_prefix(self, slot: Slot) -> None:
+        """At admission: start past the prefix (hit), wait for a slot prefilling it now, or prefill and store it."""
+        usable = min(slot.prefix.size, slot.prompt_length - 1)
+        if usable < 1 or not self.prefix_cache.fits(self._entry_bytes_per_token * slot.rows * slot.prefix.size):
+            return
+        if self._restore_prefix(slot):
+            return
+        key = prefix_key(self.model_identity, slot.rows, slot.prefix)
+        if any(other.prefix_store == key for other in self.active):
+            slot.prefix_wait = key
+        else:
+            self._prefill_prefix(slot, key)
+
+    def _restore_prefix(self, slot: Slot) -> bool:
+        entry = self.prefix_cache.get(self.model_identity, slot.rows, slot.prefix)
+        if entry is None:
+            return False
+        slot.cached = min(entry.length, slot.prompt_length - 1)
+        self._cache.restore(slot, entry.keys, entry.values)
+        slot.prefix_wait = None
+        self.stats.prefix_hits += 1
+        self.stats.prefix_tokens_saved += slot.cached
+        return True
+
+    def _prefill_prefix(self, slot: Slot, key: tuple) -> None:
+        slot.prefix_wait, slot.prefix_store = None, key
+        self.stats.prefix_misses += 1
+
+    def _resolve_waiting(self) -> None:
+        """A waiting slot takes the entry once stored; if no slot is prefilling its prefix any more
+        (the one that was left or failed), it prefills the prefix itself."""
+        for slot in self.active:
+            if slot.prefix_wait is None or self._restore_prefix(slot):
+                continue
+            if not any(other.prefix_store == slot.prefix_wait for other in self.active):
+                self._prefill_prefix(slot, slot.prefix_wait)
+
+    def _store_prefix(self, slot: Slot) -> None:
+        keys, values = self._cache.copy(slot, slot.prefix.size)
+        self.prefix_cache.put(self.model_identity, slot.rows, slot.prefix, keys, values)
+        slot.prefix_store = None
+
     def _step(self) -> None:
-        slots = list(self.active)
+        if self.prefix_cache is not None:
+            self._resolve_waiting()
+        slots = [slot for slot in self.active if slot.prefix_wait is None]
         plan = plan_step(slots, self.budget, self._cache)
         logits, new_keys, new_values = self.family.forward(plan)
         self.stats.steps += 1
@@ -294,6 +368,8 @@ class Engine:
             slot = feed.slot
             self._cache.write(slot, new_keys, new_values, feed.count)
             slot.cached += feed.count
+            if slot.prefix_store is not None and slot.cached >= slot.prefix.size:
+                self._store_prefix(slot)
             if slot.prefilling:  # its logits count once its whole prompt is in
                 continue
             try:

@@ -3,7 +3,9 @@
 A request with a prompt (`Slot.prompt_length` > 0) feeds it in chunks, in the same LM call as
 the single-token decode steps of the other requests: the step is [batch rows, width], width 1
 when nobody prefills. Each request feeds its tokens from its own position (`Slot.cached`); a
-decoding request feeds one token and never waits more than one step for a prefilling one.
+decoding request feeds one token and never waits more than one step for a prefilling one. A
+request whose prompt prefix came from the prefix cache starts past it (`cached` > 0 at admission),
+and one waiting for another request's prefill of its prefix is not planned until that is stored.
 
 While someone prefills, every row is padded to the width, so a step computes rows x width
 tokens. `step_tokens` bounds that: width = min(prefill_chunk, step_tokens // rows), at least 1,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
+from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.engine.sampling import sample
 from tritone.ensemble.engine.scheduler import AtCapacity, Engine, Slot
 from tritone.ensemble.engine.step_plan import StepBudget
@@ -43,12 +44,13 @@ class ToyJob:
     stream: ListStream = field(default_factory=ListStream)
     rows: int = 1  # a second row mirrors the first (like a guided request's row pair)
     fail_at: int | None = None  # consuming its logits raises once it has this many tokens
+    prefix: int = 0  # its prompt's first `prefix` tokens are a cacheable prefix
 
 
 class ToySlot(Slot):
     def __init__(self, job: ToyJob):
         super().__init__(job, job.rows, len(job.prompt) + job.tokens, Chunker(POLICY, job.tokens), True,
-                         prompt_length=len(job.prompt))
+                         prompt_length=len(job.prompt), prefix=job.prompt[: job.prefix])
         self.prompt = np.array(job.prompt, np.int64)
         self.codes = np.zeros((1, job.tokens), np.int64)
         self.generated = 0
@@ -402,3 +404,138 @@ def test_the_engine_threads_serve_requests_arriving_while_they_run():
     for job in jobs:
         assert_served(job)
     assert not any(thread.is_alive() for thread in threading.enumerate() if thread.name.startswith("toy-"))
+
+
+# --- the prefix cache: the toy LM reads a row's history from its keys, so a wrong restored entry is a wrong token
+
+VOICE = [11, 12, 13, 14, 15, 16]  # a shared prefix, like a cloned voice's turn
+ENTRY_BYTES_PER_TOKEN = 2 * 4  # keys + values, 1 layer x 1 head x 1 dim of float32, per row
+
+
+def cached_engine(max_bytes=1 << 20, identity="toy-v1", **kwargs):
+    return make_engine(prefix_cache=PrefixCache(max_bytes), model_identity=identity, **kwargs)
+
+
+def prefix_stats(engine):
+    s = engine.stats
+    return s.prefix_hits, s.prefix_misses, s.prefix_tokens_saved, s.prefix_cache_bytes
+
+
+def test_a_request_whose_prefix_is_cached_prefills_only_the_rest_and_gets_the_tokens_it_gets_alone():
+    engine, family = cached_engine(max_slots=4)
+    a = submit(engine, "a", VOICE + [1, 2], 6, prefix=len(VOICE))
+    for _ in range(3):
+        engine.run_once(emit_inline=True)
+    b = submit(engine, "b", VOICE + [3], 5, prefix=len(VOICE))  # joins mid-flight: a hit
+    c = submit(engine, "c", [21, 22, 23, 24, 5], 4, prefix=4)  # another voice: a miss
+    run_until_ended(engine, a, b, c)
+
+    for job in (a, b, c):
+        assert_served(job)
+    assert family.plans[:5] == [
+        (8, (("a", "prefill", 0, 8),)),  # a miss: the whole prompt, the prefix stored once past it
+        (1, (("a", "decode", 8, 1),)),
+        (1, (("a", "decode", 9, 1),)),
+        (5, (("a", "decode", 10, 1), ("b", "prefill", 6, 1), ("c", "prefill", 0, 5))),  # b starts past the prefix
+        (1, (("a", "decode", 11, 1), ("b", "decode", 7, 1), ("c", "decode", 5, 1))),
+    ]
+    assert prefix_stats(engine) == (1, 2, 6, (6 + 4) * ENTRY_BYTES_PER_TOKEN)
+    assert engine.stats.prefill_tokens == 8 + 1 + 5
+
+
+def test_requests_of_one_prefix_admitted_together_prefill_it_once_the_others_wait_for_its_entry():
+    engine, family = cached_engine(max_slots=4, budget=StepBudget(prefill_chunk=4, step_tokens=8))
+    first = submit(engine, "first", VOICE + [1], 4, prefix=len(VOICE))
+    second = submit(engine, "second", VOICE + [2, 3], 3, prefix=len(VOICE))
+    other = submit(engine, "other", [7, 8], 4)  # no prefix: never waits
+    run_until_ended(engine, first, second, other)
+
+    for job in (first, second, other):
+        assert_served(job)
+    assert family.plans[:4] == [
+        (4, (("first", "prefill", 0, 4), ("other", "prefill", 0, 2))),  # second waits: no rows this step
+        (3, (("first", "prefill", 4, 3), ("other", "decode", 2, 1))),  # first passes the prefix: stored
+        (2, (("first", "decode", 7, 1), ("second", "prefill", 6, 2), ("other", "decode", 3, 1))),
+        (1, (("first", "decode", 8, 1), ("second", "decode", 8, 1), ("other", "decode", 4, 1))),
+    ]
+    assert prefix_stats(engine) == (1, 1, 6, 6 * ENTRY_BYTES_PER_TOKEN)
+
+
+def test_a_waiting_request_prefills_the_prefix_itself_when_the_one_prefilling_it_is_cancelled():
+    engine, family = cached_engine(budget=StepBudget(prefill_chunk=2, step_tokens=8))
+    leaving = submit(engine, "leaving", VOICE + [1], 3, prefix=len(VOICE))
+    staying = submit(engine, "staying", VOICE + [2], 3, prefix=len(VOICE))
+    engine.run_once(emit_inline=True)
+    leaving.stream.cancel = True
+    run_until_ended(engine, leaving, staying)
+
+    assert [kind for kind, _ in leaving.stream.events] == ["close"]
+    assert_served(staying)
+    assert family.plans[:3] == [(2, (("leaving", "prefill", 0, 2),)), (2, (("staying", "prefill", 0, 2),)),
+                                (2, (("staying", "prefill", 2, 2),))]
+    assert prefix_stats(engine) == (0, 2, 0, 6 * ENTRY_BYTES_PER_TOKEN)
+
+
+def test_a_prefix_stored_under_another_model_identity_never_hits():
+    shared = PrefixCache(1 << 20)
+    old, _ = make_engine(prefix_cache=shared, model_identity="toy-v1")
+    new, new_family = make_engine(prefix_cache=shared, model_identity="toy-v2")
+    run_until_ended(old, submit(old, "a", VOICE + [1], 3, prefix=len(VOICE)))
+    assert len(shared) == 1
+    b = submit(new, "b", VOICE + [1], 3, prefix=len(VOICE))
+    run_until_ended(new, b)
+    assert_served(b)
+    assert new_family.plans[0] == (7, (("b", "prefill", 0, 7),))
+    assert prefix_stats(new)[:3] == (0, 1, 0)
+    assert len(shared) == 2 and shared.bytes == 2 * 6 * ENTRY_BYTES_PER_TOKEN
+    c = submit(old, "c", VOICE + [4], 3, prefix=len(VOICE))  # the old identity still finds its own
+    run_until_ended(old, c)
+    assert_served(c)
+    assert prefix_stats(old)[:3] == (1, 1, 6)
+
+
+def test_the_cache_keeps_within_its_bytes_under_200_voices_dropping_the_least_recently_used():
+    entry = len(VOICE) * ENTRY_BYTES_PER_TOKEN  # 48 bytes
+    engine, family = cached_engine(max_bytes=10 * entry + entry // 2)  # room for 10 entries, not 11
+    cache = engine.prefix_cache
+    for voice in range(200):
+        job = submit(engine, f"v{voice}", [voice + 100] + VOICE[1:] + [voice % 7], 2, prefix=len(VOICE))
+        run_until_ended(engine, job)
+        assert_served(job)
+        assert cache.bytes == sum(e.nbytes for e in cache.entries()) == min(voice + 1, 10) * entry
+        assert engine.stats.prefix_cache_bytes == cache.bytes <= cache.max_bytes
+    assert [int(e.tokens[0]) for e in cache.entries()] == list(range(290, 300))  # the 10 most recent
+    again = submit(engine, "again", [299] + VOICE[1:] + [1], 2, prefix=len(VOICE))
+    evicted = submit(engine, "evicted", [100] + VOICE[1:] + [1], 2, prefix=len(VOICE))
+    run_until_ended(engine, again, evicted)
+    assert_served(again)
+    assert_served(evicted)
+    assert prefix_stats(engine) == (1, 201, 6, 10 * entry)
+    assert [int(e.tokens[0]) for e in cache.entries()][-2:] == [299, 100]  # 290 left for 100
+
+
+def test_a_prefix_larger_than_the_whole_cache_is_never_stored_nor_counted():
+    engine, family = cached_engine(max_bytes=len(VOICE) * ENTRY_BYTES_PER_TOKEN - 1)
+    jobs = [submit(engine, name, VOICE + [1], 2, prefix=len(VOICE)) for name in "ab"]
+    run_until_ended(engine, *jobs)
+    for job in jobs:
+        assert_served(job)
+    assert family.plans[0] == (7, (("a", "prefill", 0, 7), ("b", "prefill", 0, 7)))  # nobody waits for it
+    assert prefix_stats(engine) == (0, 0, 0, 0)
+
+
+def test_a_prompt_that_is_all_prefix_still_feeds_its_last_token_and_pairs_of_rows_keep_their_own_entries():
+    engine, family = cached_engine()
+    run_until_ended(engine, submit(engine, "a", VOICE, 3, prefix=len(VOICE)))
+    whole = submit(engine, "whole", VOICE, 4, prefix=len(VOICE))
+    pair = submit(engine, "pair", VOICE, 4, rows=2, prefix=len(VOICE))  # another key: 2 rows
+    run_until_ended(engine, whole, pair)
+    assert_served(whole)
+    assert_served(pair)
+    assert family.plans[3] == (6, (("whole", "prefill", 5, 1), ("pair", "prefill", 0, 6)))
+    assert prefix_stats(engine) == (1, 2, 5, 3 * len(VOICE) * ENTRY_BYTES_PER_TOKEN)
+
+
+def test_a_prefix_longer_than_its_prompt_is_refused():
+    with pytest.raises(ValueError, match="^a prefix of 3 tokens is longer than the 2-token prompt$"):
+        Slot(ToyJob("bad", [1, 2], 2), 1, 4, Chunker(POLICY, 2), True, prompt_length=2, prefix=[1, 2, 3])
