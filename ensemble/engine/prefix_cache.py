@@ -92,7 +92,7 @@ class PrefixCache:
 
 
 def files_digest(paths) -> str:
-    """sha256 over the files' names and contents (directories: every file under them, sorted), for a model's identity."""
+    """sha256 over the files' names and contents (a directory: every file under it, sorted): a model's identity."""
     digest = hashlib.sha256()
     for path in map(Path, paths):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

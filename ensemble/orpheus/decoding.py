@@ -53,8 +53,10 @@ class OrpheusSlot(Slot):
         params = job.params
         self.prompt = job.prompt
         self.frame_limit = job.frame_limit
+        prefix = self.prompt[: model.format.voice_prefix_length(self.prompt)]  # a cloned voice's turn: cacheable
         super().__init__(job, 1, len(self.prompt) + TOKENS_PER_FRAME * self.frame_limit,
-                         Chunker(policy, self.frame_limit), params.return_codes, prompt_length=len(self.prompt))
+                         Chunker(policy, self.frame_limit), params.return_codes, prompt_length=len(self.prompt),
+                         prefix=prefix)
         self.codes = np.zeros((TOKENS_PER_FRAME, self.frame_limit), np.int64)
         self.generated = 0  # answer tokens sampled (end_of_speech excluded)
         self.last = -1  # the token to feed next once the prompt is in

@@ -104,6 +104,21 @@ class OrpheusFormat:
                       *self.codes_to_tokens(reference_codes).tolist(), self.end_of_speech, self.end_of_ai]
         return prefix + self.turn(text_ids)
 
+    def voice_prefix_length(self, prompt_ids) -> int:
+        """How many of a prompt's first tokens every request cloning the same voice shares: the voice's
+        whole turn (through end_of_ai), then the text turn's start_of_human and BOS. 0 without a cloned
+        voice: a built-in speaker shares only the few tokens of its name, not worth caching."""
+        ids = np.asarray(prompt_ids)
+        ends = np.flatnonzero(ids == self.end_of_ai)
+        if not ends.size:
+            return 0
+        length = int(ends[0]) + 1
+        for token in (self.start_of_human, self.bos_token_id):
+            if length >= ids.size or ids[length] != token:
+                break
+            length += 1
+        return length
+
     # --- audio tokens <-> codes --------------------------------------------------------
     def codes_to_tokens(self, codes: np.ndarray) -> np.ndarray:
         """codes: int [7, frames] in frame layout -> the frame-major token ids [7 * frames]."""

@@ -9,13 +9,20 @@ import numpy as np
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.onnx_runtime import open_session
+from tritone.ensemble.engine.prefix_cache import files_digest
 
 
 class OnnxSpeechLanguageModel:
     """lm_step.onnx behind the speech family's OrpheusLanguageModel protocol."""
 
     def __init__(self, step_path: Path, threads: int | None = None):
+        self._path = Path(step_path)
         self._step = open_session(step_path, threads)
+
+    def identity(self) -> str:
+        """What its keys/values depend on (the prefix cache's key): the graph and its weights' files."""
+        weights = self._path.with_name(self._path.name + ".data")
+        return "onnxruntime/" + files_digest([self._path, *([weights] if weights.exists() else [])])
 
     @staticmethod
     def zeros(shape: tuple[int, ...]) -> np.ndarray:

@@ -6,7 +6,8 @@ it with local ONNX Runtime sessions.
 
 A reference clip sent as audio is encoded once: its codes are cached by the clip's content
 hash (`ReferenceCache`), so a client that sends the same voice with every sentence pays the
-encoder once.
+encoder once; and its prefilled turn (transcript + codes) is kept by the engine's prefix cache
+(`prefix_cache_bytes`), so every later request in that voice prefills only its own text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder
+from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
@@ -52,6 +54,7 @@ class OrpheusSettings:
     prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
     step_tokens: int = 4096  # most tokens (rows x width, padding included) in one step while someone prefills
     reference_cache: int = 64  # encoded reference clips kept, by content hash
+    prefix_cache_bytes: int = 0  # cloned voices' prefilled turns kept (keys/values), LRU; 0: off (spec: per target)
     lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
     device: str = "cpu"
     dtype: str = "float32"
@@ -112,8 +115,11 @@ class OrpheusPipeline:
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.SNAC_DECODER / "1" / T.ONNX_FILE).each
         self.family = OrpheusFamily(self._language_model(version), self.model, settings.policy)
+        prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
+        identity = self.family.lm.identity() if prefixes is not None else ""  # a digest of the LM's files
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step)
+                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
+                             prefix_cache=prefixes, model_identity=identity)
 
     def _language_model(self, version: Path):
         if self.settings.lm_runtime == "torch":

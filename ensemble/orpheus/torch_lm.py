@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tritone.ensemble.engine.prefix_cache import files_digest
 from tritone.ensemble.engine.torch_runtime import DTYPES, OnDevice
 from tritone.ensemble.orpheus.graphs import OrpheusLmStep
 
@@ -19,8 +20,16 @@ class TorchSpeechLanguageModel(OnDevice):
         from transformers import LlamaForCausalLM
 
         self.device, self.dtype = torch.device(device), DTYPES[dtype]
+        self._checkpoint = checkpoint
         model = LlamaForCausalLM.from_pretrained(str(checkpoint), attn_implementation="eager")
         self._step = OrpheusLmStep(model.to(self.device, self.dtype).eval()).eval()
+
+    def identity(self) -> str:
+        """What its keys/values depend on (the prefix cache's key): the checkpoint's files (a hub id as named),
+        the device and the dtype."""
+        checkpoint = Path(self._checkpoint)
+        weights = files_digest([checkpoint]) if checkpoint.is_dir() else str(self._checkpoint)
+        return f"torch/{self.device}/{self.dtype}/{weights}"
 
     @torch.inference_mode()
     def step(self, input_ids, positions, logit_index, past_keys, past_values):

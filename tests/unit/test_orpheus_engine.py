@@ -9,6 +9,7 @@ from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.orpheus.metadata import OrpheusMetadata
 from tritone.ensemble.orpheus.pipeline import OrpheusPipeline, OrpheusSettings
 from tests.list_stream import ListStream, run_until_ended
 from tests.orpheus_reference import reference_prompt, reference_speech
@@ -186,3 +187,120 @@ def test_the_torch_runtime_for_the_gpu_target_serves_the_same_codes(orpheus_repo
                                      dtype="float32"))
     for ours, theirs in zip(torch_codes, onnx_codes):
         np.testing.assert_array_equal(ours, theirs)
+
+
+# --- the prefix cache: a cloned voice's turn prefilled once --------------------------------------------------
+
+RUNTIMES = {"onnxruntime": {}, "torch": {"lm_runtime": "torch", "device": "cpu", "dtype": "float32"}}
+VOICE = {T.REFERENCE_TEXT: "A voice to clone."}
+
+
+def cloned(pipeline, text, clip, stream=None, **fields):
+    return submit(pipeline, text, stream, **{**VOICE, T.REFERENCE_CODES: clip}, **fields)
+
+
+def voice_codes(repository, frames: int, seed: int) -> np.ndarray:
+    codebook = OrpheusMetadata.load(repository / T.ORPHEUS / "1").codebook_size
+    return np.random.default_rng(seed).integers(0, codebook, (TOKENS_PER_FRAME, frames))
+
+
+def voice_prefix(pipeline, clip) -> int:
+    prompt = pipeline.prompt(pipeline.validate({T.TEXT: "x", **VOICE, T.REFERENCE_CODES: clip}))
+    return pipeline.format.voice_prefix_length(prompt)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_greedy_codes_with_the_prefix_cache_equal_codes_without_it_for_cached_requests_joining_mid_flight(
+        orpheus_repository, runtime):
+    voice, other_voice = voice_codes(orpheus_repository, 23, 3), voice_codes(orpheus_repository, 9, 4)
+
+    def run(prefix_cache_bytes):
+        pipeline = OrpheusPipeline(orpheus_repository, OrpheusSettings(
+            max_slots=5, prefill_chunk=8, policy=POLICY, prefix_cache_bytes=prefix_cache_bytes, **RUNTIMES[runtime]))
+        engine = pipeline.engine
+        a = submit(pipeline, "The quick brown fox jumps over the lazy dog.", **{T.MAX_DURATION: 1.5})
+        for _ in range(6):
+            engine.run_once(emit_inline=True)
+        b = cloned(pipeline, "She sells sea shells.", voice, **{T.MAX_DURATION: 1.0})  # miss: prefills the voice
+        c = cloned(pipeline, "By the sea shore.", voice, **{T.MAX_DURATION: 0.8})  # same voice, same step: waits
+        for _ in range(40):
+            engine.run_once(emit_inline=True)
+        d = cloned(pipeline, "Hello there, how are you?", voice, **{T.MAX_DURATION: 0.8})  # joins mid-flight: hit
+        e = cloned(pipeline, "Another voice.", other_voice, **{T.MAX_DURATION: 0.5})  # miss
+        streams = [a, b, c, d, e]
+        run_until_ended(pipeline, *streams, limit=3000)
+        assert not any(stream.failed for stream in streams)
+        return pipeline, [stream.codes() for stream in streams]
+
+    plain, expected = run(0)
+    cached, served = run(64 << 20)
+    for ours, theirs in zip(served, expected):
+        np.testing.assert_array_equal(ours, theirs)
+    assert [codes.shape[1] for codes in served] == [codes.shape[1] for codes in expected]
+    saved = voice_prefix(cached, voice)
+    transcript = cached.tokenizer(VOICE[T.REFERENCE_TEXT])["input_ids"]
+    assert saved == len(transcript) + 5 + 23 * TOKENS_PER_FRAME + 2 + 2  # the voice's turn, then start_of_human, BOS
+    stats = cached.engine.stats
+    assert (stats.prefix_hits, stats.prefix_misses, stats.prefix_tokens_saved) == (2, 2, 2 * saved)
+    assert stats.prefill_tokens == plain.engine.stats.prefill_tokens - 2 * saved
+    entries = saved + voice_prefix(cached, other_voice)
+    assert stats.prefix_cache_bytes == cached.engine.prefix_cache.bytes == entries * cached.model.kv_bytes_per_token(4)
+    assert plain.engine.prefix_cache is None and plain.engine.stats.prefix_misses == 0
+    prompt = reference_prompt(orpheus_repository, "Hello there, how are you?",
+                              reference_text=VOICE[T.REFERENCE_TEXT], reference_codes=voice)
+    np.testing.assert_array_equal(served[3], reference_speech(orpheus_repository, prompt, 9, 1.3))  # transformers' too
+
+
+def test_another_runtime_or_checkpoint_never_reads_the_cached_prefixes(orpheus_repository, tmp_path):
+    from tritone.ensemble.engine.prefix_cache import files_digest
+
+    onnx = OrpheusPipeline(orpheus_repository, OrpheusSettings(policy=POLICY, prefix_cache_bytes=1 << 20))
+    again = OrpheusPipeline(orpheus_repository, OrpheusSettings(policy=POLICY, prefix_cache_bytes=1 << 20))
+    torch = OrpheusPipeline(orpheus_repository, OrpheusSettings(policy=POLICY, prefix_cache_bytes=1 << 20,
+                                                                **RUNTIMES["torch"]))
+    assert onnx.engine.model_identity == again.engine.model_identity != torch.engine.model_identity
+    assert onnx.engine.model_identity.startswith("onnxruntime/")
+    assert torch.engine.model_identity.startswith("torch/cpu/torch.float32/")
+    clip = voice_codes(orpheus_repository, 5, 5)
+    run_until_ended(onnx, cloned(onnx, "One.", clip, **{T.MAX_DURATION: 0.3}))
+    assert len(onnx.engine.prefix_cache) == 1
+    torch.engine.prefix_cache = onnx.engine.prefix_cache  # one cache, two models: entries never cross
+    run_until_ended(torch, cloned(torch, "Two.", clip, **{T.MAX_DURATION: 0.3}))
+    assert (torch.engine.stats.prefix_hits, torch.engine.stats.prefix_misses) == (0, 1)
+    assert len(onnx.engine.prefix_cache) == 2
+
+    lm = orpheus_repository / T.ORPHEUS / "1" / "lm_step.onnx"
+    copy = tmp_path / "lm_step.onnx"
+    copy.write_bytes(lm.read_bytes())
+    assert files_digest([copy]) == files_digest([lm])  # the same file elsewhere: the same model
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 1
+    copy.write_bytes(bytes(data))
+    assert files_digest([copy]) != files_digest([lm])  # one bit of another checkpoint: another model
+
+
+def test_the_prefix_cache_keeps_within_its_bytes_under_200_cloned_voices(orpheus_repository):
+    pipeline = OrpheusPipeline(orpheus_repository, OrpheusSettings(max_slots=8, max_queue=8, policy=POLICY))
+    per_token = pipeline.model.kv_bytes_per_token(4)
+    entry = voice_prefix(pipeline, voice_codes(orpheus_repository, 1, 1)) * per_token  # each voice: 1 frame
+    pipeline = OrpheusPipeline(orpheus_repository, OrpheusSettings(max_slots=8, max_queue=8, policy=POLICY,
+                                                                   prefix_cache_bytes=12 * entry + entry // 2))
+    cache = pipeline.engine.prefix_cache
+    voices = [np.array([[v % 64], [v // 64], *[[0]] * 5], np.int64) for v in range(200)]
+    assert len({voice.tobytes() for voice in voices}) == 200
+    for batch in range(25):
+        streams = [cloned(pipeline, "Hi.", voices[v], **{T.MAX_DURATION: 0.1})
+                   for v in range(batch * 8, batch * 8 + 8)]
+        run_until_ended(pipeline, *streams, limit=500)
+        assert not any(stream.failed for stream in streams)
+        assert cache.bytes == sum(e.nbytes for e in cache.entries()) == min(8 * (batch + 1), 12) * entry
+        assert pipeline.engine.stats.prefix_cache_bytes == cache.bytes <= cache.max_bytes
+    stats = pipeline.engine.stats
+    assert (stats.prefix_hits, stats.prefix_misses, stats.prefix_tokens_saved) == (0, 200, 0)
+    kept = {e.tokens.tobytes() for e in cache.entries()}
+    newest = [pipeline.prompt(pipeline.validate({T.TEXT: "Hi.", **VOICE, T.REFERENCE_CODES: voices[v]}))
+              for v in range(188, 200)]
+    assert kept == {p[: pipeline.format.voice_prefix_length(p)].tobytes() for p in newest}
+    stream = cloned(pipeline, "Again.", voices[199], **{T.MAX_DURATION: 0.1})
+    run_until_ended(pipeline, stream)
+    assert (stats.prefix_hits, stats.prefix_tokens_saved) == (1, entry // per_token)
