@@ -14,6 +14,10 @@ CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "ste
 GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "step_tokens": "8192",
                 "lm_runtime": "torch",
                 "device": "cuda", "dtype": "bfloat16"}
+# prefix_cache_bytes: cloned voices' prefilled turns kept, per target. Orpheus 3B's keys/values take 224 KiB a
+# token in float32 (112 KiB in bfloat16): a ~900-token voice turn is ~200 MiB on a CPU, ~100 MiB on a GPU, so
+# 1 GiB keeps ~5 voices in host memory and 2 GiB ~20 beside the weights on a GPU (a small model: thousands).
+PREFIX_CACHE = {"cpu": {"prefix_cache_bytes": str(1 << 30)}, "gpu": {"prefix_cache_bytes": str(2 << 30)}}
 STREAMING = {name: str(getattr(ORPHEUS_POLICY, name))
              for name in ("first_frames", "growth", "max_chunk_frames", "left_context", "lookahead", "min_window")}
 LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
@@ -70,8 +74,8 @@ PIPELINE = ModelSpec(
     ),
     decoupled=True,
     targets={
-        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **LIMITS}),
-        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **STREAMING, **LIMITS}),
+        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **PREFIX_CACHE["cpu"], **STREAMING, **LIMITS}),
+        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **PREFIX_CACHE["gpu"], **STREAMING, **LIMITS}),
     },
 )
 
