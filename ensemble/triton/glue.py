@@ -182,15 +182,20 @@ class EngineMetrics:
         "completed": ("tritone_streams_completed_total", "Streams that generated all their audio"),
         "cancelled": ("tritone_streams_cancelled_total", "Streams cancelled by their client"),
         "failed": ("tritone_streams_failed_total", "Streams that ended with an error after admission"),
+        "prefix_hits": ("tritone_prefix_cache_hits_total", "Requests that started past their prompt prefix, cached"),
+        "prefix_misses": ("tritone_prefix_cache_misses_total", "Requests that prefilled a cacheable prompt prefix"),
+        "prefix_tokens_saved": ("tritone_prefix_cache_tokens_saved_total", "Prompt tokens not prefilled thanks to hits"),
     }
     GAUGES = {
         "max_batch_requests": ("tritone_decode_batch_requests_max", "Most requests decoded in one step"),
         "active": ("tritone_decode_slots_active", "Decode slots in use"),
         "waiting": ("tritone_requests_waiting", "Requests waiting for a decode slot"),
+        "prefix_cache_bytes": ("tritone_prefix_cache_bytes", "Prompt prefixes' keys/values held by the prefix cache"),
     }
 
     def __init__(self, model: str):
         labels = {"model": model}
+        self._model = model
         self._seen = EngineStats()
         self._metrics = {}
         self._families = []  # a Metric dies with its family: keep both

@@ -153,6 +153,35 @@ def test_a_reference_clip_sent_as_audio_is_encoded_once(triton_stack):
     np.testing.assert_array_equal(codes_of(first), codes_of(second))
 
 
+def test_a_cloned_voice_s_turn_is_prefilled_once_for_every_sentence_and_counted_in_metrics(
+    triton_stack, tiny_model_repository
+):
+    from tritone.ensemble.orpheus.metadata import OrpheusMetadata
+
+    voice = {"reference_text": "A voice heard once.", "reference_codes": clip_codes(17, seed=41)}  # nowhere else
+    request = greedy("First things first. Then the second one. And a third.", 0.6, **voice)
+    before = read_engine_metrics(triton_stack.metrics_url, T.ORPHEUS)
+    chunks = asyncio.run(collect_sentences(triton_stack.grpc_url, request))
+    after = read_engine_metrics(triton_stack.metrics_url, T.ORPHEUS)
+
+    sentences = ["First things first.", "Then the second one.", "And a third."]
+    prompts = [reference_prompt(tiny_model_repository, text, None, **voice) for text in sentences]
+    expected = [reference_speech(tiny_model_repository, prompt, int(0.6 * RATE / FRAME), 1.3) for prompt in prompts]
+    np.testing.assert_array_equal(codes_of(chunks), np.concatenate(expected, axis=1))
+    model = OrpheusMetadata.load(tiny_model_repository / T.ORPHEUS / "1")
+    prefix = model.format.voice_prefix_length(prompts[0])
+    assert prefix > 17 * 7 and all(prompt[:prefix] == prompts[0][:prefix] for prompt in prompts)
+    delta = {name: after[name] - before.get(name, 0.0) for name in after if name.startswith("tritone_prefix_cache")}
+    assert {name: value for name, value in delta.items() if not name.endswith("_bytes")} == {
+        "tritone_prefix_cache_hits_total": 2, "tritone_prefix_cache_misses_total": 1,
+        "tritone_prefix_cache_tokens_saved_total": 2 * prefix}
+    assert after["tritone_prefix_cache_bytes"] - before["tritone_prefix_cache_bytes"] == prefix * model.kv_bytes_per_token(4)
+
+
+async def collect_sentences(url, request: SpeechRequest):
+    return [chunk async for chunk in stream_speech(url, request)]  # a request per sentence, the next started ahead
+
+
 @pytest.mark.parametrize(
     "request_, message",
     [
