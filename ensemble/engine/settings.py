@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields, is_dataclass, replace
 
+from tritone.ensemble.engine.lm_choice import check_knobs
+
 
 def _default(f):
     return f.default_factory() if f.default is MISSING else f.default
@@ -22,11 +24,8 @@ def _convert(value: str, like):
     return type(like)(value)
 
 
-LM_RUNTIMES = ("onnxruntime", "torch")  # where a pipeline's LM runs: ONNX Runtime (CPU), torch (GPU)
-
-
 def from_parameters(cls, parameters: dict[str, str], model: str):
-    """`cls` from `parameters`; an `lm_runtime` field must name one of LM_RUNTIMES."""
+    """`cls` from `parameters`; `lm_runtime` and `dtype` must name values they can take (ensemble/engine/lm_choice.py)."""
     kwargs, known = {}, set()
     for f in fields(cls):
         default = _default(f)
@@ -42,8 +41,7 @@ def from_parameters(cls, parameters: dict[str, str], model: str):
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"unknown {model} parameters {unknown}; known: {sorted(known)}")
-    if kwargs.get("lm_runtime", "onnxruntime") not in LM_RUNTIMES:
-        raise ValueError(f"lm_runtime must be one of {LM_RUNTIMES}, got {kwargs['lm_runtime']!r}")
+    check_knobs(kwargs.get("lm_runtime", "auto"), kwargs.get("dtype", "auto"))
     return cls(**kwargs)
 
 

@@ -54,6 +54,8 @@ class CrossKV(nn.Module):
 def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float):
     # query: [R, H, 1, Dh]; keys, values: [R, H, T, Dh]; bias: [R, 1, 1, T] -> [R, 1, H*Dh]
     weights = torch.softmax(torch.matmul(query, keys.transpose(2, 3)) * scale + bias, dim=-1)
+    if weights.dtype != values.dtype:  # bf16/fp16 on torch: bias is float32, so the softmax ran in float32
+        weights = weights.to(values.dtype)
     out = torch.matmul(weights, values)  # [R, H, 1, Dh]
     return out.transpose(1, 2).reshape(out.shape[0], 1, -1)
 

@@ -28,6 +28,7 @@ from tritone.ensemble.musicgen.onnx_lm import OnnxLanguageModel, OnnxTextEncoder
 from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
@@ -76,12 +77,14 @@ class MusicgenPipeline:
                              on_step=on_step)
 
     def _language_model(self, version: Path):
-        if self.settings.lm_runtime == "torch":
+        settings = self.settings
+        self.lm = resolve_lm(settings.lm_runtime, settings.device, settings.dtype)  # logged at load, exported
+        if self.lm.runtime == "torch":
             from tritone.ensemble.musicgen.torch_lm import TorchLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint
-            return TorchLanguageModel(checkpoint, self.settings.device, self.settings.dtype)
+            return TorchLanguageModel(checkpoint, settings.device, self.lm.dtype)
         return OnnxLanguageModel(version / LM_CROSS_KV_FILE, version / LM_STEP_FILE)
 
     def validate(self, raw: dict) -> GenerationParams:

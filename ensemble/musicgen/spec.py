@@ -6,7 +6,9 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
-CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
+# lm_runtime/dtype auto: bfloat16 on torch where the CPU has AVX512-BF16 or AMX, else float32 on ONNX Runtime
+# (ensemble/engine/lm_choice.py; measured in benchmarks/results/bf16/).
+CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "auto", "device": "cpu", "dtype": "auto"}
 GPU_PIPELINE = {"max_slots": "32", "max_queue": "128", "lm_runtime": "torch", "device": "cuda", "dtype": "float16"}
 STREAMING = {"first_frames": "10", "growth": "2.0", "max_chunk_frames": "100", "left_context": "25", "lookahead": "5",
              "min_window": "5"}

@@ -120,6 +120,10 @@ class OrpheusLmStep(nn.Module):
     def _embed(self, input_ids, rows, width):
         if self.output_embedding is None:
             return self.embed_tokens(input_ids)
+        if not torch.onnx.is_in_onnx_export():  # eager: rows of the contiguous [vocab, hidden] weight, no copy
+            return self.output_embedding.t().index_select(0, input_ids.reshape(-1)).reshape(rows, width, -1)
+        # exported: one Gather on the [hidden, vocab] initializer the head shares (index_select on this view in
+        # eager torch would copy the whole matrix every step)
         columns = self.output_embedding.index_select(1, input_ids.reshape(-1))  # [D, R * W]
         return columns.t().reshape(rows, width, -1)
 

@@ -31,6 +31,7 @@ from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.step_plan import StepBudget
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.orpheus.decoding import OrpheusFamily, OrpheusJob
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
 from tritone.ensemble.orpheus.request import OrpheusLimits, OrpheusParams, validate
@@ -122,12 +123,14 @@ class OrpheusPipeline:
                              prefix_cache=prefixes, model_identity=identity)
 
     def _language_model(self, version: Path):
-        if self.settings.lm_runtime == "torch":
+        settings = self.settings
+        self.lm = resolve_lm(settings.lm_runtime, settings.device, settings.dtype)  # logged at load, exported
+        if self.lm.runtime == "torch":
             from tritone.ensemble.orpheus.torch_lm import TorchSpeechLanguageModel  # torch is only needed on this path
 
             saved = version / CHECKPOINT_DIR
             checkpoint = saved if saved.is_dir() else self.model.checkpoint
-            return TorchSpeechLanguageModel(checkpoint, self.settings.device, self.settings.dtype)
+            return TorchSpeechLanguageModel(checkpoint, settings.device, self.lm.dtype)
         return OnnxSpeechLanguageModel(version / LM_STEP_FILE)
 
     def validate(self, raw: dict) -> OrpheusParams:

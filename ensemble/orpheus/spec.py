@@ -10,7 +10,7 @@ from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
 # steps; a GPU decodes memory-bound, and the padded rows of a wide step cost little there.
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "prefill_chunk": "32", "step_tokens": "32",
-                "lm_runtime": "onnxruntime", "device": "cpu", "dtype": "float32"}
+                "lm_runtime": "auto", "device": "cpu", "dtype": "auto"}  # as MusicGen's: see its spec
 GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "step_tokens": "8192",
                 "lm_runtime": "torch",
                 "device": "cuda", "dtype": "bfloat16"}

@@ -205,6 +205,15 @@ class EngineMetrics:
                 self._families.append(family)
                 self._metrics[field_name] = family.Metric(labels=labels)
 
+    def lm_info(self, lm) -> None:
+        """tritone_lm_info{model, runtime, dtype} 1: what the LM step runs on (ensemble/engine/lm_choice.py)."""
+        family = pb_utils.MetricFamily(name="tritone_lm_info", description="The LM step's runtime and dtype (value 1)",
+                                       kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(family)
+        self._metrics["lm_info"] = family.Metric(labels={"model": self._model, "runtime": lm.runtime,
+                                                         "dtype": lm.dtype})
+        self._metrics["lm_info"].set(1)
+
     def update(self, stats: EngineStats) -> None:
         for field_name in self.COUNTERS:
             delta = getattr(stats, field_name) - getattr(self._seen, field_name)
@@ -245,8 +254,11 @@ class StreamingModel:
         self.metrics = EngineMetrics(self.name)
         self.bls = BlsLoop()
         self.pipeline = self.build(repository, parameters, self.bls, self.metrics.update)
+        lm = getattr(self.pipeline, "lm", None)  # the LM's resolved runtime and dtype, where the family says
+        if lm is not None:
+            self.metrics.lm_info(lm)
         self.pipeline.engine.start()
-        log.warning("%s ready: %s", self.name, self.describe())
+        log.warning("%s ready: %s%s", self.name, f"LM step on {lm}; " if lm is not None else "", self.describe())
 
     def submit(self, raw: dict, stream: TritonStream) -> None:
         self.pipeline.submit(self.pipeline.validate(raw), stream)

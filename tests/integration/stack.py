@@ -16,8 +16,11 @@ from tritone.serving.container import sync_skeleton
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer, free_port
 
+# The served codes are compared with ONNX Runtime float32 references: the tests pin the LM there (the CPU
+# target's `dtype: auto` is bfloat16 on torch on a CPU with AVX512-BF16 or AMX: ensemble/engine/lm_choice.py).
+FLOAT32 = {"lm_runtime": "onnxruntime", "dtype": "float32"}
 # Small capacity so the tests can fill it: 4 decode slots, 4 waiting requests.
-CAPACITY = {"max_slots": "4", "max_queue": "4"}
+CAPACITY = {"max_slots": "4", "max_queue": "4", **FLOAT32}
 # Speech: the same capacity; chunks of at most 4 frames (28 steps) so that a stream's chunk rhythm
 # is fine enough to see a stall; prefill 16 tokens per step.
 ORPHEUS = {**CAPACITY, "max_chunk_frames": "4", "prefill_chunk": "16"}

@@ -365,6 +365,6 @@ def test_the_torch_runtime_gives_the_codes_of_the_onnx_runtime(tiny_repository):
         return first.codes(), second.codes()
 
     onnx = run(PipelineSettings(policy=POLICY))
-    torch_codes = run(PipelineSettings(policy=POLICY, lm_runtime="torch", device="cpu"))
+    torch_codes = run(PipelineSettings(policy=POLICY, lm_runtime="torch", device="cpu", dtype="float32"))
     for ours, theirs in zip(torch_codes, onnx):
         np.testing.assert_array_equal(ours, theirs)
