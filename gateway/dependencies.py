@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.metrics import GatewayMetrics
 from tritone.gateway.settings import Settings
 from tritone.gateway.triton import Triton
@@ -21,3 +22,4 @@ def _state(name: str):
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 TritonDep = Annotated[Triton, Depends(_state("triton"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_state("metrics"))]
+CatalogDep = Annotated[ModelCatalog, Depends(_state("catalog"))]

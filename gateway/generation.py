@@ -42,11 +42,12 @@ class Generation:
         self._closed = False
 
     @classmethod
-    async def open(cls, triton: Triton, request: MusicRequest | SpeechRequest, metrics: GatewayMetrics) -> "Generation":
-        stats, model = StreamStats(), triton.model_for(request)
+    async def open(cls, triton: Triton, model: str, request: MusicRequest | SpeechRequest,
+                   metrics: GatewayMetrics) -> "Generation":
+        stats = StreamStats()
         # In a thread: building a speech stream splits its text into sentences (Unicode segmentation in pure
         # Python, a few hundred ms for a 4096-character input), which would stall every other stream.
-        stream = await asyncio.to_thread(triton.stream, request, stats)
+        stream = await asyncio.to_thread(triton.stream, model, request, stats)
         metrics.active_streams.inc()
         try:
             first = await anext(stream)
@@ -101,7 +102,7 @@ async def open_for_client(http: Request, key: str, model: str,
     await state.models.ensure_ready(model)
     await state.limiter.acquire(key)
     try:
-        generation = await Generation.open(state.triton, request, state.metrics)
+        generation = await Generation.open(state.triton, model, request, state.metrics)
     except BaseException as error:
         state.limiter.release(key)
         if isinstance(error, APIError) and error.code == "model_unavailable":  # say why (unloading?) and what to do

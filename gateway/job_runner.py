@@ -1,8 +1,8 @@
 """Runs queued jobs: `job_workers` asyncio workers, each generating one job at a time over gRPC.
 
-A job longer than the pipeline's limit (30 s) is generated in windows: the first window is up to
-30 s; each later one continues from the last 10 s of codes generated so far (`prompt_codes`) and
-adds up to 20 s. Cancelling a running job cancels its task, which closes the gRPC stream, so
+A job longer than the music model's limit (its config's max_duration_s) is generated in windows: the
+first window is up to that limit; each later one continues from the last 10 s of codes generated so far
+(`prompt_codes`) and adds up to the limit less those 10 s. Cancelling a running job cancels its task, which closes the gRPC stream, so
 Triton frees the decode slot at its next step. A sweeper deletes jobs (and their audio) that ended
 more than `job_ttl_s` ago, at startup and every `job_sweep_interval_s`.
 """
@@ -21,6 +21,7 @@ import soundfile
 
 from tritone.client import ClientError, MusicRequest
 from tritone.gateway import job_store as js
+from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.errors import APIError, with_api_fields
 from tritone.gateway.generation import Generation
 from tritone.gateway.job_store import Job, JobStore
@@ -31,7 +32,6 @@ from tritone.gateway.triton import Triton
 
 log = logging.getLogger("tritone.gateway")
 
-MAX_WINDOW_S = 30.0  # the pipeline's max_duration_s: prompt + new audio per request
 CONTEXT_S = 10.0  # seconds of codes a continuation window is conditioned on
 MIN_WINDOW_S = 1.0  # a last window shorter than this borrows from the one before (no 0.02 s requests)
 PROGRESS_INTERVAL_S = 0.5  # progress is written at most this often
@@ -45,11 +45,14 @@ class Window:
     new_s: float  # seconds of new audio
 
 
-def window_plan(duration: float, max_window: float = MAX_WINDOW_S, context: float = CONTEXT_S,
+def window_plan(duration: float, max_window: float, context: float = CONTEXT_S,
                 min_window: float = MIN_WINDOW_S) -> list[Window]:
-    """How `duration` seconds are generated: min(duration, 30) first, then 20 s steps on 10 s of context."""
+    """How `duration` seconds are generated, `max_window` (prompt + new audio) per request: min(duration,
+    max_window) first, then steps of max_window - context on `context` seconds of earlier codes (at most a
+    third of a window, so that a short model limit still makes progress)."""
     if duration <= 0:
         raise ValueError(f"duration must be positive, got {duration}")
+    context = min(context, max_window / 3)
     step = max_window - context
     windows = [Window(0.0, min(duration, max_window))]
     remaining = round(duration - windows[0].new_s, 6)
@@ -69,9 +72,10 @@ class _Cancelled(Exception):
 
 class JobRunner:
     def __init__(self, store: JobStore, triton: Triton, metrics: GatewayMetrics, settings: Settings,
-                 ensure_ready: Callable | None = None):
+                 ensure_ready: Callable | None = None, catalog: ModelCatalog | None = None):
         self.store, self.triton, self.metrics, self.settings = store, triton, metrics, settings
         self.ensure_ready = ensure_ready  # async (model name) -> None, e.g. ModelManager.ensure_ready
+        self.catalog = catalog  # the music model's max_duration_s: the longest window
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}  # job id -> the task generating it
@@ -193,13 +197,11 @@ class JobRunner:
         log.warning("job %s: failed: %s", job.id, message)
         await asyncio.to_thread(self.store.finish, job.id, js.FAILED, message)
 
-    async def _open(self, job: Job, request: MusicRequest) -> Generation:
-        """Open a stream, waiting and retrying while Triton is at capacity or unreachable."""
+    async def _retrying(self, job: Job, attempt: Callable):
+        """`await attempt()`, waiting and retrying while Triton is at capacity or unreachable."""
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                if self.ensure_ready is not None:
-                    await self.ensure_ready(self.settings.pipeline)
-                return await Generation.open(self.triton, request, self.metrics)
+                return await attempt()
             except APIError as error:
                 if error.status not in (429, 503) or delay is None:
                     raise
@@ -207,9 +209,22 @@ class JobRunner:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def _open(self, job: Job, request: MusicRequest) -> Generation:
+        async def attempt():
+            if self.ensure_ready is not None:
+                await self.ensure_ready(self.settings.music_model)
+            return await Generation.open(self.triton, self.settings.music_model, request, self.metrics)
+
+        return await self._retrying(job, attempt)
+
+    async def _max_window(self, job: Job) -> float:
+        """Seconds one request may hold (prompt + new audio): the music model's max_duration_s."""
+        facts = await self._retrying(job, lambda: self.catalog.get(self.settings.music_model))
+        return facts.number("max_duration_s") or job.duration
+
     async def _generate(self, job: Job) -> tuple[np.ndarray, int]:
         params = job.params
-        plan = window_plan(job.duration)
+        plan = window_plan(job.duration, await self._max_window(job))
         seed = params.get("seed")
         parts: list[np.ndarray] = []
         codes: np.ndarray | None = None  # [codebooks, frames] of everything generated so far

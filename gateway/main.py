@@ -1,4 +1,9 @@
-"""The tritone HTTP gateway: HTTP requests in, gRPC streams to Triton, audio out."""
+"""The tritone HTTP gateway: HTTP requests in, gRPC streams to Triton, audio out.
+
+The request schemas follow the models' configs (gateway/catalog.py, gateway/schemas.py): the routes are
+installed from what is known when the app is made (nothing yet), again once the lifespan has read the
+models' limits from Triton, and again whenever a model's limits change (a model loaded or reloaded).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tritone.gateway import errors
 from tritone.gateway.auth import document_auth, limiter_for
+from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
 from tritone.gateway.metrics import GatewayMetrics
@@ -21,9 +27,22 @@ from tritone.gateway.routes import music
 from tritone.gateway.routes import speech
 from tritone.gateway.routes import voices
 from tritone.gateway.routes import web
+from tritone.gateway.model_facts import ModelFacts
+from tritone.gateway.schemas import Bodies
 from tritone.gateway.settings import Settings
 from tritone.gateway.triton import Triton
 from tritone.gateway.voice_store import VoiceStore
+
+
+def install_routes(app: FastAPI, facts: dict[str, ModelFacts]) -> None:
+    """(Re)install the gateway's routes, their request schemas built from the models' `facts`."""
+    settings = app.state.settings
+    bodies = Bodies.build(settings, facts)
+    app.router.routes[:] = app.state.builtin_routes  # /openapi.json, /docs, /redoc
+    for router in (music.router(bodies), speech.router(bodies), voices.router(facts, settings), jobs.router(bodies),
+                   models.router, health.router, web.router):
+        app.include_router(router)
+    app.openapi_schema = None  # documented again from the new schemas
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,10 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.triton = Triton(settings)
         app.state.models = ModelManager(app.state.triton, settings.idle_unload_s, app.state.metrics)
         app.state.models.start()
+        app.state.catalog = catalog = ModelCatalog(app.state.triton, settings)
+        catalog.ensure_ready = app.state.models.ensure_ready
+        catalog.on_change = lambda: install_routes(app, dict(catalog.facts))
+        app.state.models.on_loaded = lambda name: catalog.refresh((name,))
+        await catalog.refresh()
         app.state.jobs = JobStore(settings.data_dir)
         app.state.voices = VoiceStore(settings.data_dir)
         app.state.job_runner = JobRunner(app.state.jobs, app.state.triton, app.state.metrics, settings,
-                                         ensure_ready=app.state.models.ensure_ready)
+                                         ensure_ready=app.state.models.ensure_ready, catalog=catalog)
         await app.state.job_runner.start()
         yield
         await app.state.job_runner.stop()
@@ -49,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan,
                   description="Streaming audio generation on NVIDIA Triton Inference Server.")
     app.state.settings = settings
+    app.state.builtin_routes = list(app.router.routes)
     app.state.metrics = GatewayMetrics()
     app.state.limiter = limiter_for(settings)
     errors.install(app)
@@ -59,7 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost: every layer sees the client the trusted proxies name, and no one else's X-Forwarded-For
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
 
-    for module in (music, speech, voices, jobs, models, health, web):
-        app.include_router(module.router)
+    install_routes(app, {})
     document_auth(app, settings)
     return app

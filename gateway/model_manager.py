@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from tritone.gateway.errors import APIError, unavailable
 from tritone.gateway.metrics import GatewayMetrics
@@ -23,6 +24,7 @@ class ModelManager:
         self.unhealthy: dict[str, str] = {}  # model -> why; being reloaded
         self._task: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
+        self.on_loaded: Callable[[str], Awaitable[None]] | None = None  # after a load: read its limits again
         triton.on_unhealthy = self.mark_unhealthy
 
     def touch(self, name: str) -> None:
@@ -40,6 +42,11 @@ class ModelManager:
         if not await self.triton.model_ready(name):
             raise APIError(503, f"model {name} is not ready", type="server_error", code="model_not_ready",
                            headers={"Retry-After": "5"})
+        await self._loaded(name)
+
+    async def _loaded(self, name: str) -> None:
+        if self.on_loaded is not None:
+            await self.on_loaded(name)
 
     # -- why a model cannot serve ------------------------------------------------------
 
@@ -101,6 +108,7 @@ class ModelManager:
             if await self.triton.model_ready(name):
                 outcome = "ok"
                 log.info("%s reloaded in %.1f s (unload %.1f s)", name, time.monotonic() - started, unloaded_s)
+                await self._loaded(name)
         except APIError as error:
             log.warning("reloading %s failed: %s", name, error.message)
         finally:  # also after a failure: the next failing request marks it again and retries

@@ -1,5 +1,9 @@
 """Request and response bodies. Every limit is in the schema, so /docs shows it and bad input is a 422.
 
+A model's own limits (a prompt's length, a duration's range, the built-in speakers) are not written
+here: `Bodies.build` makes the bodies from the models' facts as Triton serves them (gateway/catalog.py),
+and a limit Triton has not told yet is left to Triton, whose refusal names the field all the same.
+
 Numbers are strict where OpenAI's API is: a string or a boolean is not a number (a seed may be an
 integer string, which keeps its precision past 2^53 in JavaScript), and NaN or infinity is refused
 as not finite. Text must hold something visible: NUL, control and zero-width characters alone are not a
@@ -9,16 +13,21 @@ prompt.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
 from tritone.client import MusicRequest
 from tritone.ensemble import tensors as T
+from tritone.gateway.model_facts import ModelFacts, default_voice, speakers
+from tritone.gateway.settings import Settings
 
 AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]  # OpenAI's list and order
-SPEECH_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # OpenAI's names, all served by orpheus
+MAX_SPEECH_INPUT_CHARS = 4096  # OpenAI's limit on `input`; the gateway speaks it a sentence at a time
+DEFAULT_DURATION_S = 8.0
 
 
 # Triton's tensor names -> the API field each route fills them from (Triton's refusals name the tensor)
@@ -52,8 +61,7 @@ class GenerationFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    prompt: str = Field(min_length=1, max_length=2000, description="What the music should sound like.",
-                        examples=["lo-fi piano with rain"])
+    prompt: str = Field(min_length=1, description="What the music should sound like.", examples=["lo-fi piano with rain"])
     temperature: float | None = Field(None, ge=0, le=10, strict=True,
                                       description="Sampling temperature; 0 is greedy. Default 1.")
     top_k: int | None = Field(None, ge=0, le=2048, strict=True,
@@ -71,7 +79,7 @@ class GenerationFields(BaseModel):
 
 
 class MusicBody(GenerationFields):
-    duration: float = Field(8.0, ge=0.1, le=30, strict=True, description="Seconds of audio to generate.")
+    duration: float = Field(DEFAULT_DURATION_S, strict=True, description="Seconds of audio to generate.")
     response_format: AudioFormat = Field("wav", description="Audio encoding of the response.")
     stream: bool = Field(True, strict=True, description="Send audio as it is generated (chunked transfer).")
     stream_format: Literal["audio", "sse"] = Field(
@@ -94,20 +102,18 @@ class SpeechBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str = Field("orpheus", max_length=100, description="orpheus, or OpenAI's names for a speech model: "
-                                                              + ", ".join(SPEECH_MODEL_ALIASES) + ".")
-    input: str = Field(min_length=1, max_length=4096, description="The text to speak. Long text is spoken "
-                       "sentence by sentence, without gaps.", examples=["Hello! Nice to meet you."])
+    model: str = Field(max_length=100, description="A speech model.")
+    input: str = Field(min_length=1, max_length=MAX_SPEECH_INPUT_CHARS, description="The text to speak. Long text is "
+                       "spoken sentence by sentence, without gaps.", examples=["Hello! Nice to meet you."])
     voice: str | VoiceRef | None = Field(
-        None, description="A built-in speaker (tara, leah, jess, leo, dan, mia, zac, zoe), an OpenAI voice name "
-                          "(alloy, ash, ... map to built-in speakers), or a stored voice's id or name "
-                          "(GET /v1/audio/voices). Default: tara.")
+        None, description="A built-in speaker, an OpenAI voice name, or a stored voice's id or name "
+                          "(GET /v1/audio/voices).")
     response_format: SpeechFormat = Field("mp3", description="Audio encoding of the response.")
     speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, description="Speaking rate; the pitch is kept.")
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: encoded bytes; sse: server-sent events (speech.audio.delta, speech.audio.done).")
-    instructions: str | None = Field(None, max_length=4096, description="Accepted for compatibility and ignored: "
-                                     "the Orpheus checkpoint takes no style instructions.")
+    instructions: str | None = Field(None, max_length=MAX_SPEECH_INPUT_CHARS, description="Accepted for "
+                                     "compatibility and ignored: the speech models take no style instructions.")
     temperature: float | None = Field(None, ge=0, le=10, strict=True,
                                       description="Sampling temperature; 0 is greedy. Default 0.6.")
     top_k: int | None = Field(None, ge=0, le=100_000, strict=True,
@@ -120,6 +126,71 @@ class SpeechBody(BaseModel):
     @classmethod
     def _input_not_blank(cls, text: str) -> str:
         return not_blank(text)
+
+
+class JobBody(GenerationFields):
+    duration: float = Field(DEFAULT_DURATION_S, strict=True, description="Seconds of audio to generate, up to "
+                            "max_job_duration_s; a job longer than the music model's max_duration_s is generated in "
+                            "windows, window i with seed + i.")
+    response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
+
+
+@dataclass(frozen=True)
+class Bodies:
+    """The request bodies, with the limits the models' configs state (`facts`: model name -> its facts)."""
+
+    music: type[MusicBody]
+    job: type[JobBody]
+    speech: type[SpeechBody]
+
+    @classmethod
+    def build(cls, settings: Settings, facts: Mapping[str, ModelFacts]) -> "Bodies":
+        music = facts.get(settings.music_model)
+        low, high = (music.number("min_duration_s"), music.number("max_duration_s")) if music else (None, None)
+        default = DEFAULT_DURATION_S if high is None else min(DEFAULT_DURATION_S, high)
+        prompt = (str, Field(min_length=1, max_length=music.integer("max_text_chars") if music else None,
+                             description=GenerationFields.model_fields["prompt"].description,
+                             examples=GenerationFields.model_fields["prompt"].examples))
+        return cls(
+            music=_derived(MusicBody, prompt=prompt, duration=(float, Field(
+                default, ge=low, le=high, strict=True, description=MusicBody.model_fields["duration"].description))),
+            job=_derived(JobBody, prompt=prompt, duration=(float, Field(
+                default, ge=low, strict=True, description=_job_duration_help(settings, high)))),
+            speech=_derived(SpeechBody, **_speech_fields(settings, facts)),
+        )
+
+
+def _derived(base: type[BaseModel], **fields) -> type:
+    """`base` with `fields` redefined (its validators kept), under the same name in /docs."""
+    return create_model(base.__name__, __base__=base, __module__=base.__module__, __doc__=base.__doc__, **fields)
+
+
+def _job_duration_help(settings: Settings, window_s: float | None) -> str:
+    beyond = f"{window_s:g} s (the music model's max_duration_s)" if window_s else "the music model's max_duration_s"
+    return (f"Seconds of audio to generate, up to {settings.max_job_duration_s:g} (max_job_duration_s); beyond {beyond} "
+            "it is generated in windows, window i with seed + i.")
+
+
+def _speech_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
+    """`model` (the first speech model by default) and `voice`, described with each model's speakers."""
+    models = settings.speech_models
+    names = [f"{name}" + (f" (or {', '.join(model.aliases)})" if model.aliases else "") for name, model in models.items()]
+    speaking = {name: (speakers(model, facts.get(name)), default_voice(model, facts.get(name)))
+                for name, model in models.items()}
+    if len(speaking) == 1:
+        ((builtin, default),) = speaking.values()
+        listed = f" ({', '.join(builtin)})" if builtin else ""
+        defaults = f" Default: {default}." if default else ""
+    else:
+        listed = " (" + "; ".join(f"{name}: {', '.join(builtin) or 'none'}" for name, (builtin, _) in speaking.items()) + ")"
+        defaults = " Default: " + "; ".join(f"{name}: {default}" for name, (_, default) in speaking.items() if default) + "."
+    aliases = ", ".join(list(settings.speech_voice_aliases)[:2])
+    voice_help = (f"A built-in speaker{listed}, an OpenAI voice name ({aliases}, ... map to built-in speakers), or a "
+                  f"stored voice's id or name (GET /v1/audio/voices).{defaults}")
+    first = next(iter(models), None)
+    model = Field(first, max_length=100, description="The speech model: " + ", ".join(names) + ".") if first else \
+        Field(max_length=100, description="No speech model is configured.")
+    return {"model": (str, model), "voice": (str | VoiceRef | None, Field(None, description=voice_help))}
 
 
 class ErrorDetail(BaseModel):

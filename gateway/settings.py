@@ -4,15 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
-# OpenAI has 11 voices and Orpheus 8, so some speakers stand in for two.
+# OpenAI has 11 voices and Orpheus 8, so some speakers stand in for two. An alias applies to a model
+# only where it names one of that model's speakers.
 OPENAI_VOICES = {
     "alloy": "tara", "ash": "leo", "ballad": "dan", "coral": "mia", "echo": "zac", "fable": "dan",
     "onyx": "leo", "nova": "leah", "sage": "zoe", "shimmer": "jess", "verse": "zac",
 }
+OPENAI_SPEECH_MODELS = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]  # OpenAI's names for a speech model
+
+
+class SpeechModel(BaseModel):
+    """How the gateway serves one speech model. Its limits and facts (sample rate, built-in speakers, voice
+    clip lengths) are not here: the gateway reads them from the model's Triton config, written by its family spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    codec_encoder: str = Field(description="Triton model that encodes a voice clip to this model's codes; a stored "
+                                           "voice serves only models whose encoder (and its version) made its codes")
+    aliases: list[str] = Field(default_factory=list, description="other names a request's `model` may use")
+    voices: list[str] | None = Field(
+        None, description="built-in speakers offered; None: the model's own (its config's `speakers`)")
+    default_voice: str | None = Field(None, description="the voice when a request names none; None: the first "
+                                                        "built-in speaker")
+
+
+def default_speech_models() -> dict[str, SpeechModel]:
+    return {"orpheus": SpeechModel(codec_encoder="snac_encoder", aliases=list(OPENAI_SPEECH_MODELS))}
 
 
 class Settings(BaseSettings):
@@ -32,7 +53,7 @@ class Settings(BaseSettings):
     reload_unload_wait_s: float = Field(
         20.0, description="reloading an unhealthy model: how long to wait for its unload before loading it again")
     drain_s: float = Field(15.0, description="on SIGTERM: new requests are refused and running streams get this long")
-    pipeline: str = "musicgen"
+    music_model: str = Field("musicgen", description="Triton model that makes music (decoupled, streams audio)")
 
     api_keys: list[str] = Field(default_factory=list, description="generation Bearer keys; empty: generation is open")
     admin_keys: list[str] = Field(
@@ -47,7 +68,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".tritone"), description="job database and results")
     max_queued_jobs: int = 16
-    max_job_duration_s: float = Field(300.0, description="longest job; beyond 30 s a job is generated in windows")
+    max_job_duration_s: float = Field(300.0, description="longest job; beyond the music model's max_duration_s a job "
+                                                         "is generated in windows")
     job_workers: int = Field(2, description="jobs generating at once")
     job_ttl_s: float = Field(3 * 86400.0, description="finished jobs and their audio are deleted this long after "
                                                       "they end (3 days); 0: kept forever")
@@ -59,20 +81,16 @@ class Settings(BaseSettings):
         2**30, description="a job that would leave less free disk than this (1 GiB) is refused with 507")
     idle_unload_s: float = Field(0.0, description="unload models idle this long (explicit model control); 0: never")
 
-    speech_model: str = Field("orpheus", description="Triton model that speaks (decoupled, streams audio)")
-    speech_codec_encoder: str = Field("snac_encoder", description="Triton model that encodes a voice clip to codes")
-    speech_sample_rate: int = Field(24000, description="the speech codec's rate: stored clips are resampled to it")
-    speech_voices: list[str] = Field(
-        default_factory=lambda: ["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe"],
-        description="built-in speakers: those the checkpoint was fine-tuned on")
+    speech_models: dict[str, SpeechModel] = Field(
+        default_factory=default_speech_models,
+        description="Triton models that speak (decoupled, stream audio), by name; a request's `model` picks one "
+                    "(the first when it names none). JSON in the environment: "
+                    '{"orpheus": {"codec_encoder": "snac_encoder", "aliases": ["tts-1"]}}')
     speech_voice_aliases: dict[str, str] = Field(
         default_factory=lambda: dict(OPENAI_VOICES), description="OpenAI voice name -> built-in speaker")
-    speech_default_voice: str = Field("tara", description="the voice when a request names none")
     speech_max_sentence_chars: int = Field(300, description="longer sentences are split at word boundaries")
     speech_max_sentence_s: float | None = Field(
         None, description="cap on the seconds of speech per sentence (max_duration); None: the model's own limit")
     voice_max_bytes: int = Field(10 * 2**20, description="largest voice clip upload (413 beyond)")
-    voice_min_seconds: float = 1.0
-    voice_max_seconds: float = 30.0
     voice_min_sample_rate: int = Field(16000, description="clips recorded at a lower rate are refused")
     encode_timeout_s: float = Field(120.0, description="how long encoding a voice clip may take")

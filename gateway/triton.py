@@ -72,9 +72,9 @@ class Triton:
         return [ModelState(m["name"], m.get("version", ""), m.get("state", ""), m.get("reason", ""))
                 for m in index.get("models", [])]
 
-    async def parameters(self, name: str) -> dict[str, str]:
-        config = await self._call(self.grpc.get_model_config(name, as_json=True))
-        return {key: value.get("string_value", "") for key, value in config["config"].get("parameters", {}).items()}
+    async def config(self, name: str) -> dict:
+        """`name`'s model config as JSON (its parameters, inputs, outputs)."""
+        return (await self._call(self.grpc.get_model_config(name, as_json=True)))["config"]
 
     async def load(self, name: str) -> None:
         """Blocks until loaded: loading a large model takes a while."""
@@ -98,23 +98,18 @@ class Triton:
             raise triton_unavailable(f"metrics: {error}") from None
         return response.text
 
-    def model_for(self, request: MusicRequest | SpeechRequest) -> str:
-        return self.settings.speech_model if isinstance(request, SpeechRequest) else self.settings.pipeline
-
-    def stream(self, request: MusicRequest | SpeechRequest, stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
-        """Music from `pipeline`; speech from `speech_model`, a sentence per request, the next started ahead."""
-        if isinstance(request, SpeechRequest):
-            return stream_speech(self.grpc, request, model=self.settings.speech_model,
-                                 max_chars=self.settings.speech_max_sentence_chars,
+    def stream(self, model: str, request: MusicRequest | SpeechRequest,
+               stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
+        """`model`'s stream for `request`; a speech model speaks a sentence per request, the next started ahead."""
+        if model in self.settings.speech_models:
+            return stream_speech(self.grpc, request, model=model, max_chars=self.settings.speech_max_sentence_chars,
                                  timeout=self.settings.stream_timeout_s, stats=stats,
                                  target=self.settings.triton_grpc_url)
-        return stream_music(self.grpc, request, model=self.settings.pipeline,
-                            timeout=self.settings.stream_timeout_s, stats=stats)
+        return stream_music(self.grpc, request, model=model, timeout=self.settings.stream_timeout_s, stats=stats)
 
-    async def encode_voice(self, audio: np.ndarray) -> np.ndarray:
-        """A clip (mono float32 at the codec's rate) -> its codes [7, frames], through the codec encoder."""
+    async def encode_voice(self, encoder: str, audio: np.ndarray) -> np.ndarray:
+        """A clip (mono float32 at the codec's rate) -> its codes [rows, frames], through the codec `encoder`."""
         inputs = [tensor_input(T.AUDIO, "FP32", np.ascontiguousarray(audio, np.float32)[None, :])]
-        result = await self._call(self.grpc.infer(self.settings.speech_codec_encoder, inputs,
-                                                  outputs=[InferRequestedOutput(T.AUDIO_CODES)]),
+        result = await self._call(self.grpc.infer(encoder, inputs, outputs=[InferRequestedOutput(T.AUDIO_CODES)]),
                                   self.settings.encode_timeout_s)
         return result.as_numpy(T.AUDIO_CODES)[0].astype(np.int64)

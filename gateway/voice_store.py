@@ -1,10 +1,14 @@
 """Cloned voices in SQLite (`voices.sqlite3` beside the jobs), so they survive a gateway restart.
 
-A voice is what speaking with it needs, the clip's codes [7, frames] and its transcript, plus the
-normalized clip itself (24 kHz mono WAV under `voices/`) so it can be encoded again should the
-codec change. The codes are computed once, at upload; speech with a stored voice sends them and
-never re-encodes. Voices are deduplicated by content (the normalized samples and the transcript):
-the same clip uploaded again is the same voice, found before anything is encoded.
+A voice is what speaking with it needs, the clip's codes [rows, frames] and its transcript, the codec
+that made those codes (its encoder's Triton model name and version: codes serve only models of that
+codec), plus the normalized clip itself (mono WAV at the codec's rate under `voices/`) so it can be
+encoded again for another codec. The codes are computed once, at upload; speech with a stored voice
+sends them and never re-encodes. Voices are deduplicated by content (the normalized samples and the
+transcript) per codec: the same clip uploaded again is the same voice, found before anything is encoded.
+
+Databases from before codecs were recorded are migrated on open: their voices were all encoded by
+`snac_encoder` version 1, the only codec there was (LEGACY_CODEC).
 
 Blocking methods behind one lock, as gateway/job_store.py; async callers use asyncio.to_thread.
 """
@@ -33,13 +37,32 @@ CREATE TABLE IF NOT EXISTS voices (
     transcript TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     codes BLOB NOT NULL,
+    codec TEXT NOT NULL,
+    codec_version TEXT NOT NULL,
     frames INTEGER NOT NULL,
     duration REAL NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS voices_content ON voices (owner, content_hash);
 CREATE UNIQUE INDEX IF NOT EXISTS voices_name ON voices (owner, name);
 """
+LEGACY_CODEC = ("snac_encoder", "1")  # what made the codes of voices stored before the codec was recorded
+_CODEC_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS voices_content_codec ON voices (owner, content_hash, codec, codec_version)"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Record the codec of voices stored before it was (LEGACY_CODEC); deduplicate by content per codec."""
+    columns = {row["name"] for row in db.execute("PRAGMA table_info(voices)")}
+    if "codec" not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"ALTER TABLE voices ADD COLUMN codec TEXT NOT NULL DEFAULT '{LEGACY_CODEC[0]}'")
+            db.execute(f"ALTER TABLE voices ADD COLUMN codec_version TEXT NOT NULL DEFAULT '{LEGACY_CODEC[1]}'")
+            db.execute("DROP INDEX IF EXISTS voices_content")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    db.execute(_CODEC_INDEX)
 
 
 class NameTaken(Exception):
@@ -57,11 +80,14 @@ class Voice:
     frames: int
     duration: float  # seconds of the stored clip
     created_at: float
+    codec: str  # the Triton model that encoded the codes
+    codec_version: str  # and its version
 
     def to_dict(self) -> dict:
         """The API's voice object."""
         return {"id": self.id, "object": "voice", "type": "cloned", "name": self.name, "transcript": self.transcript,
-                "duration": round(self.duration, 3), "frames": self.frames, "created_at": int(self.created_at)}
+                "duration": round(self.duration, 3), "frames": self.frames, "codec": self.codec,
+                "codec_version": self.codec_version, "created_at": int(self.created_at)}
 
 
 def _npy(codes: np.ndarray) -> bytes:
@@ -77,6 +103,7 @@ class VoiceStore:
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = connect(self.data_dir / "voices.sqlite3", _SCHEMA)
+        _migrate(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -88,7 +115,8 @@ class VoiceStore:
     @staticmethod
     def _voice(row: sqlite3.Row) -> Voice:
         return Voice(id=row["id"], owner=row["owner"], name=row["name"], transcript=row["transcript"],
-                     frames=row["frames"], duration=row["duration"], created_at=row["created_at"])
+                     frames=row["frames"], duration=row["duration"], created_at=row["created_at"],
+                     codec=row["codec"], codec_version=row["codec_version"])
 
     def _one(self, sql: str, args: tuple) -> Voice | None:
         with self._lock:
@@ -100,8 +128,10 @@ class VoiceStore:
         return (self._one("SELECT * FROM voices WHERE owner = ? AND id = ?", (owner, id_or_name))
                 or self._one("SELECT * FROM voices WHERE owner = ? AND name = ?", (owner, id_or_name)))
 
-    def find_content(self, owner: str, content_hash: str) -> Voice | None:
-        return self._one("SELECT * FROM voices WHERE owner = ? AND content_hash = ?", (owner, content_hash))
+    def find_content(self, owner: str, content_hash: str, codec: tuple[str, str]) -> Voice | None:
+        """The voice of this content whose codes `codec` (encoder, version) made."""
+        return self._one("SELECT * FROM voices WHERE owner = ? AND content_hash = ? AND codec = ? AND codec_version = ?",
+                         (owner, content_hash, *codec))
 
     def list(self, owner: str) -> list[Voice]:
         """Oldest first."""
@@ -117,8 +147,9 @@ class VoiceStore:
         return np.load(io.BytesIO(row["codes"]), allow_pickle=False)
 
     def add(self, owner: str, name: str, transcript: str, content_hash: str, codes: np.ndarray, clip: np.ndarray,
-            sample_rate: int) -> tuple[Voice, bool]:
-        """(voice, created): the stored voice with this content if there is one (created False).
+            sample_rate: int, codec: tuple[str, str]) -> tuple[Voice, bool]:
+        """(voice, created): the stored voice with this content and `codec` (encoder, version) if there is one
+        (created False).
 
         Raises NameTaken when another voice of this owner has the name.
         """
@@ -129,18 +160,18 @@ class VoiceStore:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self._db.execute("SELECT * FROM voices WHERE owner = ? AND content_hash = ?",
-                                           (owner, content_hash)).fetchone()
+                    row = self._db.execute("SELECT * FROM voices WHERE owner = ? AND content_hash = ? AND codec = ? "
+                                           "AND codec_version = ?", (owner, content_hash, *codec)).fetchone()
                     if row is None:
                         taken = self._db.execute("SELECT * FROM voices WHERE owner = ? AND name = ?",
                                                  (owner, name)).fetchone()
                         if taken is not None:
                             raise NameTaken(self._voice(taken))
                         self._db.execute(
-                            "INSERT INTO voices (id, owner, name, transcript, content_hash, codes, frames, duration, "
-                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (voice_id, owner, name, transcript, content_hash, _npy(codes), int(codes.shape[-1]),
-                             len(clip) / sample_rate, time.time()))
+                            "INSERT INTO voices (id, owner, name, transcript, content_hash, codes, codec, codec_version, "
+                            "frames, duration, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (voice_id, owner, name, transcript, content_hash, _npy(codes), *codec,
+                             int(codes.shape[-1]), len(clip) / sample_rate, time.time()))
                         row = self._db.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone()
                     self._db.execute("COMMIT")
                 except BaseException:

@@ -1,29 +1,34 @@
 """Voices for speech: built-in speakers, OpenAI's names for them, and cloned voices.
 
-A request's voice is resolved in this order: a built-in speaker (`speech_voices`, the speakers
-the checkpoint was fine-tuned on: sent as `voice`), an OpenAI voice name (`speech_voice_aliases`,
-a default table mapping each to a built-in speaker), then a stored voice by id or name (sent as
-its codes and transcript, `reference_codes` + `reference_text`).
+A request's voice is resolved, for the speech model it names, in this order: a built-in speaker
+(the speakers the checkpoint was fine-tuned on, as the model's config lists them: sent as `voice`),
+an OpenAI voice name (`speech_voice_aliases`, a table mapping each to a built-in speaker), then a
+stored voice by id or name (sent as its codes and transcript, `reference_codes` + `reference_text`),
+if the model's codec encoder (and its version) made its codes: codes mean nothing to another codec.
 
 Cloning checks the upload from its headers first (gateway/audio_probe.py: size, format and
-extension, duration, sample rate, channels), then decodes it to 24 kHz mono within a budget of
-samples actually decoded (a header that understates the length cannot make it decode an hour),
-and only then, when no stored voice has the same content, encodes it once through Triton's codec
-encoder.
+extension, duration, sample rate, channels), then decodes it to mono at the codec's rate within a
+budget of samples actually decoded (a header that understates the length cannot make it decode an
+hour), and only then, when no stored voice has the same content for this codec, encodes it once
+through the model's codec encoder. The clip's length limits and rate are the model's
+(`min_reference_s`, `max_reference_s`, `sample_rate` in its config).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble import tensors as T
 from tritone.gateway import voice_store as vs
 from tritone.gateway.audio_probe import ClipInfo, ClipTooLong, ProbeError, decode_within, probe
+from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.errors import APIError
-from tritone.gateway.settings import Settings
+from tritone.gateway.model_facts import ModelFacts, default_voice, speakers
+from tritone.gateway.settings import Settings, SpeechModel
 from tritone.gateway.triton import Triton
 
 MAX_NAME_CHARS = 64
@@ -36,19 +41,84 @@ def voice_owner(settings: Settings, key: str) -> str:
     return key if settings.api_keys else ""
 
 
-def builtin_speaker(settings: Settings, voice: str) -> str | None:
-    """The built-in speaker `voice` names (itself or through an OpenAI name), or None."""
+@dataclass(frozen=True)
+class Speaker:
+    """A speech model as a request uses it: its gateway settings and its facts from Triton."""
+
+    name: str
+    settings: SpeechModel
+    facts: ModelFacts | None
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return speakers(self.settings, self.facts)
+
+    @property
+    def default_voice(self) -> str | None:
+        return default_voice(self.settings, self.facts)
+
+
+def speech_model_name(settings: Settings, model: str | None) -> str:
+    """The speech model a request's `model` names (itself or an alias); the first one when it names none."""
+    for name, speech in settings.speech_models.items():
+        if model is None or model == name or model in speech.aliases:
+            return name
+    names = ", ".join(alias for name, speech in settings.speech_models.items() for alias in (name, *speech.aliases))
+    names = names or "none (no speech model is configured)"
+    raise APIError(404, f"model: {model!r} is not a speech model here; use one of {names}", param="model",
+                   code="model_not_found")
+
+
+async def speaker(settings: Settings, catalog: ModelCatalog, model: str | None, required: bool = True) -> Speaker:
+    """The speech model `model` names, with its facts (`required`: 503 when Triton cannot tell them; else None)."""
+    name = speech_model_name(settings, model)
+    facts = await catalog.get(name) if required else await catalog.find(name)
+    return Speaker(name, settings.speech_models[name], facts)
+
+
+def known_speakers(settings: Settings, catalog: ModelCatalog) -> list[Speaker]:
+    """Every speech model, with the facts known so far."""
+    return [Speaker(name, speech, catalog.facts.get(name)) for name, speech in settings.speech_models.items()]
+
+
+def builtin_speaker(settings: Settings, model: Speaker, voice: str) -> str | None:
+    """The built-in speaker of `model` that `voice` names (itself or through an OpenAI name), or None."""
     name = voice.strip().lower()
-    if name in settings.speech_voices:
+    if name in model.speakers:
         return name
-    return settings.speech_voice_aliases.get(name)
+    alias = settings.speech_voice_aliases.get(name)
+    return alias if alias in model.speakers else None
 
 
-def builtin_voices(settings: Settings) -> list[dict]:
+def builtin_voices(settings: Settings, model: Speaker) -> list[dict]:
     aliases = settings.speech_voice_aliases
     return [{"id": name, "object": "voice", "type": "builtin", "name": name,
              "aliases": sorted(alias for alias, speaker in aliases.items() if speaker == name)}
-            for name in settings.speech_voices]
+            for name in model.speakers]
+
+
+def is_builtin(settings: Settings, catalog: ModelCatalog, voice: str) -> bool:
+    """Whether `voice` names a built-in voice of any speech model."""
+    return any(builtin_speaker(settings, model, voice) is not None for model in known_speakers(settings, catalog))
+
+
+@dataclass(frozen=True)
+class ClipLimits:
+    """What a speech model takes as a voice clip, from its config."""
+
+    rate: int
+    low: float  # seconds
+    high: float
+
+    @classmethod
+    def of(cls, model: Speaker) -> "ClipLimits":
+        facts = model.facts
+        values = [facts.integer("sample_rate"), facts.number("min_reference_s"), facts.number("max_reference_s")] \
+            if facts is not None else [None] * 3
+        if None in values:
+            raise APIError(500, f"the config of {model.name} does not state sample_rate, min_reference_s and "
+                                "max_reference_s: it cannot clone voices", type="server_error", code="model_config")
+        return cls(*values)
 
 
 def _bad_file(status: int, message: str) -> APIError:
@@ -69,7 +139,7 @@ def check_size(size: int, settings: Settings) -> None:
         raise too_large(size, settings)
 
 
-def check_clip(data: bytes, filename: str | None, settings: Settings) -> ClipInfo:
+def check_clip(data: bytes, filename: str | None, settings: Settings, limits: ClipLimits) -> ClipInfo:
     """Everything that can be refused from the bytes' headers, before any decoding."""
     check_size(len(data), settings)
     try:
@@ -81,15 +151,15 @@ def check_clip(data: bytes, filename: str | None, settings: Settings) -> ClipInf
     if info.sample_rate < settings.voice_min_sample_rate:
         raise _bad_file(422, f"the clip is sampled at {info.sample_rate} Hz; a voice clip needs at least "
                              f"{settings.voice_min_sample_rate} Hz")
-    low, high = settings.voice_min_seconds, settings.voice_max_seconds
+    low, high = limits.low, limits.high
     if not low <= info.duration <= high:
         raise _bad_file(422, f"the clip lasts {info.duration:.2f} s; a voice clip must last {low:g} to {high:g} s")
     return info
 
 
-def decoded_clip(data: bytes, info: ClipInfo, settings: Settings) -> np.ndarray:
-    """The clip at the speech codec's rate, mono, within voice_max_seconds: decoding stops beyond them."""
-    rate, low, high = settings.speech_sample_rate, settings.voice_min_seconds, settings.voice_max_seconds
+def decoded_clip(data: bytes, info: ClipInfo, limits: ClipLimits) -> np.ndarray:
+    """The clip at the codec's rate, mono, within the longest clip: decoding stops beyond it."""
+    rate, low, high = limits.rate, limits.low, limits.high
     try:
         clip = decode_within(data, rate, high + DECODE_MARGIN_S)
     except ClipTooLong as error:
@@ -104,11 +174,11 @@ def decoded_clip(data: bytes, info: ClipInfo, settings: Settings) -> np.ndarray:
     return clip
 
 
-def check_name(name: str, settings: Settings) -> str:
+def check_name(name: str, settings: Settings, catalog: ModelCatalog) -> str:
     name = name.strip()
     if not name:
         raise APIError(422, "name: must not be blank", param="name", code="invalid_value")
-    if builtin_speaker(settings, name) is not None or name.lower().startswith("voice_"):
+    if is_builtin(settings, catalog, name) or name.lower().startswith("voice_"):
         raise APIError(422, f"name: {name!r} is taken by a built-in voice or looks like a voice id; choose another",
                        param="name", code="invalid_value")
     return name
@@ -118,29 +188,40 @@ def content_hash(clip: np.ndarray, transcript: str) -> str:
     return hashlib.sha256(np.ascontiguousarray(clip, np.float32).tobytes() + b"\0" + transcript.encode()).hexdigest()
 
 
-async def clone(store: vs.VoiceStore, triton: Triton, settings: Settings, owner: str, *, data: bytes,
-                filename: str | None, name: str, transcript: str) -> tuple[vs.Voice, bool]:
-    """(voice, created): validate, decode, and encode the clip unless this content is stored already."""
-    name = check_name(name, settings)
+async def codec_of(model: Speaker, catalog: ModelCatalog) -> tuple[str, str]:
+    """(encoder, version): the codec whose codes `model` speaks from."""
+    encoder = model.settings.codec_encoder
+    return encoder, (await catalog.get(encoder)).version
+
+
+async def clone(store: vs.VoiceStore, triton: Triton, catalog: ModelCatalog, settings: Settings, owner: str, *,
+                data: bytes, filename: str | None, name: str, transcript: str,
+                model: str | None = None) -> tuple[vs.Voice, bool]:
+    """(voice, created): validate, decode, and encode the clip with `model`'s codec unless this content is stored
+    already for it."""
+    name = check_name(name, settings, catalog)
     transcript = " ".join(transcript.split())
     if not transcript:
         raise APIError(422, "transcript: must not be blank", param="transcript", code="invalid_value")
-    info = check_clip(data, filename, settings)
-    clip = await asyncio.to_thread(decoded_clip, data, info, settings)
+    speech = await speaker(settings, catalog, model)
+    limits = ClipLimits.of(speech)
+    info = check_clip(data, filename, settings, limits)
+    clip = await asyncio.to_thread(decoded_clip, data, info, limits)
     digest = content_hash(clip, transcript)
-    existing = await asyncio.to_thread(store.find_content, owner, digest)
+    codec = await codec_of(speech, catalog)
+    existing = await asyncio.to_thread(store.find_content, owner, digest, codec)
     if existing is not None:
         return existing, False
     taken = await asyncio.to_thread(store.find, owner, name)
     if taken is not None and taken.name == name:
         raise _name_taken(taken)
-    codes = await triton.encode_voice(clip)
-    if codes.ndim != 2 or codes.shape[0] != TOKENS_PER_FRAME or codes.shape[1] < 1:
+    codes = await triton.encode_voice(codec[0], clip)
+    rows = catalog.facts[codec[0]].outputs.get(T.AUDIO_CODES, (-1,))[0]
+    if codes.ndim != 2 or codes.shape[0] != rows > 0 or codes.shape[1] < 1:
         raise APIError(502, f"the codec encoder returned codes of shape {list(codes.shape)}", type="server_error",
                        code="upstream_error")
     try:
-        return await asyncio.to_thread(store.add, owner, name, transcript, digest, codes, clip,
-                                       settings.speech_sample_rate)
+        return await asyncio.to_thread(store.add, owner, name, transcript, digest, codes, clip, limits.rate, codec)
     except vs.NameTaken as taken:
         raise _name_taken(taken.voice) from None
 
@@ -150,12 +231,16 @@ def _name_taken(voice: vs.Voice) -> APIError:
                     code="voice_name_taken")
 
 
-async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Settings, owner: str) -> dict:
+async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Settings, catalog: ModelCatalog,
+                        model: Speaker, owner: str) -> dict:
     """SpeechRequest fields for a request's voice: `voice`, or `reference_text` + `reference_codes`."""
-    voice = settings.speech_default_voice if voice is None else voice
-    speaker = builtin_speaker(settings, voice)
-    if speaker is not None:
-        return {"voice": speaker}
+    voice = model.default_voice if voice is None else voice
+    if voice is None:
+        raise APIError(422, f"voice: {model.name} has no built-in speaker; name a stored voice (GET /v1/audio/voices)",
+                       param="voice", code="voice_not_found")
+    builtin = builtin_speaker(settings, model, voice)
+    if builtin is not None:
+        return {"voice": builtin}
     stored = await asyncio.to_thread(store.find, owner, voice)
     try:
         codes = None if stored is None else await asyncio.to_thread(store.codes, stored.id)
@@ -163,6 +248,12 @@ async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Setti
         codes = None
     if codes is None:
         raise APIError(422, f"voice: unknown voice {voice!r}; use a built-in voice "
-                            f"({', '.join(settings.speech_voices)}), an OpenAI voice name, or the id or name of a "
+                            f"({', '.join(model.speakers) or 'none'}), an OpenAI voice name, or the id or name of a "
                             "stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")
+    codec = await codec_of(model, catalog)
+    if (stored.codec, stored.codec_version) != codec:
+        raise APIError(422, f"voice: {stored.name!r} ({stored.id}) holds codes of codec {stored.codec} version "
+                            f"{stored.codec_version}, but {model.name} speaks from codec {codec[0]} version {codec[1]}; "
+                            f"clone the voice again for {model.name} (POST /v1/audio/voices with model={model.name})",
+                       param="voice", code="voice_codec_mismatch")
     return {"reference_text": stored.transcript, "reference_codes": codes}

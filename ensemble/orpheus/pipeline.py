@@ -52,6 +52,7 @@ class OrpheusSettings:
     max_slots: int = 8
     max_queue: int = 32
     sample_rate: int = 24000  # declared in the config so clients can read it; must match the export
+    speakers: str = ""  # the export's built-in speakers, comma-separated, declared for clients; "": not declared
     prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
     step_tokens: int = 4096  # most tokens (rows x width, padding included) in one step while someone prefills
     reference_cache: int = 64  # encoded reference clips kept, by content hash
@@ -108,6 +109,10 @@ class OrpheusPipeline:
         version = repository / T.ORPHEUS / "1"
         self.model = OrpheusMetadata.load(version)
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.ORPHEUS)
+        declared = tuple(name for name in settings.speakers.split(",") if name)
+        if settings.speakers and declared != self.model.voices:
+            raise ValueError(f"the export in {version} has the speakers {list(self.model.voices)} but the {T.ORPHEUS} "
+                             f"config declares speakers {list(declared)}")
         self.settings = settings
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))

@@ -20,8 +20,11 @@ GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "
 PREFIX_CACHE = {"cpu": {"prefix_cache_bytes": str(1 << 30)}, "gpu": {"prefix_cache_bytes": str(2 << 30)}}
 STREAMING = {name: str(getattr(ORPHEUS_POLICY, name))
              for name in ("first_frames", "growth", "max_chunk_frames", "left_context", "lookahead", "min_window")}
+# The speakers orpheus-3b-0.1-ft was fine-tuned on (its random exports take the same names): the config states
+# them for clients (the gateway offers them as built-in voices) and the pipeline checks the export's against them.
+SPEAKERS = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
-          "min_reference_s": "1", "max_reference_s": "30"}
+          "min_reference_s": "1", "max_reference_s": "30", "speakers": ",".join(SPEAKERS)}
 
 # Shapes the pipeline sends, which the TensorRT profiles must cover:
 FRAME_SAMPLES = 2048

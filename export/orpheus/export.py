@@ -27,6 +27,7 @@ from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP
 from tritone.export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
 from tritone.export.onnx_graph import export_graph
 from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, OrpheusLmStep, frame_samples
+from tritone.ensemble.orpheus.spec import SPEAKERS
 from tritone.export.orpheus.tiny import (
     BOS_TOKEN,
     EOT_TOKEN,
@@ -41,7 +42,7 @@ __all__ = ["CheckpointUnavailable", "export_orpheus", "exported"]
 
 DEFAULT_CHECKPOINT = "canopylabs/orpheus-3b-0.1-ft"
 DEFAULT_CODEC = "hubertsiuzdak/snac_24khz"
-ORPHEUS_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")  # orpheus-3b-0.1-ft's speakers
+ORPHEUS_VOICES = SPEAKERS  # orpheus-3b-0.1-ft's speakers, as its spec declares them
 ONNX_FILE = T.ONNX_FILE
 HINT = f"--checkpoint {TINY_RANDOM} (random weights of the real architecture)"
 

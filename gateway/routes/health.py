@@ -20,15 +20,15 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Triton is reachable and the music and speech pipelines are ready and healthy "
+@router.get("/readyz", summary="Triton is reachable and the music and speech models are ready and healthy "
                                "(503 otherwise, with the reason: Triton unreachable or stopping, a model unloading, "
                                "unloaded or being reloaded)")
 async def readyz(settings: SettingsDep, request: Request):
-    reason = await request.app.state.models.not_ready_reason((settings.pipeline, settings.speech_model))
+    reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"Retry-After": RETRY_AFTER_S})
-    return {"status": "ready", "pipeline": settings.pipeline, "speech_model": settings.speech_model}
+    return {"status": "ready", "music_model": settings.music_model, "speech_models": list(settings.speech_models)}
 
 
 @router.get("/metrics", dependencies=[REQUIRE_ADMIN], summary="Gateway metrics in Prometheus format (an admin key)")

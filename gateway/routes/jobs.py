@@ -9,9 +9,9 @@
 
 With API keys configured a key sees only its own jobs; without them every client sees all jobs.
 Finished jobs expire after `job_ttl_s`; a job that would pass the disk budget is refused with 507.
+The submitted body's schema comes from the music model's config (gateway/schemas.py `Bodies`), so
+`router` makes the routes for the bodies of the moment (gateway/main.py installs them again when they change).
 """
-
-from __future__ import annotations
 
 import asyncio
 from typing import Annotated
@@ -19,7 +19,6 @@ from typing import Annotated
 import soundfile
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
 
 from tritone.gateway import job_store as js
 from tritone.gateway.audio_encoding import content_type, encode_audio
@@ -27,19 +26,12 @@ from tritone.gateway.auth import ClientKey
 from tritone.gateway.errors import APIError
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
-from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, GenerationFields
+from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, Bodies
 
-router = APIRouter(tags=["jobs"])
+static = APIRouter(tags=["jobs"])  # the routes whose schemas no model decides
 
 QUEUE_FULL_RETRY_AFTER_S = "10"
 EXTENSIONS = {"wav": "wav", "flac": "flac", "mp3": "mp3", "opus": "ogg", "pcm": "pcm"}
-
-
-class JobBody(GenerationFields):
-    duration: float = Field(8.0, ge=0.1, strict=True,
-                            description="Seconds of audio to generate, up to max_job_duration_s (default 300); beyond "
-                                        "30 s it is generated in windows, window i with seed + i.")
-    response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
 
 
 def _store(request: Request) -> JobStore:
@@ -78,50 +70,19 @@ def _job_response(job: js.Job, status: int) -> JSONResponse:
     return JSONResponse(job.to_dict(), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.post("/v1/jobs", status_code=202, responses={200: {"description": "The job this Idempotency-Key created"},
-                                                     409: {"description": "Idempotency-Key reused with another body"},
-                                                     507: {"description": "Job storage is full: disk budget or free "
-                                                                          "disk"},
-                                                     **ERROR_RESPONSES},
-             summary="Submit a long generation as a background job")
-async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
-                     idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
-    settings = request.app.state.settings
-    if body.duration > settings.max_job_duration_s:
-        raise APIError(422, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
-                       param="duration", code="invalid_value")
-    try:
-        job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,
-                                               max_queued=settings.max_queued_jobs,
-                                               storage=_storage_limits(settings))
-    except js.IdempotencyConflict:
-        raise APIError(409, f"Idempotency-Key {idempotency_key!r} was already used with a different request body",
-                       param="Idempotency-Key", code="idempotency_key_reused") from None
-    except js.QueueFull:
-        raise APIError(429, f"the job queue is full ({settings.max_queued_jobs} jobs waiting); retry later",
-                       type="rate_limit_error", code="job_queue_full",
-                       headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None
-    except js.StorageFull as full:
-        raise APIError(507, str(full), type="server_error", code="insufficient_storage") from None
-    if created:
-        runner.notify()
-        await runner.refresh_gauge()
-    return _job_response(job, 202 if created else 200)
-
-
-@router.get("/v1/jobs", summary="List jobs, newest first")
+@static.get("/v1/jobs", summary="List jobs, newest first")
 async def list_jobs(key: ClientKey, store: StoreDep, request: Request,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     jobs = await asyncio.to_thread(store.list, _owner(request, key), limit)
     return {"object": "list", "data": [job.to_dict() for job in jobs]}
 
 
-@router.get("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}}, summary="A job's status")
+@static.get("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}}, summary="A job's status")
 async def get_job(job_id: str, key: ClientKey, store: StoreDep, request: Request):
     return (await _job(store, job_id, _owner(request, key))).to_dict()
 
 
-@router.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "No such job"},
+@static.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "No such job"},
                                                     409: {"description": "The job already ended"}},
              summary="Cancel a queued or running job")
 async def cancel_job(job_id: str, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request):
@@ -144,7 +105,7 @@ async def _cancel(store: JobStore, runner: JobRunner, job_id: str, owner: str | 
     return job
 
 
-@router.delete("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}},
+@static.delete("/v1/jobs/{job_id}", responses={404: {"description": "No such job"}},
                summary="Delete a job and its audio (a queued or running job is cancelled first)")
 async def delete_job(job_id: str, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request):
     owner = _owner(request, key)
@@ -159,7 +120,7 @@ async def delete_job(job_id: str, key: ClientKey, store: StoreDep, runner: Runne
     return {"id": job_id, "object": "job.deleted", "deleted": True}
 
 
-@router.get("/v1/jobs/{job_id}/audio", response_class=Response,
+@static.get("/v1/jobs/{job_id}/audio", response_class=Response,
             responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {},
                                          "audio/L16": {}}, "description": "The job's audio"},
                        404: {"description": "No such job"}, 409: {"description": "The job has not succeeded"}},
@@ -182,3 +143,41 @@ async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Reque
     return Response(data, media_type=content_type(fmt, sample_rate),
                     headers={"X-Sample-Rate": str(sample_rate),
                              "Content-Disposition": f'attachment; filename="{job_id}.{EXTENSIONS[fmt]}"'})
+
+
+def router(bodies: Bodies) -> APIRouter:
+    routes = APIRouter(tags=["jobs"])
+    JobBody = bodies.job  # noqa: N806 - a class
+
+    @routes.post("/v1/jobs", status_code=202, responses={200: {"description": "The job this Idempotency-Key created"},
+                                                         409: {"description": "Idempotency-Key reused with another body"},
+                                                         507: {"description": "Job storage is full: disk budget or free "
+                                                                              "disk"},
+                                                         **ERROR_RESPONSES},
+                 summary="Submit a long generation as a background job")
+    async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
+                         idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
+        settings = request.app.state.settings
+        if body.duration > settings.max_job_duration_s:
+            raise APIError(422, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
+                           param="duration", code="invalid_value")
+        try:
+            job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,
+                                                   max_queued=settings.max_queued_jobs,
+                                                   storage=_storage_limits(settings))
+        except js.IdempotencyConflict:
+            raise APIError(409, f"Idempotency-Key {idempotency_key!r} was already used with a different request body",
+                           param="Idempotency-Key", code="idempotency_key_reused") from None
+        except js.QueueFull:
+            raise APIError(429, f"the job queue is full ({settings.max_queued_jobs} jobs waiting); retry later",
+                           type="rate_limit_error", code="job_queue_full",
+                           headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None
+        except js.StorageFull as full:
+            raise APIError(507, str(full), type="server_error", code="insufficient_storage") from None
+        if created:
+            runner.notify()
+            await runner.refresh_gauge()
+        return _job_response(job, 202 if created else 200)
+
+    routes.include_router(static)
+    return routes

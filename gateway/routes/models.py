@@ -7,11 +7,12 @@ from fastapi import APIRouter, Request
 from tritone.gateway.auth import REQUIRE_ADMIN, REQUIRE_KEY
 from tritone.gateway.dependencies import SettingsDep, TritonDep
 from tritone.gateway.errors import APIError
+from tritone.gateway.model_facts import ModelFacts
 from tritone.gateway.schemas import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["models"])
 
-# Pipeline parameters worth showing a client (from the config of musicgen and of orpheus).
+# Parameters of the music and speech models' configs worth showing a client.
 PUBLIC_PARAMETERS = {"sample_rate": int, "max_duration_s": float, "max_text_chars": int, "max_text_tokens": int,
                      "max_slots": int, "max_queue": int}
 # what load and unload can answer besides 200 (401/403 are documented from the route's key, see gateway.auth)
@@ -26,8 +27,8 @@ async def list_models(triton: TritonDep, settings: SettingsDep):
     for model in await triton.models():
         entry = {"id": model.name, "object": "model", "owned_by": "tritone", "version": model.version,
                  "state": model.state or "UNLOADED", "ready": model.state == "READY", "reason": model.reason}
-        if model.name in (settings.pipeline, settings.speech_model) and entry["ready"]:
-            parameters = await triton.parameters(model.name)
+        if model.name in (settings.music_model, *settings.speech_models) and entry["ready"]:
+            parameters = ModelFacts.from_config(model.name, model.version, await triton.config(model.name)).parameters
             entry.update({k: cast(parameters[k]) for k, cast in PUBLIC_PARAMETERS.items() if k in parameters})
         data.append(entry)
     return {"object": "list", "data": data}
@@ -45,6 +46,7 @@ async def load_model(name: str, triton: TritonDep, request: Request):
     await _known(triton, name)
     await triton.load(name)
     request.app.state.models.touch(name)
+    await request.app.state.catalog.refresh((name,))  # a new version or config: new limits
     return {"id": name, "ready": await triton.model_ready(name)}
 
 

@@ -1,6 +1,8 @@
-"""POST /v1/audio/music: text to music, streamed as it is generated."""
+"""POST /v1/audio/music: text to music, streamed as it is generated.
 
-from __future__ import annotations
+The body's schema comes from the music model's config (gateway/schemas.py `Bodies`), so the router is
+made for the bodies of the moment (gateway/main.py installs it again when they change).
+"""
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -9,33 +11,38 @@ from fastapi.responses import Response
 from tritone.gateway.audio_encoding import content_type, encode_audio
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.generation import open_for_client
-from tritone.gateway.schemas import ERROR_RESPONSES, MusicBody
+from tritone.gateway.schemas import ERROR_RESPONSES, Bodies
 from tritone.gateway.streaming import respond
-
-router = APIRouter(tags=["music"])
 
 AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {}, "audio/pcm": {},
                "text/event-stream": {}}
 
 
-@router.post(
-    "/v1/audio/music",
-    response_class=Response,
-    responses={200: {"content": AUDIO_TYPES, "description": "Audio in response_format, or SSE events"},
-               **ERROR_RESPONSES},
-    summary="Generate music from a text prompt",
-)
-async def create_music(body: MusicBody, key: ClientKey, request: Request):
-    generation, finish = await open_for_client(request, key, request.app.state.settings.pipeline, body.to_request())
-    rate = generation.sample_rate
-    headers = {"X-Sample-Rate": str(rate)}
-    if not body.stream:
-        try:
-            audio = np.concatenate([chunk.audio async for chunk in generation.chunks()])
-        finally:
-            await finish()
-        return Response(encode_audio(audio, rate, body.response_format),
-                        media_type=content_type(body.response_format, rate), headers=headers)
-    audio = (chunk.audio async for chunk in generation.chunks())
-    return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
-                   sse_kind="music" if body.stream_format == "sse" else None, headers=headers)
+def router(bodies: Bodies) -> APIRouter:
+    routes = APIRouter(tags=["music"])
+    MusicBody = bodies.music  # noqa: N806 - a class
+
+    @routes.post(
+        "/v1/audio/music",
+        response_class=Response,
+        responses={200: {"content": AUDIO_TYPES, "description": "Audio in response_format, or SSE events"},
+                   **ERROR_RESPONSES},
+        summary="Generate music from a text prompt",
+    )
+    async def create_music(body: MusicBody, key: ClientKey, request: Request):
+        model = request.app.state.settings.music_model
+        generation, finish = await open_for_client(request, key, model, body.to_request())
+        rate = generation.sample_rate
+        headers = {"X-Sample-Rate": str(rate)}
+        if not body.stream:
+            try:
+                audio = np.concatenate([chunk.audio async for chunk in generation.chunks()])
+            finally:
+                await finish()
+            return Response(encode_audio(audio, rate, body.response_format),
+                            media_type=content_type(body.response_format, rate), headers=headers)
+        audio = (chunk.audio async for chunk in generation.chunks())
+        return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
+                       sse_kind="music" if body.stream_format == "sse" else None, headers=headers)
+
+    return routes

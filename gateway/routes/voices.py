@@ -1,29 +1,32 @@
 """Voices: the built-in speakers and cloned voices, stored (SQLite) so they outlive the gateway.
 
-    GET    /v1/audio/voices         built-in + stored
-    POST   /v1/audio/voices         multipart: file (wav, flac, mp3, ogg; 1 to 30 s), name, transcript
+    GET    /v1/audio/voices         a speech model's built-in speakers + stored voices (?model=, default the first)
+    POST   /v1/audio/voices         multipart: file (wav, flac, mp3, ogg; as long as the model's config allows),
+                                    name, transcript, model (whose codec encodes it; default the first)
     GET    /v1/audio/voices/{id}    one voice (a built-in one by its name)
     DELETE /v1/audio/voices/{id}    a stored voice
 
 With API keys configured a key sees only its own stored voices; without, every client shares them.
+The upload's documented clip lengths come from the speech models' configs, so `router` makes the
+routes for the facts of the moment (gateway/main.py installs them again when they change).
 """
-
-from __future__ import annotations
 
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from tritone.gateway import voices
 from tritone.gateway.auth import ClientKey
-from tritone.gateway.dependencies import SettingsDep, TritonDep
+from tritone.gateway.dependencies import CatalogDep, SettingsDep, TritonDep
 from tritone.gateway.errors import APIError
+from tritone.gateway.model_facts import ModelFacts
 from tritone.gateway.schemas import ERROR_RESPONSES
+from tritone.gateway.settings import Settings
 from tritone.gateway.voice_store import VoiceStore
 
-router = APIRouter(tags=["voices"])
+static = APIRouter(tags=["voices"])  # the routes whose schemas no model decides
 
 UPLOAD_PATH = "/v1/audio/voices"
 MULTIPART_OVERHEAD = 64 * 1024  # the form's other fields and boundaries
@@ -54,55 +57,86 @@ def _not_found(voice_id: str) -> APIError:
                     code="voice_not_found")
 
 
-@router.get("/v1/audio/voices", summary="Voices: the built-in speakers, then stored (cloned) voices, oldest first")
-async def list_voices(key: ClientKey, store: StoreDep, settings: SettingsDep):
+ModelQuery = Annotated[str | None, Query(max_length=100, description="A speech model (or an alias); default: the "
+                                                                   "first")]
+
+
+@static.get("/v1/audio/voices", summary="Voices: a speech model's built-in speakers, then stored (cloned) voices, "
+                                        "oldest first")
+async def list_voices(key: ClientKey, store: StoreDep, settings: SettingsDep, catalog: CatalogDep,
+                      model: ModelQuery = None):
+    speaker = await voices.speaker(settings, catalog, model, required=False)
     stored = await asyncio.to_thread(store.list, voices.voice_owner(settings, key))
-    return {"object": "list", "data": [*voices.builtin_voices(settings), *(voice.to_dict() for voice in stored)]}
+    return {"object": "list", "data": [*voices.builtin_voices(settings, speaker), *(voice.to_dict() for voice in stored)]}
 
 
-@router.post(
-    "/v1/audio/voices", status_code=201,
-    responses={200: {"description": "This clip and transcript are stored already: that voice"},
-               409: {"description": "Another voice has this name"}, 413: {"description": "The file is too large"},
-               415: {"description": "Not a WAV, FLAC, MP3 or Ogg file, or the extension disagrees"},
-               **ERROR_RESPONSES},
-    summary="Clone a voice from a clip of 1 to 30 s and its transcript",
-)
-async def create_voice(
-    key: ClientKey, store: StoreDep, triton: TritonDep, settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="The clip: wav, flac, mp3 or ogg (Vorbis, Opus); 1 to 30 s, "
-                                                 "at least 16 kHz, mono or stereo")],
-    name: Annotated[str, Form(min_length=1, max_length=voices.MAX_NAME_CHARS, description="What to call it")],
-    transcript: Annotated[str, Form(min_length=1, max_length=voices.MAX_TRANSCRIPT_CHARS,
-                                    description="The words spoken in the clip")],
-):
-    if file.size is not None:
-        voices.check_size(file.size, settings)
-    data = await file.read(settings.voice_max_bytes + 1)
-    voice, created = await voices.clone(store, triton, settings, voices.voice_owner(settings, key), data=data,
-                                        filename=file.filename, name=name, transcript=transcript)
-    return JSONResponse(voice.to_dict(), status_code=201 if created else 200,
-                        headers={"Location": f"/v1/audio/voices/{voice.id}"})
-
-
-@router.get("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"}}, summary="A voice")
-async def get_voice(voice_id: str, key: ClientKey, store: StoreDep, settings: SettingsDep):
-    for builtin in voices.builtin_voices(settings):
-        if builtin["id"] == voice_id:
-            return builtin
+@static.get("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"}}, summary="A voice")
+async def get_voice(voice_id: str, key: ClientKey, store: StoreDep, settings: SettingsDep, catalog: CatalogDep):
+    for speaker in voices.known_speakers(settings, catalog):
+        for builtin in voices.builtin_voices(settings, speaker):
+            if builtin["id"] == voice_id:
+                return builtin
     voice = await asyncio.to_thread(store.find, voices.voice_owner(settings, key), voice_id)
     if voice is None or voice.id != voice_id:
         raise _not_found(voice_id)
     return voice.to_dict()
 
 
-@router.delete("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"},
+@static.delete("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"},
                                                          409: {"description": "A built-in voice"}},
                summary="Delete a stored voice")
-async def delete_voice(voice_id: str, key: ClientKey, store: StoreDep, settings: SettingsDep):
-    if voice_id in settings.speech_voices:
+async def delete_voice(voice_id: str, key: ClientKey, store: StoreDep, settings: SettingsDep, catalog: CatalogDep):
+    if any(voice_id in speaker.speakers for speaker in voices.known_speakers(settings, catalog)):
         raise APIError(409, f"voice_id: {voice_id} is a built-in voice; only stored voices can be deleted",
                        param="voice_id", code="voice_builtin")
     if not await asyncio.to_thread(store.delete, voices.voice_owner(settings, key), voice_id):
         raise _not_found(voice_id)
     return {"id": voice_id, "object": "voice.deleted", "deleted": True}
+
+
+def clip_lengths(settings: Settings, facts: dict[str, ModelFacts]) -> str:
+    """The voice clip lengths the speech models take, from their configs ("<min_reference_s> to <max_reference_s> s")."""
+    lengths = []
+    for name in settings.speech_models:
+        model = facts.get(name)
+        low, high = (model.number("min_reference_s"), model.number("max_reference_s")) if model else (None, None)
+        if low is not None and high is not None and f"{low:g} to {high:g} s" not in lengths:
+            lengths.append(f"{low:g} to {high:g} s")
+    return " or ".join(lengths) or "as long as the speech model's config allows"
+
+
+def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
+    routes = APIRouter(tags=["voices"])
+    lengths = clip_lengths(settings, facts)
+
+    @routes.post(
+        "/v1/audio/voices", status_code=201,
+        responses={200: {"description": "This clip and transcript are stored already: that voice"},
+                   409: {"description": "Another voice has this name"}, 413: {"description": "The file is too large"},
+                   415: {"description": "Not a WAV, FLAC, MP3 or Ogg file, or the extension disagrees"},
+                   **ERROR_RESPONSES},
+        summary=f"Clone a voice from a clip of {lengths} and its transcript",
+    )
+    async def create_voice(
+        key: ClientKey, store: StoreDep, triton: TritonDep, settings: SettingsDep, catalog: CatalogDep,
+        file: Annotated[UploadFile, File(description=f"The clip: wav, flac, mp3 or ogg (Vorbis, Opus); {lengths}, at "
+                                                     f"least {settings.voice_min_sample_rate // 1000} kHz, mono or "
+                                                     "stereo")],
+        name: Annotated[str, Form(min_length=1, max_length=voices.MAX_NAME_CHARS, description="What to call it")],
+        transcript: Annotated[str, Form(min_length=1, max_length=voices.MAX_TRANSCRIPT_CHARS,
+                                        description="The words spoken in the clip")],
+        model: Annotated[str | None, Form(max_length=100, description="The speech model whose codec encodes the "
+                                                                      "clip (the voice serves the models of that "
+                                                                      "codec); default: the first")] = None,
+    ):
+        if file.size is not None:
+            voices.check_size(file.size, settings)
+        data = await file.read(settings.voice_max_bytes + 1)
+        voice, created = await voices.clone(store, triton, catalog, settings, voices.voice_owner(settings, key),
+                                            data=data, filename=file.filename, name=name, transcript=transcript,
+                                            model=model)
+        return JSONResponse(voice.to_dict(), status_code=201 if created else 200,
+                            headers={"Location": f"/v1/audio/voices/{voice.id}"})
+
+    routes.include_router(static)
+    return routes

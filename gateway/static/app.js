@@ -306,6 +306,32 @@ async function jobRequest(url, body) {
   await refreshJobs();
 }
 
+// ---- The models' limits, as the API documents them (they come from the models' Triton configs) -------
+
+async function applyLimits() {
+  let api;
+  try {
+    const response = await fetch("/openapi.json");
+    if (!response.ok) return;
+    api = await response.json();
+  } catch (_) { return; }   // the server's own validation still applies
+  const schemas = api.components.schemas;
+  const limit = (input, property) => {
+    if (!property) return;
+    if (property.maxLength !== undefined) input.maxLength = property.maxLength;
+    if (property.minimum !== undefined) input.min = property.minimum;
+    if (property.maximum !== undefined) input.max = property.maximum;
+  };
+  limit($("prompt"), schemas.MusicBody.properties.prompt);
+  limit($("duration"), schemas.MusicBody.properties.duration);
+  limit($("job-prompt"), schemas.JobBody.properties.prompt);
+  limit($("job-duration"), schemas.JobBody.properties.duration);
+  limit($("speech-input"), schemas.SpeechBody.properties.input);
+  const upload = api.paths["/v1/audio/voices"].post.requestBody.content["multipart/form-data"].schema;
+  const file = schemas[upload.$ref.split("/").pop()].properties.file;
+  if (file && file.description) $("voice-help").textContent = `${file.description}; and the words spoken in it.`;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("generate-form").addEventListener("submit", generate);
   $("speech-form").addEventListener("submit", speak);
@@ -320,4 +346,5 @@ document.addEventListener("DOMContentLoaded", () => {
     jobRequest("/v1/jobs", formBody(event.target));
   });
   refreshJobs();
+  applyLimits();
 });

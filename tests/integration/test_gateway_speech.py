@@ -18,6 +18,7 @@ from openai import OpenAI
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
+from tritone.ensemble.orpheus.spec import SPEAKERS
 
 from .stack import run_gateway
 
@@ -104,7 +105,9 @@ def test_a_long_input_is_its_sentences_spoken_alone_back_to_back(url):
 
 
 def test_openai_voice_names_and_the_models_own_refusals(speech_settings):
-    settings = speech_settings.model_copy(update={"speech_voices": [*speech_settings.speech_voices, "bob"]})
+    orpheus = speech_settings.speech_models[T.ORPHEUS]
+    offered = orpheus.model_copy(update={"voices": [*SPEAKERS, "bob"]})  # the model's speakers, and one more
+    settings = speech_settings.model_copy(update={"speech_models": {T.ORPHEUS: offered}})
     with run_gateway(settings) as url:
         assert speech(url, voice="ash").status_code == 200  # -> leo
         refused = speech(url, voice="bob")  # listed by this gateway, unknown to the checkpoint

@@ -237,12 +237,18 @@ def test_a_job_that_would_leave_too_little_free_disk_is_refused(store):
     (50.25, [Window(0, 30), Window(10, 19.25), Window(10, 1)]),
 ])
 def test_window_plan(duration, plan):
-    windows = window_plan(duration)
+    windows = window_plan(duration, max_window=30)  # MusicGen's max_duration_s
     assert windows == plan
     assert sum(w.new_s for w in windows) == pytest.approx(duration)
     assert all(w.prompt_s + w.new_s <= 30 for w in windows)
 
 
+def test_a_shorter_model_limit_gives_shorter_windows_on_a_third_of_a_window_of_context():
+    assert window_plan(12, max_window=12) == [Window(0, 12)]
+    assert window_plan(20, max_window=12) == [Window(0, 12), Window(4, 8)]
+    assert window_plan(40, max_window=12) == [Window(0, 12), Window(4, 8), Window(4, 8), Window(4, 8), Window(4, 4)]
+
+
 def test_window_plan_refuses_nothing_to_generate():
     with pytest.raises(ValueError):
-        window_plan(0)
+        window_plan(0, max_window=30)

@@ -304,3 +304,14 @@ def test_the_prefix_cache_keeps_within_its_bytes_under_200_cloned_voices(orpheus
     stream = cloned(pipeline, "Again.", voices[199], **{T.MAX_DURATION: 0.1})
     run_until_ended(pipeline, stream)
     assert (stats.prefix_hits, stats.prefix_tokens_saved) == (1, entry // per_token)
+
+
+def test_the_config_states_the_speakers_of_the_export_it_serves(orpheus_repository):
+    from tritone.ensemble.orpheus.spec import LIMITS, SPEAKERS
+
+    served = OrpheusPipeline(orpheus_repository, OrpheusSettings(speakers=LIMITS["speakers"]))  # as the spec renders
+    assert served.model.voices == SPEAKERS
+    with pytest.raises(ValueError) as refused:
+        OrpheusPipeline(orpheus_repository, OrpheusSettings(speakers="ava,bo"))
+    assert str(refused.value) == (f"the export in {orpheus_repository / T.ORPHEUS / '1'} has the speakers "
+                                  f"{list(SPEAKERS)} but the orpheus config declares speakers ['ava', 'bo']")

@@ -17,6 +17,8 @@ from tritone.client import GenerationError, SpeechRequest, StreamStats, speech_i
 from tritone.client.cli import main
 from tritone.client.speech import sentence_requests
 from tritone.ensemble import tensors as T
+from tritone.ensemble.families import FAMILIES
+from tritone.ensemble.triton.spec import to_proto
 from tests.unit.test_client import response
 
 SR = 24000
@@ -67,27 +69,51 @@ def text_of(request) -> str:
     return deserialize_bytes_tensor(raw)[0].decode()
 
 
+def spec_configs(**changed: dict[str, str]) -> dict:
+    """Every registered family's models' CPU configs as its spec renders them (what a gateway reads from Triton);
+    `changed`: model name -> parameters to set in its config (a limit changed in the spec)."""
+    configs = {spec.name: to_proto(spec, "cpu") for family in FAMILIES.values() for spec in family.models()}
+    for name, parameters in changed.items():
+        for key, value in parameters.items():
+            configs[name].parameters[key].string_value = value
+    return configs
+
+
 class FakeOrpheus(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Per stream: `script(text, fake)` gives ModelInferResponses, error strings, or callables to wait on.
-    Unary calls are the codec encoder: codes [1, 7, samples // 2048] (at least one frame)."""
+    Unary calls are the codec encoder: codes [1, 7, samples // 2048] (at least one frame). The repository holds
+    `configs` (model name -> ModelConfig; default: the specs'), every model READY at version 1."""
 
-    def __init__(self, script):
+    def __init__(self, script, configs: dict | None = None):
         self.script = script
+        self.configs = spec_configs() if configs is None else configs
         self.texts: list[str] = []
         self.requests = []
         self.ended: list[str] = []
         self.encoded: list[np.ndarray] = []
+        self.encoders: list[str] = []  # the model each unary (encoding) call named
         self.arrived = threading.Condition()
 
     def ModelInfer(self, request, context):
         audio = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(list(request.inputs[0].shape))
         self.encoded.append(audio)
+        self.encoders.append(request.model_name)
         frames = max(1, audio.shape[1] // 2048)
         codes = (np.arange(7 * frames, dtype=np.int64) % 4096).reshape(1, 7, frames)
         message = service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id)
         message.outputs.add(name=T.AUDIO_CODES, datatype="INT64", shape=list(codes.shape))
         message.raw_output_contents.append(codes.tobytes())
         return message
+
+    def RepositoryIndex(self, request, context):
+        return service_pb2.RepositoryIndexResponse(models=[
+            service_pb2.RepositoryIndexResponse.ModelIndex(name=name, version="1", state="READY")
+            for name in self.configs])
+
+    def ModelConfig(self, request, context):
+        if request.name not in self.configs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.name}' is not found")
+        return service_pb2.ModelConfigResponse(config=self.configs[request.name])
 
     def ModelStreamInfer(self, request_iterator, context):
         request = next(request_iterator)
@@ -118,8 +144,8 @@ def spoken(text, chunks=2):
             for i in range(chunks)]
 
 
-def start_fake(script) -> tuple[FakeOrpheus, str, grpc.Server]:
-    fake = FakeOrpheus(script)
+def start_fake(script, configs: dict | None = None) -> tuple[FakeOrpheus, str, grpc.Server]:
+    fake = FakeOrpheus(script, configs)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
