@@ -6,7 +6,9 @@ request) is spelled once, here.
 
 # --- Triton model names -------------------------------------------------------
 MUSICGEN = "musicgen"  # the pipeline a client calls (decoupled, streams audio)
+MUSICGEN_TOKENIZER = "musicgen_tokenizer"  # prompt text -> bucketed token ids, mask [dynamic batching]
 MUSICGEN_TEXT_ENCODER = "musicgen_text_encoder"  # token ids -> hidden states [dynamic batching]
+MUSICGEN_TEXT_CONDITIONING = "musicgen_text_conditioning"  # ensemble: text -> tokenizer -> text encoder
 MUSICGEN_CODEC_DECODER = "musicgen_codec_decoder"  # codes -> waveform       [dynamic batching]
 ORPHEUS = "orpheus"  # text (+ a voice) to streamed speech (decoupled)
 SNAC_ENCODER = "snac_encoder"  # reference audio -> SNAC codes [dynamic batching]

@@ -1,8 +1,9 @@
-"""The MusicGen pipeline: prompt -> tokens -> text encoder -> in-flight batched LM -> audio chunks.
+"""The MusicGen pipeline: prompt -> text conditioning -> in-flight batched LM -> audio chunks.
 
-The Triton model `musicgen` is thin glue around this class: it passes in text-encoder and
-codec-decoder callables that call the `musicgen_text_encoder` and `musicgen_codec_decoder`
-Triton models (BLS, dynamically batched). Tests build it with local ONNX Runtime sessions.
+The Triton model `musicgen` is thin glue around this class: it passes in text-conditioning and
+codec-decoder callables that call the `musicgen_text_conditioning` ensemble (tokenizer, then text
+encoder) and the `musicgen_codec_decoder` model (BLS, dynamically batched). Tests build it with the
+same chain in process (text_conditioning.TextConditioning over local ONNX Runtime sessions).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from tritone.ensemble.musicgen.metadata import (
     CHECKPOINT_DIR,
     LM_CROSS_KV_FILE,
     LM_STEP_FILE,
-    TOKENIZER_DIR,
     MusicgenMetadata,
 )
 from tritone.ensemble.musicgen.request import GenerationParams, Limits, validate
@@ -29,9 +29,9 @@ from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
 from tritone.ensemble.engine.lm_choice import resolve_lm
-from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer
+from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer, TextConditioning, tokenizer_dir
 
-TextEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, E] -> hidden [B, E, D]
+TextConditioner = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # prompts -> hidden [B, E, D], mask [B, E]
 CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], ...] -> [audio [T * hop], ...]
 
 
@@ -59,7 +59,7 @@ class MusicgenPipeline:
         repository: Path,
         settings: PipelineSettings = PipelineSettings(),
         *,
-        encode_text: TextEncoder | None = None,
+        condition_text: TextConditioner | None = None,
         decode_codes: CodecDecoder | None = None,
         on_step=None,
     ):
@@ -68,8 +68,9 @@ class MusicgenPipeline:
         self.model = MusicgenMetadata.load(version)
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, "musicgen")
         self.settings = settings
-        self.tokenizer = PromptTokenizer(version / TOKENIZER_DIR, settings.limits.max_text_tokens)
-        self.encode_text = encode_text or OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE)
+        self.condition_text = condition_text or TextConditioning(
+            PromptTokenizer(tokenizer_dir(repository), settings.limits.max_text_tokens),
+            OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE))
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE).each
         self.family = MusicgenFamily(self._language_model(version), self.model, settings.policy)
@@ -93,10 +94,9 @@ class MusicgenPipeline:
         return validate(raw, self.settings.limits, model.codebook_size, model.num_codebooks, model.frame_rate)
 
     def submit(self, requests: list[tuple[GenerationParams, Stream]]) -> None:
-        """Tokenize and encode a batch of prompts in one text-encoder call, then queue each request.
+        """Condition on a batch of prompts in one text-conditioning call, then queue each request.
 
         Raises InvalidRequest (a prompt too long) before anything is queued, or AtCapacity."""
-        input_ids, mask = self.tokenizer([params.text for params, _ in requests])
-        hidden = self.encode_text(input_ids, mask)  # [B, E, D]
+        hidden, mask = self.condition_text([params.text for params, _ in requests])  # [B, E, D], [B, E]
         for row, (params, stream) in enumerate(requests):
             self.engine.submit(Job(params, hidden[row], mask[row], stream))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Step, Tensor, ensemble_targets, stateless_targets
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
 # lm_runtime/dtype auto: bfloat16 on torch where the CPU has AVX512-BF16 or AMX, else float32 on ONNX Runtime
@@ -32,6 +32,32 @@ TEXT_ENCODER = ModelSpec(
                                T.ATTENTION_MASK: ((1,), (16,), (MAX_TEXT_TOKENS,))}),
 )
 
+TOKENIZER = ModelSpec(
+    name=T.MUSICGEN_TOKENIZER,
+    description=(
+        "Prompt text -> token ids and attention mask, padded to a bucket length so that equal shapes batch in the\n"
+        "text encoder; a prompt over max_text_tokens is refused (never truncated). Python on every target."
+    ),
+    inputs=(Tensor(T.TEXT, "BYTES", (1,)),),
+    outputs=(Tensor(T.INPUT_IDS, "INT64", (-1,)), Tensor(T.ATTENTION_MASK, "INT64", (-1,))),
+    targets={target: Runtime("KIND_CPU", max_batch_size=encoder.max_batch_size,
+                             max_queue_delay_us=encoder.max_queue_delay_us,
+                             parameters={"max_text_tokens": LIMITS["max_text_tokens"]})
+             for target, encoder in TEXT_ENCODER.targets.items()},
+)
+
+TEXT_CONDITIONING = ModelSpec(
+    name=T.MUSICGEN_TEXT_CONDITIONING,
+    description=(
+        "Ensemble: prompt text -> musicgen_tokenizer -> musicgen_text_encoder, each dynamically batched: the hidden\n"
+        "states the pipeline conditions on and the mask of their real tokens. Clients may send raw text."
+    ),
+    inputs=(Tensor(T.TEXT, "BYTES", (1,)),),
+    outputs=(Tensor(T.ENCODER_HIDDEN_STATES, "FP32", (-1, -1)), Tensor(T.ATTENTION_MASK, "INT64", (-1,))),
+    steps=(Step.of(TOKENIZER), Step.of(TEXT_ENCODER)),
+    targets=ensemble_targets(TOKENIZER, TEXT_ENCODER),
+)
+
 CODEC_DECODER = ModelSpec(
     name=T.MUSICGEN_CODEC_DECODER,
     description="EnCodec decoder: codes [codebooks, frames] -> mono waveform [frames * hop].",
@@ -44,7 +70,8 @@ PIPELINE = ModelSpec(
     name=T.MUSICGEN,
     description=(
         "Text to music, streamed: one request, one response per audio chunk, the last one flagged final.\n"
-        "Decoupled python model holding the in-flight batched LM; calls the text encoder and codec decoder (BLS)."
+        "Decoupled python model holding the in-flight batched LM; calls the text conditioning ensemble and the codec\n"
+        "decoder (BLS)."
     ),
     inputs=(
         Tensor(T.TEXT, "BYTES", (1,)),
@@ -70,4 +97,4 @@ PIPELINE = ModelSpec(
     },
 )
 
-MODELS = (TEXT_ENCODER, CODEC_DECODER, PIPELINE)
+MODELS = (TOKENIZER, TEXT_ENCODER, TEXT_CONDITIONING, CODEC_DECODER, PIPELINE)  # the pipeline last

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def error_response(error: Exception):
     Triton 2.51), so the message starts with the status name: "INVALID_ARGUMENT: duration: ..."."""
     status, code = error_status(error)
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{status}: {str(error) or type(error).__name__}", code))
+
+
+def config_parameters(args) -> dict[str, str]:
+    """The `parameters` of the model's config.pbtxt, as Triton hands them to initialize()."""
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def refused(error: InvalidRequest):
+    """A (non-decoupled) model's response refusing its request's input: INVALID_ARG, "field: rule"."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
 
 
 def read_scalars(request, names) -> dict:
@@ -113,23 +125,45 @@ class BlsLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-class BlsModel:
-    """Call another Triton model (dynamic batching happens there) as a plain function."""
+ENSEMBLE_STEP = re.compile(r"^(in ensemble '[^']*', )+")  # what Triton puts before an ensemble step's error
 
-    def __init__(self, loop: BlsLoop, model_name: str, input_names: tuple[str, ...], output_name: str):
+
+def refusal(message: str, input_names: tuple[str, ...]) -> InvalidRequest | None:
+    """A callee's refusal of an input it was sent ("text: rule", after Triton's "in ensemble 'x', " when an
+    ensemble's step refused) as the caller's InvalidRequest, word for word; None for any other error.
+    (A BLS response's error code reads INTERNAL on 2.51 whatever the callee said, so the message decides.)"""
+    field, sep, rule = ENSEMBLE_STEP.sub("", message).partition(": ")
+    return InvalidRequest(field, rule) if sep and field in input_names else None
+
+
+class BlsModel:
+    """Call another Triton model (dynamic batching happens there) as a plain function.
+
+    `output_name` is one output (a call returns its array) or a tuple of them (a call returns a tuple).
+    With `passes_refusals`, the callee validates what the caller's client sent (a tokenizer, or an ensemble
+    starting with one): its refusal of an input ("text: ...") is that request's InvalidRequest, word for word."""
+
+    def __init__(self, loop: BlsLoop, model_name: str, input_names: tuple[str, ...],
+                 output_name: str | tuple[str, ...], passes_refusals: bool = False):
         self.loop = loop
         self.model_name, self.input_names, self.output_name = model_name, input_names, output_name
+        self.output_names = (output_name,) if isinstance(output_name, str) else tuple(output_name)
+        self.passes_refusals = passes_refusals
 
-    async def infer(self, *arrays: np.ndarray) -> np.ndarray:
+    async def infer(self, *arrays: np.ndarray):
         request = pb_utils.InferenceRequest(
             model_name=self.model_name,
-            requested_output_names=[self.output_name],
+            requested_output_names=list(self.output_names),
             inputs=[pb_utils.Tensor(name, array) for name, array in zip(self.input_names, arrays)],
         )
         response = await request.async_exec()
         if response.has_error():
-            raise RuntimeError(f"{self.model_name}: {response.error().message()}")
-        return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
+            message = response.error().message()
+            if self.passes_refusals and (refused_input := refusal(message, self.input_names)) is not None:
+                raise refused_input
+            raise RuntimeError(f"{self.model_name}: {message}")
+        outputs = tuple(pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in self.output_names)
+        return outputs[0] if isinstance(self.output_name, str) else outputs
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         return self.loop.run(self.infer(*arrays))
@@ -248,8 +282,7 @@ class StreamingModel:
         return ""
 
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = config_parameters(args)
         repository = Path(args["model_repository"]).parent
         self.metrics = EngineMetrics(self.name)
         self.bls = BlsLoop()

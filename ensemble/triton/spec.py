@@ -3,6 +3,8 @@
 One `ModelSpec` describes a model once; `render(spec, target)` gives its config for a target:
 `cpu` (python backend running ONNX Runtime, `configs/cpu.pbtxt`, chosen with
 `--model-config-name=cpu`) or `gpu` (TensorRT plans / CUDA, the default `config.pbtxt`).
+A spec with `steps` is a Triton ensemble (`platform: "ensemble"`): Triton passes tensors from
+step to step; see `ensemble_targets`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Tensor:
 class Runtime:
     """How one target runs the model."""
 
-    kind: Literal["KIND_CPU", "KIND_GPU"]
+    kind: Literal["KIND_CPU", "KIND_GPU"] | None  # None: no instance group (an ensemble)
     backend: str | None = "python"
     platform: str | None = None  # e.g. tensorrt_plan (then no backend)
     model_filename: str | None = None
@@ -44,6 +46,20 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One model an ensemble runs: which ensemble tensor feeds each of its inputs, which one each output fills."""
+
+    model: str
+    inputs: dict[str, str]  # the step model's input name -> the ensemble tensor it reads
+    outputs: dict[str, str]  # the step model's output name -> the ensemble tensor it writes
+
+    @classmethod
+    def of(cls, spec: "ModelSpec") -> "Step":
+        """`spec` as a step whose tensors keep their names in the ensemble."""
+        return cls(spec.name, {t.name: t.name for t in spec.inputs}, {t.name: t.name for t in spec.outputs})
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     inputs: tuple[Tensor, ...]
@@ -51,6 +67,24 @@ class ModelSpec:
     targets: dict[str, Runtime]
     decoupled: bool = False
     description: str = ""
+    steps: tuple[Step, ...] = ()  # set: an ensemble of these models, run in order
+
+    def __post_init__(self):
+        if self.steps:
+            check_steps(self)
+
+
+def check_steps(spec: ModelSpec) -> None:
+    """Every step reads a tensor the ensemble has by then, and every ensemble output is written."""
+    known = {t.name for t in spec.inputs}
+    for step in spec.steps:
+        missing = sorted(set(step.inputs.values()) - known)
+        if missing:
+            raise ValueError(f"{spec.name}: step {step.model} reads {missing}, which no input or earlier step gives")
+        known |= set(step.outputs.values())
+    unwritten = sorted({t.name for t in spec.outputs} - known)
+    if unwritten:
+        raise ValueError(f"{spec.name}: no step writes the outputs {unwritten}")
 
 
 def _dtype(name: str) -> int:
@@ -76,7 +110,11 @@ def to_proto(spec: ModelSpec, target: Target) -> pb.ModelConfig:
         config.dynamic_batching.max_queue_delay_microseconds = runtime.max_queue_delay_us
     if spec.decoupled:
         config.model_transaction_policy.decoupled = True
-    config.instance_group.add(count=runtime.instances, kind=pb.ModelInstanceGroup.Kind.Value(runtime.kind))
+    if runtime.kind is not None:
+        config.instance_group.add(count=runtime.instances, kind=pb.ModelInstanceGroup.Kind.Value(runtime.kind))
+    for step in spec.steps:
+        config.ensemble_scheduling.step.add(model_name=step.model, model_version=-1,
+                                            input_map=step.inputs, output_map=step.outputs)
     for key, value in sorted(runtime.parameters.items()):
         config.parameters[key].string_value = value
     return config
@@ -96,3 +134,11 @@ def stateless_targets(profiles) -> dict[str, Runtime]:
         "gpu": Runtime("KIND_GPU", backend=None, platform="tensorrt_plan", model_filename="model.plan",
                        max_batch_size=32, max_queue_delay_us=1000, profiles=profiles),
     }
+
+
+def ensemble_targets(*models: ModelSpec) -> dict[str, Runtime]:
+    """An ensemble of `models` on every target: Triton schedules their steps (no instances of its own,
+    no batcher: each step model batches), in batches no larger than its smallest step model's."""
+    return {target: Runtime(None, backend=None, platform="ensemble",
+                            max_batch_size=min(model.targets[target].max_batch_size for model in models))
+            for target in TARGETS}

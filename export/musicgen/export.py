@@ -8,7 +8,9 @@ Writes, each checked against the torch module:
     musicgen_codec_decoder/1/model.onnx   EnCodec decoder                 [batch, codebooks, frames]
     musicgen/1/lm_cross_kv.onnx           cross-attention K/V per request
     musicgen/1/lm_step.onnx               one in-flight-batched decode step
-    musicgen/1/tokenizer/, musicgen.json  (and checkpoint/ for tiny-random)
+    musicgen_tokenizer/1/tokenizer/       the prompt tokenizer (the musicgen_tokenizer model's files)
+    musicgen/1/musicgen.json              (and checkpoint/ for tiny-random)
+    musicgen_text_conditioning/1/         empty: an ensemble's version folder (Triton loads no model without one)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from tritone.export.checkpoints import CheckpointUnavailable  # noqa: F401 (rais
 from tritone.export.checkpoints import load_checkpoint as load_checkpoint_from
 from tritone.ensemble.musicgen.graphs import CodecDecoder, CrossKV, LmStep, TextEncoder
 from tritone.export.onnx_graph import export_graph
+from tritone.ensemble.musicgen.spec import MODELS
+from tritone.ensemble.musicgen.text_conditioning import tokenizer_dir as tokenizer_dir_of
 from tritone.export.musicgen.tiny import RANDOM_CHECKPOINTS, TINY_RANDOM, save_random
 
 DEFAULT_CHECKPOINT = "facebook/musicgen-small"
@@ -78,11 +82,17 @@ def describe(model, tokenizer, checkpoint: str) -> MusicgenMetadata:
     )
 
 
+def ensemble_versions(out: Path) -> list[Path]:
+    """The version folders of the family's ensembles: they hold nothing, but Triton needs one to load the model."""
+    return [Path(out) / spec.name / "1" for spec in MODELS if spec.steps]
+
+
 def exported(checkpoint: str, out: Path) -> MusicgenMetadata | None:
     """The repository's MusicGen export if it is complete and came from `checkpoint`."""
     version = Path(out) / T.MUSICGEN / "1"
     graphs = [version / LM_STEP_FILE, version / LM_CROSS_KV_FILE,
-              Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE]
+              Path(out) / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE, Path(out) / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE,
+              tokenizer_dir_of(out), *ensemble_versions(out)]
     try:
         spec = MusicgenMetadata.load(version)
     except (OSError, ValueError, TypeError):
@@ -165,9 +175,12 @@ def export_musicgen(checkpoint: str, out: Path, force: bool = False) -> Musicgen
         tolerance=1e-3,
     )
 
-    tokenizer_dir = pipeline_dir / TOKENIZER_DIR
+    tokenizer_dir = tokenizer_dir_of(out)
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    shutil.rmtree(pipeline_dir / TOKENIZER_DIR, ignore_errors=True)  # where exports before the tokenizer model kept it
     tokenizer.save_pretrained(tokenizer_dir)
+    for version in ensemble_versions(out):
+        version.mkdir(parents=True, exist_ok=True)
     spec.save(pipeline_dir)
     print(f"exported {checkpoint} to {out} in {time.perf_counter() - started:.0f}s "
           f"({spec.sample_rate} Hz, {spec.frame_rate} frames/s, {spec.num_codebooks} codebooks)")

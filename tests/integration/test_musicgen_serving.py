@@ -9,8 +9,13 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import InferInput
 
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
 from tritone.client import GenerationError, MusicRequest, stream_music
 from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
+from tests.list_stream import ListStream, run_until_ended
 
 from .stack import read_metrics
 from .reference import reference_generate
@@ -120,6 +125,8 @@ def test_many_concurrent_streams_lose_no_chunk(triton_stack):
         ({"temperature": -1.0}, "INVALID_ARGUMENT: temperature: must be in [0, 10] (0 is greedy), got -1"),
         ({"top_p": 1.5}, "INVALID_ARGUMENT: top_p: must be in (0, 1] (1 disables it), got 1.5"),
         ({"top_k": 100000}, "INVALID_ARGUMENT: top_k: must be in [0, 64] (0 disables it), got 100000"),
+        # refused by musicgen_tokenizer inside the text conditioning ensemble, passed back word for word
+        ({"text": "drums " * 300}, "INVALID_ARGUMENT: text: is 301 tokens long; the limit is 256"),
     ],
 )
 def test_bad_input_is_refused_with_a_message_naming_the_field(triton_stack, overrides, message):
@@ -128,6 +135,7 @@ def test_bad_input_is_refused_with_a_message_naming_the_field(triton_stack, over
         asyncio.run(collect(triton_stack.grpc_url, request))
     assert error.value.status == "INVALID_ARGUMENT"
     assert message.split(": ", 1)[1] in str(error.value)
+    assert error.value.message == message.split(": ", 1)[1]
     # and the server keeps serving
     chunks = asyncio.run(collect(triton_stack.grpc_url, MusicRequest(text="lo-fi piano", duration=0.5)))
     assert sum(len(c.audio) for c in chunks) == SAMPLE_RATE // 2
@@ -208,3 +216,81 @@ def test_requests_beyond_capacity_are_refused_cleanly_and_the_rest_complete(trit
     assert len(refused) == 2
     assert all(e.status == "UNAVAILABLE" and "musicgen is at capacity" in str(e) for e in refused)
     assert all(sum(len(c.audio) for c in chunks) == 4 * SAMPLE_RATE for chunks in served)
+
+
+# --- text conditioning: a Triton ensemble (musicgen_tokenizer -> musicgen_text_encoder) ---------------------
+
+PROMPTS = ["lo-fi piano with rain", "drums " * 20, "drums"]  # 7, 21 and 2 tokens: buckets 16, 32 and 16
+
+
+def texts(prompts: list[str]) -> np.ndarray:
+    return np.array([[prompt.encode()] for prompt in prompts], dtype=object)
+
+
+def infer(client, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    tensors = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "INT64")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = client.infer(model, tensors, outputs=[grpcclient.InferRequestedOutput(name) for name in outputs])
+    return tuple(result.as_numpy(name) for name in outputs)
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS[1:2], PROMPTS], ids=["one", "second-bucket", "batch-of-3"])
+def test_raw_text_to_the_ensemble_equals_the_tokenizer_then_the_text_encoder_called_separately(triton_stack, prompts):
+    client = grpcclient.InferenceServerClient(triton_stack.grpc_url)
+    try:
+        hidden, mask = infer(client, T.MUSICGEN_TEXT_CONDITIONING, {T.TEXT: texts(prompts)},
+                             (T.ENCODER_HIDDEN_STATES, T.ATTENTION_MASK))
+        ids, expected_mask = infer(client, T.MUSICGEN_TOKENIZER, {T.TEXT: texts(prompts)},
+                                   (T.INPUT_IDS, T.ATTENTION_MASK))
+        (expected,) = infer(client, T.MUSICGEN_TEXT_ENCODER, {T.INPUT_IDS: ids, T.ATTENTION_MASK: expected_mask},
+                            (T.ENCODER_HIDDEN_STATES,))
+    finally:
+        client.close()
+    width = 32 if len(prompts) > 1 or prompts == PROMPTS[1:2] else 16  # the longest prompt's bucket
+    assert mask.shape == (len(prompts), width) and hidden.shape[:2] == (len(prompts), width)
+    np.testing.assert_array_equal(mask, expected_mask)
+    np.testing.assert_allclose(hidden, expected, rtol=0, atol=1e-6)
+
+
+def test_the_ensemble_refuses_a_prompt_over_the_token_limit_naming_the_field_and_both_counts(triton_stack):
+    client = grpcclient.InferenceServerClient(triton_stack.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException) as error:
+            infer(client, T.MUSICGEN_TEXT_CONDITIONING, {T.TEXT: texts(["drums", "drums " * 300])},
+                  (T.ENCODER_HIDDEN_STATES,))
+        # and it keeps serving
+        (hidden,) = infer(client, T.MUSICGEN_TEXT_CONDITIONING, {T.TEXT: texts(["drums"])}, (T.ENCODER_HIDDEN_STATES,))
+    finally:
+        client.close()
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert error.value.message() == ("in ensemble 'musicgen_text_conditioning', "
+                                     "text: is 301 tokens long; the limit is 256")
+    assert hidden.shape[:2] == (1, 16)
+
+
+def test_streams_conditioned_by_the_ensemble_equal_the_in_process_tokenizer_and_encoder(
+    triton_stack, tiny_model_repository
+):
+    """Lossless: the served pipeline (text through the ensemble, BLS) streams the very codes and audio of the
+    same pipeline conditioning in process (PromptTokenizer, then the ONNX text encoder), seeded sampling."""
+    client = grpcclient.InferenceServerClient(triton_stack.grpc_url)
+    config = client.get_model_config(T.MUSICGEN, as_json=True)["config"]
+    client.close()
+    settings = PipelineSettings.from_parameters({k: v["string_value"] for k, v in config["parameters"].items()})
+    local = MusicgenPipeline(tiny_model_repository, settings)
+    for index, prompt in enumerate(PROMPTS[:2]):
+        request = MusicRequest(text=prompt, duration=2.0, seed=11 + index, temperature=1.0, top_k=32,
+                               guidance_scale=3.0, return_codes=True)
+        served = asyncio.run(collect(triton_stack.grpc_url, request))
+        stream = ListStream()
+        params = local.validate({T.TEXT: prompt, T.DURATION: 2.0, T.SEED: 11 + index, T.TEMPERATURE: 1.0,
+                                 T.TOP_K: 32, T.GUIDANCE_SCALE: 3.0, T.RETURN_CODES: True})
+        local.submit([(params, stream)])
+        run_until_ended(local, stream)
+        assert [len(chunk.audio) for chunk in served] == [len(chunk.audio) for chunk in stream.chunks], prompt
+        np.testing.assert_array_equal(np.concatenate([c.codes for c in served], axis=1), stream.codes(), err_msg=prompt)
+        np.testing.assert_array_equal(np.concatenate([c.audio for c in served]),
+                                      np.concatenate([c.audio for c in stream.chunks]), err_msg=prompt)

@@ -14,12 +14,12 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.musicgen.pipeline import PipelineSettings
 from tritone.ensemble.musicgen.request import Limits
-from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, to_proto
+from tritone.ensemble.triton.spec import CONFIG_PATHS, TARGETS, ModelSpec, Step, Tensor, ensemble_targets, to_proto
 from tritone.ensemble.triton.spec import render as render_config
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 TENSOR_NAMES = {value for name, value in vars(T).items() if name.isupper() and isinstance(value, str)}
-STATELESS = (musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
+STATELESS = (musicgen_spec.TOKENIZER, musicgen_spec.TEXT_ENCODER, musicgen_spec.CODEC_DECODER)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -41,7 +41,7 @@ def test_every_model_has_a_config_per_target():
     models = musicgen_spec.MODELS + speech_spec.MODELS
     expected = {Path(spec.name) / CONFIG_PATHS[t] for spec in models for t in TARGETS}
     assert set(files) == expected
-    assert len(files) == 12
+    assert len(files) == 16
 
 
 def test_stale_lists_a_config_that_differs_from_its_spec(tmp_path):
@@ -122,3 +122,42 @@ def test_pipeline_settings_reject_unknown_parameters_naming_them():
 
 def test_pipeline_settings_from_no_parameters_are_the_defaults():
     assert PipelineSettings.from_parameters({}) == PipelineSettings()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_text_conditioning_is_an_ensemble_of_the_tokenizer_then_the_text_encoder(target):
+    config = to_proto(musicgen_spec.TEXT_CONDITIONING, target)
+    assert config.platform == "ensemble" and not config.backend
+    assert len(config.instance_group) == 0 and not config.HasField("dynamic_batching")  # its steps batch
+    tokenizer, encoder = (to_proto(spec, target) for spec in (musicgen_spec.TOKENIZER, musicgen_spec.TEXT_ENCODER))
+    assert config.max_batch_size == min(tokenizer.max_batch_size, encoder.max_batch_size) > 1
+    steps = [(s.model_name, s.model_version, dict(s.input_map), dict(s.output_map))
+             for s in config.ensemble_scheduling.step]
+    assert steps == [
+        (T.MUSICGEN_TOKENIZER, -1, {T.TEXT: T.TEXT}, {T.INPUT_IDS: T.INPUT_IDS, T.ATTENTION_MASK: T.ATTENTION_MASK}),
+        (T.MUSICGEN_TEXT_ENCODER, -1, {T.INPUT_IDS: T.INPUT_IDS, T.ATTENTION_MASK: T.ATTENTION_MASK},
+         {T.ENCODER_HIDDEN_STATES: T.ENCODER_HIDDEN_STATES}),
+    ]
+    assert [(i.name, i.data_type) for i in config.input] == [(T.TEXT, pb.TYPE_STRING)]
+    assert [o.name for o in config.output] == [T.ENCODER_HIDDEN_STATES, T.ATTENTION_MASK]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_tokenizer_is_python_on_cpu_on_every_target_with_the_spec_s_token_limit(target):
+    config = to_proto(musicgen_spec.TOKENIZER, target)
+    assert (config.backend, config.platform) == ("python", "")
+    assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    assert config.parameters["max_text_tokens"].string_value == musicgen_spec.LIMITS["max_text_tokens"]
+    assert musicgen_spec.MODELS.index(musicgen_spec.TOKENIZER) < musicgen_spec.MODELS.index(
+        musicgen_spec.TEXT_CONDITIONING) < musicgen_spec.MODELS.index(musicgen_spec.PIPELINE) == len(musicgen_spec.MODELS) - 1
+
+
+def test_an_ensemble_step_reading_a_tensor_nothing_gives_is_refused_naming_it():
+    source = ModelSpec("source", (Tensor("a", "FP32", (1,)),), (Tensor("b", "FP32", (1,)),),
+                       {t: dataclasses.replace(musicgen_spec.TOKENIZER.targets[t], parameters={}) for t in TARGETS})
+    with pytest.raises(ValueError, match=r"chain: step source reads \['c'\], which no input or earlier step gives"):
+        ModelSpec("chain", (Tensor("c2", "FP32", (1,)),), (Tensor("b", "FP32", (1,)),), ensemble_targets(source),
+                  steps=(Step("source", {"a": "c"}, {"b": "b"}),))
+    with pytest.raises(ValueError, match=r"chain: no step writes the outputs \['z'\]"):
+        ModelSpec("chain", (Tensor("a", "FP32", (1,)),), (Tensor("z", "FP32", (1,)),), ensemble_targets(source),
+                  steps=(Step.of(source),))

@@ -1,6 +1,7 @@
 """ensemble/triton/glue.py (and musicgen's Triton model on it) against a small fake of triton_python_backend_utils (no Triton here)."""
 
 import importlib
+import json
 import sys
 import types
 from types import SimpleNamespace
@@ -61,6 +62,7 @@ def glue():
             patch.delitem(sys.modules, name, raising=False)
         module, musicgen = (importlib.import_module(name) for name in GLUE_MODULES)
         module.MusicgenTritonModel = musicgen.MusicgenTritonModel
+        module.MusicgenTokenizerTritonModel = musicgen.MusicgenTokenizerTritonModel
         yield module
     for name in GLUE_MODULES:
         sys.modules.pop(name, None)
@@ -290,3 +292,36 @@ def test_execute_runs_different_shapes_separately_and_keeps_request_order(glue):
     assert sorted(feed[T.INPUT_IDS].shape for feed in model.session.feeds) == [(1, 3), (2, 2)]
     outputs = [r.outputs[T.ENCODER_HIDDEN_STATES].tolist() for r in responses]
     assert outputs == [[[11, 20]], [[31, 40, 51]], [[60, 71]]]
+
+
+# --- musicgen_tokenizer and refusals passed back through BLS --------------------------------
+
+
+def test_the_tokenizer_model_answers_each_request_in_its_own_bucket_and_refuses_a_long_prompt_alone(
+        glue, tiny_repository):
+    model = glue.MusicgenTokenizerTritonModel()
+    model.initialize({"model_repository": str(tiny_repository / T.MUSICGEN_TOKENIZER), "model_version": "1",
+                      "model_config": json.dumps({"parameters": {"max_text_tokens": {"string_value": "256"}}})})
+    texts = [[b"lo-fi piano with rain"], [b"drums " * 300], [b"drums", b"drums " * 20]]
+    responses = model.execute([Request(glue, text=np.array(rows, dtype=object).reshape(-1, 1)) for rows in texts])
+    first, refused, pair = responses
+    assert first.error is None and pair.error is None
+    assert first.outputs[T.INPUT_IDS].shape == first.outputs[T.ATTENTION_MASK].shape == (1, 16)
+    assert first.outputs[T.ATTENTION_MASK].sum() == 7  # lo - fi piano with rain, and </s>
+    assert pair.outputs[T.INPUT_IDS].shape == (2, 32)  # the request's longest prompt (21 tokens) sets its bucket
+    assert pair.outputs[T.ATTENTION_MASK].sum(axis=1).tolist() == [2, 21]
+    assert refused.outputs == {}
+    assert (refused.error.message(), refused.error.code) == ("text: is 301 tokens long; the limit is 256", 3)
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("in ensemble 'musicgen_text_conditioning', text: is 301 tokens long; the limit is 256",
+     "text: is 301 tokens long; the limit is 256"),
+    ("text: must be UTF-8 text", "text: must be UTF-8 text"),
+    ("in ensemble 'musicgen_text_conditioning', unexpected shape for input 'text'", None),  # Triton's, not a refusal
+    ("duration: not an input that was sent", None),
+])
+def test_a_callee_s_refusal_of_an_input_it_was_sent_is_the_caller_s_invalid_request(glue, message, expected):
+    error = glue.refusal(message, (T.TEXT,))
+    assert (None if error is None else str(error)) == expected
+    assert error is None or error.field == T.TEXT
