@@ -9,6 +9,8 @@ A recipe holds every perf_analyzer flag; a run adds only what depends on the run
 `--input-data` (the recipe's file), `--concurrency-range C:C:1` (one process per concurrency, so
 the levels can be 1, 2, 4, 8), `-f` and `--profile-export-file` (under `out_dir/raw/`). A
 `smoke` section shrinks the concurrency list, the windows and (speech codecs) the batching modes.
+A recipe may measure an ensemble (musicgen_text_conditioning: raw text in); a point then also
+reports each step model's average batch size (`step_avg_batch_size`).
 A family's recipes are those whose model is one of its models (FAMILY_RECIPES, from the registry,
 in its spec's order); the suite runs the first registered family's (musicgen's) unless told
 (`recipes=`, `--family`, `--recipe`). Batching `"none"` reloads the
@@ -245,6 +247,16 @@ def _counts(client, model: str) -> tuple[int, int]:
             sum(int(s.get("execution_count", 0)) for s in stats))
 
 
+def _avg_batch(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    return round(inferences / executions, 3) if executions else None
+
+
+def _ensemble_steps(client, model: str) -> tuple[str, ...]:
+    """The models an ensemble runs, in order; () for any other model."""
+    return tuple(step["model_name"] for step in _config(client, model).get("ensemble_scheduling", {}).get("step", []))
+
+
 def _wait_ready(client, model: str, ready: bool, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while client.is_model_ready(model) != ready:
@@ -397,17 +409,19 @@ def _run_point(analyzer: PerfAnalyzer, recipe: Recipe, grpc_url: str, raw_dir: P
             path.unlink()  # perf_analyzer refuses an existing export file
     args = recipe.arguments(grpc_url, concurrency, csv_path, export_path)
     client = _client(grpc_url)
-    before = _counts(client, recipe.model)
+    models = (recipe.model, *_ensemble_steps(client, recipe.model))
+    before = {model: _counts(client, model) for model in models}
     started = time.monotonic()
     analyzer.run(args, timeout=recipe.timeout_s, log=raw_dir / f"{stem}.log")
     wall = time.monotonic() - started
-    after = _counts(client, recipe.model)
+    batch = {model: _avg_batch(before[model], _counts(client, model)) for model in models}
     client.close()
-    inferences, executions = after[0] - before[0], after[1] - before[1]
     point = {"batching": batching, "concurrency": concurrency, **parse_csv(csv_path),
-             "server_avg_batch_size": round(inferences / executions, 3) if executions else None,
+             "server_avg_batch_size": batch[recipe.model],
              "wall_s": round(wall, 2), "command": shlex.join(["perf_analyzer", *args]),
              "csv": str(csv_path)}
+    if len(models) > 1:  # an ensemble: its steps batch, each with its own batcher
+        point["step_avg_batch_size"] = {model: batch[model] for model in models[1:]}
     if export_path is not None:
         metrics = streaming_metrics(compact_profile_export(export_path))
         point.update(metrics, profile_export=str(export_path))

@@ -36,11 +36,14 @@ def measured_runs(results):
 def test_every_recipe_runs_at_each_smoke_concurrency_without_errors(suite):
     results, _ = suite
     assert results["errors"] == []
-    assert set(results["recipes"]) == {"musicgen_text_encoder", "musicgen_codec_decoder", "musicgen"}
+    assert set(results["recipes"]) == {"musicgen_text_encoder", "musicgen_text_conditioning", "musicgen_codec_decoder",
+                                       "musicgen"}
     for name in ("musicgen_text_encoder", "musicgen_codec_decoder"):
         points = {(run["batching"], run["concurrency"]) for run in results["recipes"][name]["runs"]}
         assert points == {("rendered", 1), ("rendered", 2), ("none", 1), ("none", 2)}
     assert {run["concurrency"] for run in results["recipes"]["musicgen"]["runs"]} == {1, 2}
+    points = {(run["batching"], run["concurrency"]) for run in results["recipes"]["musicgen_text_conditioning"]["runs"]}
+    assert points == {("rendered", 1), ("rendered", 2)}  # an ensemble has no batcher of its own to take away
 
 
 def test_every_run_reports_throughput_and_latency_percentiles(suite):
@@ -62,6 +65,20 @@ def test_runs_without_dynamic_batching_never_batch_and_rendered_ones_batch_under
             assert runs["rendered", concurrency]["dynamic_batching"] is True
         # two clients and a 2 ms queue delay: the batcher pairs most requests
         assert runs["rendered", 2]["server_avg_batch_size"] > 1.2, runs["rendered", 2]
+
+
+def test_the_text_conditioning_recipe_sends_raw_text_through_the_ensemble_whose_steps_batch(suite):
+    results, _ = suite
+    recipe = results["recipes"]["musicgen_text_conditioning"]
+    assert recipe["model"] == "musicgen_text_conditioning"
+    runs = {run["concurrency"]: run for run in recipe["runs"]}
+    for concurrency, run in runs.items():
+        assert run["dynamic_batching"] is False and run["server_avg_batch_size"] == 1.0  # the ensemble's own count
+        assert set(run["step_avg_batch_size"]) == {"musicgen_tokenizer", "musicgen_text_encoder"}
+        assert all(size >= 1.0 for size in run["step_avg_batch_size"].values()), run
+    assert runs[1]["step_avg_batch_size"] == {"musicgen_tokenizer": 1.0, "musicgen_text_encoder": 1.0}
+    # two clients and a 2 ms queue delay in each step: the steps' batchers pair requests
+    assert runs[2]["step_avg_batch_size"]["musicgen_tokenizer"] > 1.2, runs[2]
 
 
 def test_streaming_recipe_reports_first_chunk_and_inter_chunk_latency_of_2s_requests(suite):
@@ -142,6 +159,16 @@ def test_input_data_fits_both_tiny_random_and_musicgen_small():
     codes = json.loads((pa.BENCHMARKS / "data" / "musicgen_codec_decoder.json").read_text())["data"][0]["audio_codes"]
     assert codes["shape"] == [4, 35] and len(codes["content"]) == 4 * 35
     assert 0 <= min(codes["content"]) and max(codes["content"]) < 64  # tiny-random's codebooks
+
+
+def test_the_text_conditioning_input_is_raw_text_in_the_first_bucket_of_tiny_random(tiny_model_repository):
+    from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer, tokenizer_dir
+
+    rows = json.loads((pa.BENCHMARKS / "data" / "musicgen_text_conditioning.json").read_text())["data"]
+    prompts = [row["text"][0] for row in rows]
+    assert len(prompts) == 4 and all(set(row) == {"text"} and len(row["text"]) == 1 for row in rows)
+    tokenizer = PromptTokenizer(tokenizer_dir(tiny_model_repository), 256)
+    assert [tokenizer([prompt])[0].shape for prompt in prompts] == [(1, 16)] * 4  # one bucket: the encoder batches
 
 
 def test_speech_input_data_fits_tiny_random_and_the_released_checkpoints():
