@@ -1,7 +1,7 @@
 """music's benchmark suite (`python -m tritone.benchmarks run --family music`, the default).
 
-Against a running server with `musicgen_text_encoder`, `musicgen_codec_decoder` and `musicgen`
-loaded: perf_analyzer over the family's recipes, then the streaming load generator at each
+Against a running server with the family's models loaded (`musicgen_tokenizer`, `musicgen_text_encoder`,
+the `musicgen_text_conditioning` ensemble, `musicgen_codec_decoder`, `musicgen`): perf_analyzer over the family's recipes, then the streaming load generator at each
 concurrency level; then, with the server stopped, the engine's decode step against the batch
 (step_cost.py), transformers' baselines on the same weights (baseline.py) and transformers'
 eager decode step.
