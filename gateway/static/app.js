@@ -325,7 +325,6 @@ async function applyLimits() {
   limit($("prompt"), schemas.MusicBody.properties.prompt);
   limit($("duration"), schemas.MusicBody.properties.duration);
   limit($("job-prompt"), schemas.JobBody.properties.prompt);
-  limit($("job-duration"), schemas.JobBody.properties.duration);
   limit($("speech-input"), schemas.SpeechBody.properties.input);
   const upload = api.paths["/v1/audio/voices"].post.requestBody.content["multipart/form-data"].schema;
   const file = schemas[upload.$ref.split("/").pop()].properties.file;

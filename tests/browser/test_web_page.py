@@ -100,3 +100,14 @@ def test_static_files_are_a_fixed_list(page):
     assert page.request.get("/static/style.css").headers["content-type"].startswith("text/css")
     assert page.request.get("/static/main.py").status == 404
     assert page.request.get("/static/..%2Froutes%2Fweb.py").status == 404
+
+
+def test_the_forms_take_the_models_limits_from_the_api(page):
+    """No limit is written in the page: it reads the request schemas (/openapi.json), which the models' configs set."""
+    page.goto("/")
+    page.wait_for_selector('#duration[max="30"]', timeout=10_000)
+    assert (page.locator("#duration").get_attribute("min"), page.locator("#prompt").get_attribute("maxlength"),
+            page.locator("#job-prompt").get_attribute("maxlength")) == ("0.1", "2000", "2000")
+    assert page.locator("#voice-help").text_content() == (
+        "The clip: wav, flac, mp3 or ogg (Vorbis, Opus); 1 to 30 s, at least 16 kHz, mono or stereo; and the words "
+        "spoken in it.")
