@@ -100,6 +100,8 @@ async def open_for_client(http: Request, key: str, model: str,
     generation. Returns it and `finish`, which closes it and gives the key's stream back (await it once)."""
     state = http.app.state
     await state.models.ensure_ready(model)
+    if model not in state.catalog.facts:  # Triton was not ready when the gateway started: its limits, for the schemas
+        await state.catalog.find(model)
     await state.limiter.acquire(key)
     try:
         generation = await Generation.open(state.triton, model, request, state.metrics)

@@ -6,16 +6,22 @@ naming both. Through the real app (TestClient, lifespan run) against a fake Trit
 configs are the specs' rendered (tests/unit/test_speech_client.py)."""
 
 import sqlite3
+import time
+from concurrent import futures
 from contextlib import contextmanager
+
+import grpc
 
 from fastapi.testclient import TestClient
 from tritonclient.grpc import model_config_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 from tritone.ensemble import tensors as T
 from tritone.gateway.main import create_app
 from tritone.gateway.settings import Settings, SpeechModel
 from tritone.gateway.voice_store import LEGACY_CODEC, VoiceStore
-from tests.unit.test_speech_client import spec_configs, start_fake
+from tritone.serving.triton import free_port
+from tests.unit.test_speech_client import FakeOrpheus, spec_configs, start_fake
 from tests.unit.test_speech_gateway import sent_inputs, speak, text_input
 from tests.unit.test_speech_voices import TRANSCRIPT, clip
 
@@ -100,6 +106,30 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_422_without_gatewa
             "message": "file: the clip lasts 6.00 s; a voice clip must last 2 to 5 s", "type": "invalid_request_error",
             "param": "file", "code": "invalid_audio"})
         assert upload(client, seconds=3.0).status_code == 201
+
+
+def test_limits_unknown_at_start_are_read_at_the_first_request(tmp_path):
+    """Triton not up when the gateway starts: no limit in the schema (Triton still refuses), until a request comes."""
+    port = free_port()
+    app = create_app(Settings(triton_grpc_url=f"127.0.0.1:{port}", data_dir=tmp_path, job_workers=0))
+    with TestClient(app) as client:
+        assert "maximum" not in properties(client.get("/openapi.json").json(), "MusicBody")["duration"]
+        fake = FakeOrpheus(speak)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(fake, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        try:
+            deadline = time.monotonic() + 20  # the gateway's gRPC channel reconnects with backoff: 503s until then
+            while (status := client.post("/v1/audio/music", json={"prompt": "x", "duration": 1}).status_code) == 503:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert status == 200
+            assert properties(client.get("/openapi.json").json(), "MusicBody")["duration"]["maximum"] == 30
+            assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 31})) == \
+                (422, invalid("duration", "duration: Input should be less than or equal to 30"))
+        finally:
+            server.stop(None)
 
 
 def test_a_voice_is_refused_by_a_speech_model_whose_codec_differs(tmp_path):
