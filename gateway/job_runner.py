@@ -2,8 +2,8 @@
 
 A job longer than the music model's limit (its config's max_duration_s) is generated in windows: the
 first window is up to that limit; each later one continues from the last 10 s of codes generated so far
-(`prompt_codes`) and adds up to the limit less those 10 s. Cancelling a running job cancels its task, which closes the gRPC stream, so
-Triton frees the decode slot at its next step. A sweeper deletes jobs (and their audio) that ended
+(`prompt_codes`) and adds up to the limit less those 10 s. Cancelling a running job cancels its task,
+which closes the gRPC stream, so Triton frees the decode slot at its next step. A sweeper deletes jobs (and their audio) that ended
 more than `job_ttl_s` ago, at startup and every `job_sweep_interval_s`.
 """
 

@@ -21,7 +21,8 @@ class ModelFacts:
     def from_config(cls, name: str, version: str, config: dict) -> "ModelFacts":
         """From Triton's model config as JSON (tritonclient's get_model_config(as_json=True)["config"])."""
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        outputs = {output["name"]: tuple(int(dim) for dim in output.get("dims", ())) for output in config.get("output", ())}
+        outputs = {output["name"]: tuple(int(dim) for dim in output.get("dims", ()))
+                   for output in config.get("output", ())}
         return cls(name, version, parameters, outputs)
 
     def number(self, key: str) -> float | None:

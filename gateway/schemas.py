@@ -174,7 +174,7 @@ def _job_duration_help(settings: Settings, window_s: float | None) -> str:
 def _speech_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
     """`model` (the first speech model by default) and `voice`, described with each model's speakers."""
     models = settings.speech_models
-    names = [f"{name}" + (f" (or {', '.join(model.aliases)})" if model.aliases else "") for name, model in models.items()]
+    names = [name + (f" (or {', '.join(model.aliases)})" if model.aliases else "") for name, model in models.items()]
     speaking = {name: (speakers(model, facts.get(name)), default_voice(model, facts.get(name)))
                 for name, model in models.items()}
     if len(speaking) == 1:
@@ -182,8 +182,10 @@ def _speech_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
         listed = f" ({', '.join(builtin)})" if builtin else ""
         defaults = f" Default: {default}." if default else ""
     else:
-        listed = " (" + "; ".join(f"{name}: {', '.join(builtin) or 'none'}" for name, (builtin, _) in speaking.items()) + ")"
-        defaults = " Default: " + "; ".join(f"{name}: {default}" for name, (_, default) in speaking.items() if default) + "."
+        listed = " (" + "; ".join(f"{name}: {', '.join(builtin) or 'none'}"
+                                  for name, (builtin, _) in speaking.items()) + ")"
+        defaults = " Default: " + "; ".join(f"{name}: {default}"
+                                            for name, (_, default) in speaking.items() if default) + "."
     aliases = ", ".join(list(settings.speech_voice_aliases)[:2])
     voice_help = (f"A built-in speaker{listed}, an OpenAI voice name ({aliases}, ... map to built-in speakers), or a "
                   f"stored voice's id or name (GET /v1/audio/voices).{defaults}")
