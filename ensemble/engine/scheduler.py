@@ -176,7 +176,8 @@ class Engine:
             raise ValueError("a prefix cache needs the model's identity (so other models never read its entries)")
         self.prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.max_bytes > 0 else None
         self.model_identity = model_identity
-        self._entry_bytes_per_token = 2 * int(np.prod(family.kv_layout)) * int(family.zeros((1,)).nbytes)
+        if self.prefix_cache is not None:  # keys + values of one token, one row, where the LM runs
+            self._entry_bytes_per_token = 2 * int(np.prod(family.kv_layout)) * int(family.zeros((1,)).nbytes)
         self._running = False
         self._threads: list[threading.Thread] = []
 
