@@ -2,6 +2,7 @@
                          [--out benchmarks/results] [--concurrency 1,2,4,8,16] [--duration 5]
 python -m tritone.benchmarks readme
 python -m tritone.benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
+python -m tritone.benchmarks bf16 --repository DIR [--family FAMILY] [--streams 1,8,16]   (benchmarks/bf16.py)
 
 FAMILY is a registered family (ensemble/families.py) or its label: musicgen or music (the
 default), orpheus or speech. `run` exports the family's model into a work directory if needed
@@ -38,6 +39,10 @@ def main(argv=None) -> int:
         from tritone.benchmarks.faults import main as faults
 
         return faults(argv[1:])
+    if argv[:1] == ["bf16"]:
+        from tritone.benchmarks.bf16 import main as bf16
+
+        return bf16(argv[1:])
     from tritone.benchmarks import registry
     from tritone.benchmarks.runner import level_list
     from tritone.ensemble.families import FAMILIES
