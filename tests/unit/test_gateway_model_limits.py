@@ -22,8 +22,8 @@ from tritone.gateway.settings import Settings, SpeechModel
 from tritone.gateway.voice_store import LEGACY_CODEC, VoiceStore
 from tritone.serving.triton import free_port
 from tests.unit.test_speech_client import FakeOrpheus, spec_configs, start_fake
-from tests.unit.test_speech_gateway import sent_inputs, speak, text_input
-from tests.unit.test_speech_voices import TRANSCRIPT, clip
+from tests.gateway.test_speech import sent_inputs, speak, text_input
+from tests.gateway.test_voices import TRANSCRIPT, clip
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from tritone.gateway.main import create_app
 from tritone.gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
 from tritone.gateway.settings import Settings
 from tests.unit.test_speech_client import start_fake
-from tests.unit.test_speech_gateway import speak
+from tests.gateway.test_speech import speak
 
 TOO_LONG = "INVALID_ARGUMENT: text: is 612 tokens long; the limit is 256"
 INVISIBLE = "must contain visible text"

@@ -13,7 +13,7 @@ from tritone.gateway.audio_probe import ClipInfo, probe
 from tritone.gateway.settings import Settings
 from tests.integration.stack import run_gateway
 from tests.unit.test_speech_client import serve  # noqa: F401 - the fake server fixture
-from tests.unit.test_speech_gateway import fake_triton, module_gateway, sent_inputs, speak, text_input  # noqa: F401
+from tests.gateway.test_speech import fake_triton, module_gateway, sent_inputs, speak, text_input  # noqa: F401
 
 SR = 24000
 TRANSCRIPT = "This is what the clip says."
