@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from tritone.benchmarks.runner import cores, level_list
+from tritone.benchmarks.step_timing import time_decode_steps
 from tritone.ensemble.engine.cpu_features import CpuFeatures
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.families import FAMILIES
@@ -117,13 +118,7 @@ def time_steps(pipe, marks: list, part, n: int, steps: int, warmup: int) -> list
             break
     else:
         raise RuntimeError(f"{n} streams did not all start decoding")
-    times = []
-    for i in range(warmup + steps):
-        marks.clear()
-        started = time.perf_counter()
-        engine.run_once(emit_inline=True)
-        if i >= warmup:
-            times.append((marks[0] - started) * 1e3)
+    times = [seconds * 1e3 for seconds in time_decode_steps(engine, marks, warmup=warmup, steps=steps)]
     if len(engine.active) != n:
         raise RuntimeError(f"a stream ended while timed ({len(engine.active)} of {n} left): make them longer")
     for sink in sinks:

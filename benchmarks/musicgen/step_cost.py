@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tritone.benchmarks.musicgen.load import Sampling, workload
+from tritone.benchmarks.step_timing import time_decode_steps
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.musicgen.metadata import MusicgenMetadata
@@ -75,13 +76,7 @@ def engine_step_cost(repository: Path, streams: list[int], *, steps: int = 20, w
         engine.run_once(emit_inline=True)  # admits all n (cross K/V) and runs their first step: not timed
         if len(engine.active) != n:
             raise RuntimeError(f"expected {n} active requests, got {len(engine.active)}")
-        times = []
-        for i in range(warmup + steps):
-            marks.clear()
-            started = time.perf_counter()
-            engine.run_once(emit_inline=True)
-            if i >= warmup:
-                times.append(marks[0] - started)
+        times = time_decode_steps(engine, marks, warmup=warmup, steps=steps)
         position = engine.active[0].step
         for sink in sinks:
             sink.stopped = True
