@@ -52,6 +52,11 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unsupported audio format {fmt!r}; allowed: {', '.join(FORMATS)}")
 
 
+def encoded_rate(fmt: str, sample_rate: int) -> int:
+    """The rate a client decodes `fmt` at: Ogg Opus is always 48 kHz, the rest keep the model's rate."""
+    return OPUS_SAMPLE_RATE if fmt == "opus" else sample_rate
+
+
 def content_type(fmt: str, sample_rate: int) -> str:
     """The Content-Type of what StreamEncoder/encode_audio produce for fmt."""
     _check_format(fmt)
@@ -172,7 +177,7 @@ class StreamEncoder:
 
     @property
     def sample_rate_out(self) -> int:
-        return OPUS_SAMPLE_RATE if self.fmt == "opus" else self.sample_rate
+        return encoded_rate(self.fmt, self.sample_rate)
 
     def encode(self, audio: np.ndarray) -> bytes:
         """Bytes that can be sent now (b"" while a codec is still buffering)."""

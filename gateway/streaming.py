@@ -58,7 +58,8 @@ async def sse_events(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: in
             yield _event({"type": f"{kind}.audio.delta", "audio": base64.b64encode(data).decode()})
     if data := encoder.finish():
         yield _event({"type": f"{kind}.audio.delta", "audio": base64.b64encode(data).decode()})
-    yield _event({"type": f"{kind}.audio.done", "sample_rate": sample_rate, "duration": samples / sample_rate,
+    yield _event({"type": f"{kind}.audio.done", "sample_rate": encoder.sample_rate_out,
+                  "duration": samples / sample_rate,
                   "format": fmt})
 
 

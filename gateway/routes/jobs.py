@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from tritone.gateway import job_store as js
-from tritone.gateway.audio_encoding import content_type, encode_audio
+from tritone.gateway.audio_encoding import content_type, encode_audio, encoded_rate
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.errors import APIError
 from tritone.gateway.job_runner import JobRunner
@@ -141,7 +141,7 @@ async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Reque
                        code="job_audio_missing") from None
     data = await asyncio.to_thread(encode_audio, audio, sample_rate, fmt)
     return Response(data, media_type=content_type(fmt, sample_rate),
-                    headers={"X-Sample-Rate": str(sample_rate),
+                    headers={"X-Sample-Rate": str(encoded_rate(fmt, sample_rate)),
                              "Content-Disposition": f'attachment; filename="{job_id}.{EXTENSIONS[fmt]}"'})
 
 

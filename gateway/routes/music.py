@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tritone.gateway.audio_encoding import content_type, encode_audio
+from tritone.gateway.audio_encoding import content_type, encode_audio, encoded_rate
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.generation import open_for_client
 from tritone.gateway.schemas import ERROR_RESPONSES, Bodies
@@ -33,7 +33,7 @@ def router(bodies: Bodies) -> APIRouter:
         model = request.app.state.settings.music_model
         generation, finish = await open_for_client(request, key, model, body.to_request())
         rate = generation.sample_rate
-        headers = {"X-Sample-Rate": str(rate)}
+        headers = {"X-Sample-Rate": str(encoded_rate(body.response_format, rate))}
         if not body.stream:
             try:
                 audio = np.concatenate([chunk.audio async for chunk in generation.chunks()])

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tritone.client import SpeechRequest
+from tritone.gateway.audio_encoding import encoded_rate
 from tritone.gateway import voices
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.dependencies import CatalogDep, SettingsDep
@@ -60,6 +61,6 @@ def router(bodies: Bodies) -> APIRouter:
             audio = _at_speed(audio, body.speed, rate)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
                        sse_kind="speech" if body.stream_format == "sse" else None,
-                       headers={"X-Sample-Rate": str(rate)})
+                       headers={"X-Sample-Rate": str(encoded_rate(body.response_format, rate))})
 
     return routes

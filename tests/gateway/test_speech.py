@@ -95,7 +95,7 @@ HELLO = len("Hello there, my friend.") * SAMPLES_PER_CHAR
 def test_each_format_decodes_at_its_rate(gateway, fmt, content_type, rate, slack):
     reply = speech(gateway, response_format=fmt)
     assert reply.status_code == 200, reply.text
-    assert reply.headers["content-type"] == content_type and reply.headers["x-sample-rate"] == str(SR)
+    assert reply.headers["content-type"] == content_type and reply.headers["x-sample-rate"] == str(rate)
     audio, decoded_rate = decode(reply.content)
     assert decoded_rate == rate
     assert HELLO * rate // SR <= len(audio) <= HELLO * rate // SR + slack
@@ -183,6 +183,14 @@ def test_sse_sends_speech_audio_deltas_then_done(gateway):
     assert events[-1] == {"type": "speech.audio.done", "sample_rate": SR, "duration": HELLO / SR, "format": "wav"}
     audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]))
     assert (rate, len(audio)) == (SR, HELLO)
+
+
+def test_sse_of_opus_says_the_48_khz_it_decodes_at(gateway):
+    reply = speech(gateway, stream_format="sse", response_format="opus")
+    events = [json.loads(line.removeprefix("data: ")) for line in reply.text.splitlines() if line]
+    assert events[-1] == {"type": "speech.audio.done", "sample_rate": 48000, "duration": HELLO / SR, "format": "opus"}
+    audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]))
+    assert (rate, len(audio)) == (48000, HELLO * 48000 // SR)
 
 
 def test_long_input_is_spoken_sentence_by_sentence_in_order(gateway, fake_triton):

@@ -58,7 +58,7 @@ def test_a_streamed_wav_decodes_to_the_asked_rate_and_length(gateway_url):
 def test_each_format_decodes_with_a_content_type_true_to_its_bytes(gateway_url, fmt, content_type, rate, slack, stream):
     response = music(gateway_url, response_format=fmt, stream=stream, duration=1.5)
     assert response.status_code == 200
-    assert response.headers["content-type"] == content_type
+    assert response.headers["content-type"] == content_type and response.headers["x-sample-rate"] == str(rate)
     audio, decoded_rate = decode(response.content)
     assert decoded_rate == rate
     assert 1.5 * rate <= len(audio) <= 1.5 * rate + (slack if stream else 0)

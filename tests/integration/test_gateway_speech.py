@@ -78,7 +78,7 @@ def test_each_format_decodes_to_whole_frames_at_24_khz(url, fmt, content_type, r
     assert samples > 0 and samples % FRAME == 0 and samples <= MAX_SENTENCE_S * RATE + FRAME
     response = speech(url, response_format=fmt, temperature=0)
     assert response.status_code == 200
-    assert (response.headers["content-type"], response.headers["x-sample-rate"]) == (content_type, str(RATE))
+    assert (response.headers["content-type"], response.headers["x-sample-rate"]) == (content_type, str(rate))
     audio, decoded_rate = decode(response.content)
     assert decoded_rate == rate
     assert samples * rate // RATE <= len(audio) <= samples * rate // RATE + slack
