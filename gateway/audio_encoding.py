@@ -7,9 +7,9 @@ Streaming (StreamEncoder) versus whole files (encode_audio):
 - wav: the streamed header declares RIFF and data sizes of 0xFFFFFFFF (length unknown); libsndfile,
   FFmpeg and Python's wave module then read up to the end of the bytes (soundfile reports the true
   frame count for a complete buffer). encode_audio writes the exact sizes.
-- flac: the streamed STREAMINFO cannot be rewritten, so total samples is 0 ("unknown", allowed by the
-  FLAC spec) and the MD5 is unset. FFmpeg/browsers decode it exactly; soundfile (libsndfile 1.2.2)
-  reports an unknown length and fails to read it, so use encode_audio's file (exact total + MD5) there.
+- flac: buffered, sent whole when the stream ends (exact total samples + MD5). A streamed FLAC's
+  STREAMINFO cannot be rewritten once sent, so it would say total samples 0 ("unknown"), which
+  libsndfile (python-soundfile) cannot read; few players play FLAC as it arrives anyway.
 - mp3: streamed without a Xing/LAME header, so decoders keep the encoder delay and padding
   (up to about three 1152-sample frames extra); encode_audio's file has the Xing header (gapless).
 - opus: Ogg Opus at 48 kHz either way; pre-skip and the end granule make the decoded length exact.
@@ -159,7 +159,8 @@ class _AvWriter:
 
 
 class StreamEncoder:
-    """Encode a stream of mono float32 chunks; the concatenation of every returned bytes is one valid file."""
+    """Encode a stream of mono float32 chunks; the concatenation of every returned bytes is one valid file
+    (FLAC's all at finish)."""
 
     def __init__(self, fmt: str, sample_rate: int):
         _check_format(fmt)
@@ -171,7 +172,8 @@ class StreamEncoder:
         self._finished = False
         self._drain: _Drain | None = None
         self._av: _AvWriter | None = None
-        if fmt in _AV_CODECS:
+        self._buffered: list[np.ndarray] | None = [] if fmt == "flac" else None  # sent whole at finish
+        if fmt in _AV_CODECS and self._buffered is None:
             self._drain = _Drain()
             self._av = _AvWriter(fmt, self.sample_rate, self._drain)
 
@@ -182,6 +184,9 @@ class StreamEncoder:
     def encode(self, audio: np.ndarray) -> bytes:
         """Bytes that can be sent now (b"" while a codec is still buffering)."""
         self._check_open()
+        if self._buffered is not None:
+            self._buffered.append(np.asarray(audio, np.float32).reshape(-1))
+            return b""
         if self._av is not None:
             self._av.write(audio)
             return self._drain.take()
@@ -195,6 +200,8 @@ class StreamEncoder:
         """Flush codecs and write trailers; returns the last bytes of the stream."""
         self._check_open()
         self._finished = True
+        if self._buffered is not None:
+            return encode_audio(np.concatenate([np.zeros(0, np.float32), *self._buffered]), self.sample_rate, self.fmt)
         if self._av is not None:
             self._av.write(None)
             return self._drain.take()
