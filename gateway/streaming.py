@@ -93,11 +93,27 @@ class GenerationStream(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._stream_until_disconnect(receive, send)
         finally:  # done, failed or disconnected (cancelled): now, not when the body generator is collected
             with anyio.move_on_after(FINISH_TIMEOUT_S, shield=True):
                 await self.body_iterator.aclose()
                 await self._finish()
+
+
+    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
+        """Stream, and stop as soon as the client hangs up, also while nothing is being sent (a FLAC body
+        comes whole at the end; Starlette under ASGI 2.4 notices a hang-up only when a send fails)."""
+        async with anyio.create_task_group() as group:
+            async def stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            group.cancel_scope.cancel()
 
 
 def respond(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, finish: Finish, metrics: GatewayMetrics,
