@@ -255,6 +255,8 @@ def wait_until_serving(stack: Stack, timeout: float = 120.0) -> float:
 
 async def hang_up(client: httpx.AsyncClient, stack: Stack, body: dict) -> None:
     async with client.stream("POST", f"{stack.gateway}/v1/audio/music", json=body, timeout=60) as response:
+        if body.get("response_format") == "flac":
+            return  # FLAC comes whole at the end: hang up once the headers are in
         async for _ in response.aiter_bytes():
             break  # first bytes in: hang up
 
