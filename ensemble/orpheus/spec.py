@@ -23,12 +23,14 @@ STREAMING = {name: str(getattr(ORPHEUS_POLICY, name))
 # The speakers orpheus-3b-0.1-ft was fine-tuned on (its random exports take the same names): the config states
 # them for clients (the gateway offers them as built-in voices) and the pipeline checks the export's against them.
 SPEAKERS = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
+# the fine-tuned checkpoint's expressive tags: plain text to the tokenizer, passed through unchanged
+EXPRESSIVE_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
 LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
           "min_reference_s": "1", "max_reference_s": "30", "speakers": ",".join(SPEAKERS)}
 
 # Shapes the pipeline sends, which the TensorRT profiles must cover:
 FRAME_SAMPLES = 2048
-MAX_REFERENCE_SAMPLES = 30 * 24000
+MAX_REFERENCE_SAMPLES = int(LIMITS["max_reference_s"]) * int(LIMITS["sample_rate"])
 MAX_WINDOW = ORPHEUS_POLICY.max_chunk_frames + ORPHEUS_POLICY.left_context + ORPHEUS_POLICY.lookahead
 
 CODEC_ENCODER = ModelSpec(

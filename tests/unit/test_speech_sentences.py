@@ -3,6 +3,7 @@
 import pytest
 
 from tritone.client.sentences import MAX_SENTENCE_CHARS, split_sentences, word_count
+from tritone.ensemble.orpheus.spec import EXPRESSIVE_TAGS
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,13 @@ def test_word_count_ignores_punctuation_and_counts_cjk_characters():
 def test_max_chars_must_be_positive():
     with pytest.raises(ValueError, match="max_chars must be at least 1, got 0"):
         split_sentences("text", max_chars=0)
+
+
+def test_expressive_tags_pass_through_whole_and_are_never_a_sentence_alone():
+    text = " ".join(f"{tag} Well, that was something else entirely, wasn't it{'?' if i % 2 else '.'}"
+                    for i, tag in enumerate(EXPRESSIVE_TAGS)) + " <laugh>"
+    sentences = split_sentences(text, max_chars=40)
+    assert " ".join(sentences).split() == text.split()  # nothing dropped, reordered or rewritten
+    for tag in EXPRESSIVE_TAGS:
+        assert sum(sentence.split().count(tag) for sentence in sentences) == text.split().count(tag)
+    assert all(set(sentence.split()) - set(EXPRESSIVE_TAGS) for sentence in sentences)  # each has words
