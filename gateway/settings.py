@@ -8,13 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
-# OpenAI has 11 voices and Orpheus 8, so some speakers stand in for two. An alias applies to a model
+# OpenAI has 13 voices and Orpheus 8, so some speakers stand in for two. An alias applies to a model
 # only where it names one of that model's speakers.
 OPENAI_VOICES = {
     "alloy": "tara", "ash": "leo", "ballad": "dan", "coral": "mia", "echo": "zac", "fable": "dan",
-    "onyx": "leo", "nova": "leah", "sage": "zoe", "shimmer": "jess", "verse": "zac",
+    "onyx": "leo", "nova": "leah", "sage": "zoe", "shimmer": "jess", "verse": "zac", "marin": "leah", "cedar": "dan",
 }
-OPENAI_SPEECH_MODELS = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]  # OpenAI's names for a speech model
+OPENAI_SPEECH_MODELS = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]  # OpenAI's names for a speech model (and
+# their dated snapshots, "gpt-4o-mini-tts-2025-12-15": an alias followed by -YYYY-MM-DD names it too)
 
 
 class SpeechModel(BaseModel):

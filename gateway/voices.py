@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,10 +59,14 @@ class Speaker:
         return default_voice(self.settings, self.facts)
 
 
+DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
 def speech_model_name(settings: Settings, model: str | None) -> str:
     """The speech model a request's `model` names (itself or an alias); the first one when it names none."""
+    undated = DATED.sub("", model) if model else model  # a dated snapshot names its alias
     for name, speech in settings.speech_models.items():
-        if model is None or model == name or model in speech.aliases:
+        if model is None or model == name or model in speech.aliases or undated in speech.aliases:
             return name
     names = ", ".join(alias for name, speech in settings.speech_models.items() for alias in (name, *speech.aliases))
     names = names or "none (no speech model is configured)"

@@ -150,14 +150,25 @@ def test_the_longest_input_is_accepted(gateway):
     assert reply.status_code == 200
 
 
-@pytest.mark.parametrize("model", ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"])
+@pytest.mark.parametrize("model", ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"])
 def test_openais_model_names_are_orpheus(gateway, fake_triton, model):
     assert speech(gateway, model=model).status_code == 200
     assert fake_triton[0].requests[-1].model_name == T.ORPHEUS
 
 
+def test_every_voice_the_openai_sdk_offers_maps_to_a_built_in_speaker():
+    from typing import get_args
+
+    from openai.types.audio import speech_create_params
+
+    offered = {name for arg in get_args(speech_create_params.Voice) for name in get_args(arg) if isinstance(name, str)}
+    assert {"alloy", "marin", "cedar"} <= offered
+    assert offered <= set(Settings().speech_voice_aliases)
+
+
 @pytest.mark.parametrize(("voice", "speaker"), [(None, "tara"), ("leo", "leo"), ("Zoe", "zoe"), ("alloy", "tara"),
-                                                ("nova", "leah"), ("onyx", "leo"), ("shimmer", "jess")])
+                                                ("nova", "leah"), ("onyx", "leo"), ("shimmer", "jess"),
+                                                ("marin", "leah"), ("cedar", "dan")])
 def test_voices_map_to_built_in_speakers(gateway, fake_triton, voice, speaker):
     body = {} if voice is None else {"voice": voice}
     assert speech(gateway, **body).status_code == 200
