@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 
 from tritone.gateway.auth import REQUIRE_ADMIN, REQUIRE_KEY
@@ -20,18 +22,42 @@ CONTROL_RESPONSES = {404: {"model": ErrorBody, "description": "No such model in 
                      503: ERROR_RESPONSES[503]}
 
 
-@router.get("/v1/models", dependencies=[REQUIRE_KEY],
-            summary="Models on the Triton server, ready or not, with the pipelines' limits")
-async def list_models(triton: TritonDep, settings: SettingsDep):
+STARTED = int(time.time())  # OpenAI's `created`: Triton does not say when a model was made; when this gateway started
+
+
+async def _entries(triton, settings) -> list[dict]:
+    """Every model on the Triton server, then each speech model's OpenAI aliases (`parent`: the model)."""
     data = []
     for model in await triton.models():
-        entry = {"id": model.name, "object": "model", "owned_by": "tritone", "version": model.version,
-                 "state": model.state or "UNLOADED", "ready": model.state == "READY", "reason": model.reason}
+        entry = {"id": model.name, "object": "model", "created": STARTED, "owned_by": "tritone",
+                 "version": model.version, "state": model.state or "UNLOADED", "ready": model.state == "READY",
+                 "reason": model.reason}
         if model.name in (settings.music_model, *settings.speech_models) and entry["ready"]:
             parameters = ModelFacts.from_config(model.name, model.version, await triton.config(model.name)).parameters
             entry.update({k: cast(parameters[k]) for k, cast in PUBLIC_PARAMETERS.items() if k in parameters})
         data.append(entry)
-    return {"object": "list", "data": data}
+    served = {entry["id"]: entry for entry in data}
+    for name, speech in settings.speech_models.items():
+        if name in served:
+            data += [{**served[name], "id": alias, "parent": name} for alias in speech.aliases if alias not in served]
+    return data
+
+
+@router.get("/v1/models", dependencies=[REQUIRE_KEY],
+            summary="Models on the Triton server, ready or not, with the pipelines' limits, and their OpenAI aliases")
+async def list_models(triton: TritonDep, settings: SettingsDep):
+    return {"object": "list", "data": await _entries(triton, settings)}
+
+
+@router.get("/v1/models/{model_id}", dependencies=[REQUIRE_KEY],
+            responses={404: {"model": ErrorBody, "description": "No such model or alias"}},
+            summary="One model or alias, as in the list (OpenAI's models.retrieve)")
+async def retrieve_model(model_id: str, triton: TritonDep, settings: SettingsDep):
+    for entry in await _entries(triton, settings):
+        if entry["id"] == model_id:
+            return entry
+    raise APIError(404, f"model: {model_id!r} is not a model here", type="invalid_request_error", param="model",
+                   code="model_not_found")
 
 
 async def _known(triton, name: str) -> None:

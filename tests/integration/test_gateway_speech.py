@@ -135,6 +135,12 @@ def test_the_official_openai_client_streams_a_24_khz_wav(speech_settings):
             pieces = list(response.iter_bytes())
         audio, rate = sf.read(io.BytesIO(b"".join(pieces)))
         assert rate == RATE and len(audio) > 0 and len(audio) % FRAME == 0
+        model = client.models.retrieve("tts-1")
+        assert (model.id, model.object, model.owned_by, model.parent) == ("tts-1", "model", "tritone", "orpheus")
+        assert "tts-1-hd" in {m.id for m in client.models.list()}
+        with pytest.raises(Exception) as missing:
+            client.models.retrieve("tts-2")
+        assert getattr(missing.value, "status_code", None) == 404
         wrong = OpenAI(base_url=gateway + "/v1", api_key="nope", max_retries=0)
         with pytest.raises(Exception) as refused:
             wrong.audio.speech.create(model="tts-1", voice="alloy", input=FIRST)

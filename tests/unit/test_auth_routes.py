@@ -77,6 +77,7 @@ TABLE = {
     ("POST", "/v1/jobs/{job_id}/cancel"): Row("/v1/jobs/job_none/cancel", any_key(404)),
     ("GET", "/v1/jobs/{job_id}/audio"): Row("/v1/jobs/job_none/audio", any_key(404)),
     ("GET", "/v1/models"): Row("/v1/models", any_key(503)),
+    ("GET", "/v1/models/{model_id}"): Row("/v1/models/tts-1", any_key(503)),
     ("POST", "/v1/models/{name}/load"): Row("/v1/models/musicgen/load", admin_only(503)),
     ("POST", "/v1/models/{name}/unload"): Row("/v1/models/musicgen/unload", admin_only(503)),
     ("GET", "/metrics"): Row("/metrics", admin_only(200)),
