@@ -18,7 +18,7 @@ from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
 from tritone.gateway.metrics import GatewayMetrics
-from tritone.gateway.middleware import RequestCounter, RequestGuard
+from tritone.gateway.middleware import RequestCounter, RequestGuard, RequestId
 from tritone.gateway.model_manager import ModelManager
 from tritone.gateway.routes import health
 from tritone.gateway.routes import jobs
@@ -81,8 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, guard=voices.upload_size_guard)  # inner: the requests counter sees its 413s
     app.add_middleware(RequestCounter, metrics=app.state.metrics)
 
-    # outermost: every layer sees the client the trusted proxies name, and no one else's X-Forwarded-For
+    # every layer sees the client the trusted proxies name, and no one else's X-Forwarded-For
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    app.add_middleware(RequestId)  # around everything: every response, refusals included, carries its id
 
     install_routes(app, {})
     document_auth(app, settings)

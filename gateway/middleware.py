@@ -8,6 +8,9 @@ disconnect used to strand the body generator. Here the app talks to the server d
 
 from __future__ import annotations
 
+import contextvars
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -35,6 +38,38 @@ class RequestCounter:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+REQUEST_ID = contextvars.ContextVar("request_id", default="-")  # the request being served, for logs
+_CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: safe to echo in a header and a log
+
+
+class RequestId:
+    """Every response carries `X-Request-Id`: the client's (visible ASCII, at most 128 characters) or a new
+    one; the request's handlers and logs read it from `REQUEST_ID` and `scope["state"]["request_id"]`."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged_send)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class _App(Response):
