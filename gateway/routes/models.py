@@ -60,6 +60,13 @@ async def retrieve_model(model_id: str, triton: TritonDep, settings: SettingsDep
                    code="model_not_found")
 
 
+@router.get("/v1/audio/models", dependencies=[REQUIRE_KEY],
+            summary="The speech models and their aliases, as Open WebUI lists TTS models ({\"models\": [{\"id\"}]})")
+async def list_speech_models(settings: SettingsDep):
+    names = [name for name, speech in settings.speech_models.items() for name in (name, *speech.aliases)]
+    return {"models": [{"id": name} for name in names]}
+
+
 async def _known(triton, name: str) -> None:
     if name not in {model.name for model in await triton.models()}:
         raise APIError(404, f"no model named {name!r} in the repository", type="not_found_error", param="name",

@@ -67,7 +67,9 @@ async def list_voices(key: ClientKey, store: StoreDep, settings: SettingsDep, ca
                       model: ModelQuery = None):
     speaker = await voices.speaker(settings, catalog, model, required=False)
     stored = await asyncio.to_thread(store.list, voices.voice_owner(settings, key))
-    return {"object": "list", "data": [*voices.builtin_voices(settings, speaker), *(voice.to_dict() for voice in stored)]}
+    data = [*voices.builtin_voices(settings, speaker), *(voice.to_dict() for voice in stored)]
+    # `voices`: the same list as Open WebUI and Kokoro-style clients read it ({"voices": [{"id", "name"}]})
+    return {"object": "list", "data": data, "voices": [{"id": voice["id"], "name": voice["name"]} for voice in data]}
 
 
 @static.get("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"}}, summary="A voice")

@@ -248,3 +248,18 @@ def test_a_client_that_disconnects_cancels_every_open_sentence(settings, serve):
         assert sorted(fake.ended) == sorted(fake.texts) == ["A second one follows it.", "The first sentence is here."]
         metrics = httpx.get(f"{gateway}/metrics").text
         assert "tritone_gateway_active_streams 0.0" in metrics
+
+
+def test_open_webui_lists_voices_and_models_and_speaks_as_it_does(gateway, fake_triton):
+    # What Open WebUI's audio router sends for an OpenAI-engine TTS at a custom base URL: the voice
+    # and model lists without a key, reading {"voices": [{"id", "name"}]} and {"models": [{"id"}]},
+    # then POST /audio/speech with {"input", "model", "voice"} and its Authorization header.
+    base = f"{gateway}/v1"
+    voices = {voice["id"]: voice["name"] for voice in httpx.get(f"{base}/audio/voices", timeout=10).json()["voices"]}
+    assert {"tara", "leah", "leo"} <= set(voices) and voices["tara"] == "tara"
+    models = [model["id"] for model in httpx.get(f"{base}/audio/models", timeout=10).json()["models"]]
+    assert models == ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    reply = httpx.post(f"{base}/audio/speech", json={"input": "Hello there.", "model": "tts-1", "voice": "tara"},
+                       headers={"Authorization": "Bearer sk-unused"}, timeout=30)
+    assert (reply.status_code, reply.headers["content-type"]) == (200, "audio/mpeg")
+    assert text_input(sent_inputs(fake_triton[0])[T.VOICE]) == "tara"

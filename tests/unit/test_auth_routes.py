@@ -78,6 +78,7 @@ TABLE = {
     ("GET", "/v1/jobs/{job_id}/audio"): Row("/v1/jobs/job_none/audio", any_key(404)),
     ("GET", "/v1/models"): Row("/v1/models", any_key(503)),
     ("GET", "/v1/models/{model_id}"): Row("/v1/models/tts-1", any_key(503)),
+    ("GET", "/v1/audio/models"): Row("/v1/audio/models", any_key(200)),
     ("POST", "/v1/models/{name}/load"): Row("/v1/models/musicgen/load", admin_only(503)),
     ("POST", "/v1/models/{name}/unload"): Row("/v1/models/musicgen/unload", admin_only(503)),
     ("GET", "/metrics"): Row("/metrics", admin_only(200)),
