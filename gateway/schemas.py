@@ -110,6 +110,8 @@ class SpeechBody(BaseModel):
                           "(GET /v1/audio/voices).")
     response_format: SpeechFormat = Field("mp3", description="Audio encoding of the response.")
     speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, description="Speaking rate; the pitch is kept.")
+    stream: bool = Field(True, strict=True, description="Not OpenAI's (Kokoro-style clients send it): false returns "
+                         "one whole file with its exact length once generation ends; true streams it.")
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: encoded bytes; sse: server-sent events (speech.audio.delta, speech.audio.done).")
     instructions: str | None = Field(None, max_length=MAX_SPEECH_INPUT_CHARS, description="Accepted for "

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import numpy as np
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from tritone.client import ClientError
-from tritone.gateway.audio_encoding import StreamEncoder, content_type
+from tritone.gateway.audio_encoding import StreamEncoder, content_type, encode_audio
 from tritone.gateway.errors import from_client_error
 from tritone.gateway.metrics import GatewayMetrics
 
@@ -114,6 +114,17 @@ class GenerationStream(StreamingResponse):
             group.start_soon(stream)
             await self.listen_for_disconnect(receive)
             group.cancel_scope.cancel()
+
+
+async def whole_file(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, finish: Finish,
+                     headers: dict[str, str]) -> Response:
+    """The generation's audio as one file once it ends (`stream: false`): exact length, sizes and headers."""
+    try:
+        samples = np.concatenate([np.zeros(0, np.float32), *[piece async for piece in audio]])
+    finally:
+        await finish()
+    return Response(encode_audio(samples, sample_rate, fmt), media_type=content_type(fmt, sample_rate),
+                    headers=headers)
 
 
 def respond(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, finish: Finish, metrics: GatewayMetrics,

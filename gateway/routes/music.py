@@ -4,15 +4,14 @@ The body's schema comes from the music model's config (gateway/schemas.py `Bodie
 made for the bodies of the moment (gateway/main.py installs it again when they change).
 """
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tritone.gateway.audio_encoding import content_type, encode_audio, encoded_rate
+from tritone.gateway.audio_encoding import encoded_rate
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.generation import open_for_client
 from tritone.gateway.schemas import ERROR_RESPONSES, Bodies
-from tritone.gateway.streaming import respond
+from tritone.gateway.streaming import respond, whole_file
 
 AUDIO_TYPES = {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {}, "audio/pcm": {},
                "text/event-stream": {}}
@@ -34,14 +33,9 @@ def router(bodies: Bodies) -> APIRouter:
         generation, finish = await open_for_client(request, key, model, body.to_request())
         rate = generation.sample_rate
         headers = {"X-Sample-Rate": str(encoded_rate(body.response_format, rate))}
-        if not body.stream:
-            try:
-                audio = np.concatenate([chunk.audio async for chunk in generation.chunks()])
-            finally:
-                await finish()
-            return Response(encode_audio(audio, rate, body.response_format),
-                            media_type=content_type(body.response_format, rate), headers=headers)
         audio = (chunk.audio async for chunk in generation.chunks())
+        if not body.stream:
+            return await whole_file(audio, body.response_format, rate, finish, headers)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
                        sse_kind="music" if body.stream_format == "sse" else None, headers=headers)
 

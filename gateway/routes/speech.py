@@ -22,7 +22,7 @@ from tritone.gateway.dependencies import CatalogDep, SettingsDep
 from tritone.gateway.generation import open_for_client
 from tritone.gateway.routes.music import AUDIO_TYPES
 from tritone.gateway.schemas import ERROR_RESPONSES, Bodies, VoiceRef
-from tritone.gateway.streaming import respond
+from tritone.gateway.streaming import respond, whole_file
 from tritone.gateway.tempo import TempoStretch
 
 
@@ -59,8 +59,10 @@ def router(bodies: Bodies) -> APIRouter:
         audio = (chunk.audio async for chunk in generation.chunks())
         if body.speed != 1.0:
             audio = _at_speed(audio, body.speed, rate)
+        headers = {"X-Sample-Rate": str(encoded_rate(body.response_format, rate))}
+        if not body.stream:
+            return await whole_file(audio, body.response_format, rate, finish, headers)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
-                       sse_kind="speech" if body.stream_format == "sse" else None,
-                       headers={"X-Sample-Rate": str(encoded_rate(body.response_format, rate))})
+                       sse_kind="speech" if body.stream_format == "sse" else None, headers=headers)
 
     return routes

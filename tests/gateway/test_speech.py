@@ -10,6 +10,7 @@ import av
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tritone.ensemble import tensors as T
 from tritone.gateway.settings import Settings
@@ -263,3 +264,12 @@ def test_open_webui_lists_voices_and_models_and_speaks_as_it_does(gateway, fake_
                        headers={"Authorization": "Bearer sk-unused"}, timeout=30)
     assert (reply.status_code, reply.headers["content-type"]) == (200, "audio/mpeg")
     assert text_input(sent_inputs(fake_triton[0])[T.VOICE]) == "tara"
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac"])
+def test_stream_false_returns_one_whole_file_with_its_exact_length(gateway, fmt):
+    reply = speech(gateway, response_format=fmt, stream=False)
+    assert reply.status_code == 200 and "chunked" not in reply.headers.get("transfer-encoding", "")
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    audio, rate = sf.read(io.BytesIO(reply.content))  # exact headers: libsndfile reads even the mp3's length
+    assert rate == SR and abs(len(audio) - HELLO) <= (0 if fmt != "mp3" else 1152)
