@@ -53,7 +53,8 @@ def _one_of(token: str, keys: list[str]) -> bool:
 
 
 def _unknown_key() -> APIError:
-    return APIError(403, "unknown API key", type="permission_error", code="invalid_api_key")
+    return APIError(401, "unknown API key", type="authentication_error", code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"})  # as OpenAI answers an incorrect key
 
 
 def client_key(request: Request) -> str:
@@ -143,8 +144,8 @@ def _guarded(guard: str | None, settings: Settings) -> bool:
     return guard == "admin" and admin_protected(settings) or guard == "key" and bool(settings.api_keys)
 
 
-AUTH_RESPONSES = {"401": "Missing API key (WWW-Authenticate: Bearer)",
-                  "403": "Unknown API key, or a generation key on an admin route"}
+AUTH_RESPONSES = {"401": "Missing or unknown API key (WWW-Authenticate: Bearer)",
+                  "403": "A generation key on an admin route"}
 
 
 def document_auth(app: FastAPI, settings: Settings) -> None:
@@ -173,7 +174,7 @@ def _document_route(path_item: dict, route: APIRoute, settings: Settings) -> Non
         responses = operation["responses"]
         for status, description in AUTH_RESPONSES.items():
             responses.pop(status, None)
-            if guarded:
+            if guarded and (status == "401" or route_guard(route) == "admin"):
                 responses[status] = {"description": description, "content": error}
         if guarded:
             operation["security"] = [{"bearer": []}]

@@ -160,7 +160,7 @@ def test_api_keys_gate_generation_and_limit_concurrent_streams(gateway_settings)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         assert missing.json()["error"]["code"] == "missing_api_key"
         wrong = httpx.post(f"{url}/v1/audio/music", json=body, headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
         auth = {"Authorization": "Bearer k1"}
         assert httpx.post(f"{url}/v1/audio/music", json=body, headers=auth, timeout=30).status_code == 200
         with httpx.stream("POST", f"{url}/v1/audio/music", json={"prompt": "drums", "duration": 20}, headers=auth,
