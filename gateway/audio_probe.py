@@ -34,7 +34,7 @@ NAMES = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "ogg": "Ogg"}
 
 
 class ProbeError(ValueError):
-    """A clip refused from its headers; `status` is the HTTP status (415: not a format we take, 422: bad file)."""
+    """A clip refused from its headers; `status` is the HTTP status (415: not a format we take, 400: bad file)."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -45,7 +45,7 @@ class ClipTooLong(ProbeError):
     """Decoding gave more than `seconds` of audio (and stopped there), whatever the header said."""
 
     def __init__(self, seconds: float):
-        super().__init__(422, f"the clip holds more than {seconds:g} s of audio (decoding stopped there)")
+        super().__init__(400, f"the clip holds more than {seconds:g} s of audio (decoding stopped there)")
         self.seconds = seconds
 
 
@@ -59,7 +59,7 @@ class ClipInfo:
 
 
 def _truncated(fmt: str, detail: str) -> ProbeError:
-    return ProbeError(422, f"truncated or damaged {NAMES[fmt]} file: {detail}")
+    return ProbeError(400, f"truncated or damaged {NAMES[fmt]} file: {detail}")
 
 
 # --- sniffing ----------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def _flac(data: bytes) -> ClipInfo:
     if rate == 0:
         raise _truncated("flac", "STREAMINFO gives no sample rate")
     if total == 0:
-        raise ProbeError(422, "the FLAC header does not give the length (total samples 0); "
+        raise ProbeError(400, "the FLAC header does not give the length (total samples 0); "
                               "re-encode the clip with a length")
     return ClipInfo("flac", "flac", rate, channels, total / rate)
 
@@ -276,7 +276,7 @@ _PARSERS = {"wav": _wav, "flac": _flac, "mp3": _mp3, "ogg": _ogg}
 def probe(data: bytes, filename: str | None) -> ClipInfo:
     """The clip's format and properties from its headers. Raises ProbeError naming the problem."""
     if not data:
-        raise ProbeError(422, "the file is empty")
+        raise ProbeError(400, "the file is empty")
     suffix = PurePath(filename or "").suffix.lower()
     allowed = ", ".join(sorted({f".{fmt}" for fmt in NAMES}))
     if suffix not in EXTENSIONS:
@@ -301,7 +301,7 @@ def decode_within(data: bytes, sample_rate: int, max_seconds: float) -> np.ndarr
 
     Each decoded frame is resampled and down-mixed (channels averaged) at once, and decoding stops
     with ClipTooLong once more than `max_seconds` have come out. The samples are those of
-    client.clip.decode_clip for a clip within the budget. Raises ProbeError (422) when the clip
+    client.clip.decode_clip for a clip within the budget. Raises ProbeError (400) when the clip
     cannot be decoded.
     """
     limit = int(max_seconds * sample_rate)
@@ -309,7 +309,7 @@ def decode_within(data: bytes, sample_rate: int, max_seconds: float) -> np.ndarr
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.audio:
-                raise ProbeError(422, "the file holds no audio stream")
+                raise ProbeError(400, "the file holds no audio stream")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sample_rate)
             for frame in chain(container.decode(stream), [None]):  # None: flush the resampler
@@ -319,6 +319,6 @@ def decode_within(data: bytes, sample_rate: int, max_seconds: float) -> np.ndarr
                     if count > limit:
                         raise ClipTooLong(max_seconds)
     except (av.error.FFmpegError, UnicodeDecodeError) as error:
-        raise ProbeError(422, f"cannot decode the clip: {error}") from None
+        raise ProbeError(400, f"cannot decode the clip: {error}") from None
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     return np.clip(audio, -1.0, 1.0).astype(np.float32)

@@ -172,6 +172,7 @@ def _document_route(path_item: dict, route: APIRoute, settings: Settings) -> Non
     for method in route.methods:
         operation = path_item[method.lower()]
         responses = operation["responses"]
+        responses.pop("422", None)  # FastAPI's own: tritone answers invalid input with OpenAI's 400 (gateway/errors.py)
         for status, description in AUTH_RESPONSES.items():
             responses.pop(status, None)
             if guarded and (status == "401" or route_guard(route) == "admin"):

@@ -69,7 +69,7 @@ def from_client_error(error: ClientError) -> APIError:
                 return unavailable(error.message, code)
         if error.status == "INVALID_ARGUMENT":
             param = error.message.split(":", 1)[0] if ":" in error.message else None
-            return APIError(422, error.message, param=param, code="invalid_value")
+            return APIError(400, error.message, param=param, code="invalid_value")
         if error.status == "UNAVAILABLE":  # every decode slot busy and the queue full
             return APIError(429, error.message, type="rate_limit_error", code="server_at_capacity",
                             headers={"Retry-After": RETRY_AFTER_S})
@@ -104,7 +104,7 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(location) or None
     rule = _RULES[first["type"]](first) if first["type"] in _RULES else first["msg"]
-    return APIError(422, f"{param or 'body'}: {rule}", param=param, code="invalid_value").response()
+    return APIError(400, f"{param or 'body'}: {rule}", param=param, code="invalid_value").response()
 
 
 def _bad_body(problem: str) -> JSONResponse:

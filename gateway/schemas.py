@@ -1,4 +1,4 @@
-"""Request and response bodies. Every limit is in the schema, so /docs shows it and bad input is a 422.
+"""Request and response bodies. Every limit is in the schema, so /docs shows it and bad input is a 400 (OpenAI's status for invalid_request_error).
 
 A model's own limits (a prompt's length, a duration's range, the built-in speakers) are not written
 here: `Bodies.build` makes the bodies from the models' facts as Triton serves them (gateway/catalog.py),
@@ -211,7 +211,8 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
-        401: "Missing API key", 403: "Unknown API key", 422: "Invalid input (names the field)",
+        400: "Invalid input (names the field), or a body that is not JSON", 401: "Missing or unknown API key",
+        403: "A generation key on an admin route",
         429: "Too many concurrent streams, or the server is at capacity", 503: "Triton unreachable (Retry-After)",
     }.items()
 }

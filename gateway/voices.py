@@ -152,13 +152,13 @@ def check_clip(data: bytes, filename: str | None, settings: Settings, limits: Cl
     except ProbeError as error:
         raise _bad_file(error.status, str(error)) from None
     if not 1 <= info.channels <= 2:
-        raise _bad_file(422, f"the clip has {info.channels} channels; a voice clip must be mono or stereo")
+        raise _bad_file(400, f"the clip has {info.channels} channels; a voice clip must be mono or stereo")
     if info.sample_rate < settings.voice_min_sample_rate:
-        raise _bad_file(422, f"the clip is sampled at {info.sample_rate} Hz; a voice clip needs at least "
+        raise _bad_file(400, f"the clip is sampled at {info.sample_rate} Hz; a voice clip needs at least "
                              f"{settings.voice_min_sample_rate} Hz")
     low, high = limits.low, limits.high
     if not low <= info.duration <= high:
-        raise _bad_file(422, f"the clip lasts {info.duration:.2f} s; a voice clip must last {low:g} to {high:g} s")
+        raise _bad_file(400, f"the clip lasts {info.duration:.2f} s; a voice clip must last {low:g} to {high:g} s")
     return info
 
 
@@ -168,13 +168,13 @@ def decoded_clip(data: bytes, info: ClipInfo, limits: ClipLimits) -> np.ndarray:
     try:
         clip = decode_within(data, rate, high + DECODE_MARGIN_S)
     except ClipTooLong as error:
-        raise _bad_file(422, f"{error}, though its header says {info.duration:.2f} s; a voice clip must last "
+        raise _bad_file(400, f"{error}, though its header says {info.duration:.2f} s; a voice clip must last "
                              f"{low:g} to {high:g} s") from None
     except ProbeError as error:
         raise _bad_file(error.status, str(error)) from None
     clip = clip[:int(high * rate)]  # a decoder's padding, not more audio
     if len(clip) < low * rate * 0.95:
-        raise _bad_file(422, f"the clip decodes to {len(clip) / rate:.2f} s of audio; a voice clip must last "
+        raise _bad_file(400, f"the clip decodes to {len(clip) / rate:.2f} s of audio; a voice clip must last "
                              f"{low:g} to {high:g} s")
     return clip
 
@@ -182,9 +182,9 @@ def decoded_clip(data: bytes, info: ClipInfo, limits: ClipLimits) -> np.ndarray:
 def check_name(name: str, settings: Settings, catalog: ModelCatalog) -> str:
     name = name.strip()
     if not name:
-        raise APIError(422, "name: must not be blank", param="name", code="invalid_value")
+        raise APIError(400, "name: must not be blank", param="name", code="invalid_value")
     if is_builtin(settings, catalog, name) or name.lower().startswith("voice_"):
-        raise APIError(422, f"name: {name!r} is taken by a built-in voice or looks like a voice id; choose another",
+        raise APIError(400, f"name: {name!r} is taken by a built-in voice or looks like a voice id; choose another",
                        param="name", code="invalid_value")
     return name
 
@@ -207,7 +207,7 @@ async def clone(store: vs.VoiceStore, triton: Triton, catalog: ModelCatalog, set
     name = check_name(name, settings, catalog)
     transcript = " ".join(transcript.split())
     if not transcript:
-        raise APIError(422, "transcript: must not be blank", param="transcript", code="invalid_value")
+        raise APIError(400, "transcript: must not be blank", param="transcript", code="invalid_value")
     speech = await speaker(settings, catalog, model)
     limits = ClipLimits.of(speech)
     info = check_clip(data, filename, settings, limits)
@@ -241,7 +241,7 @@ async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Setti
     """SpeechRequest fields for a request's voice: `voice`, or `reference_text` + `reference_codes`."""
     voice = model.default_voice if voice is None else voice
     if voice is None:
-        raise APIError(422, f"voice: {model.name} has no built-in speaker; name a stored voice (GET /v1/audio/voices)",
+        raise APIError(400, f"voice: {model.name} has no built-in speaker; name a stored voice (GET /v1/audio/voices)",
                        param="voice", code="voice_not_found")
     builtin = builtin_speaker(settings, model, voice)
     if builtin is not None:
@@ -252,12 +252,12 @@ async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Setti
     except KeyError:  # deleted meanwhile
         codes = None
     if codes is None:
-        raise APIError(422, f"voice: unknown voice {voice!r}; use a built-in voice "
+        raise APIError(400, f"voice: unknown voice {voice!r}; use a built-in voice "
                             f"({', '.join(model.speakers) or 'none'}), an OpenAI voice name, or the id or name of a "
                             "stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")
     codec = await codec_of(model, catalog)
     if (stored.codec, stored.codec_version) != codec:
-        raise APIError(422, f"voice: {stored.name!r} ({stored.id}) holds codes of codec {stored.codec} version "
+        raise APIError(400, f"voice: {stored.name!r} ({stored.id}) holds codes of codec {stored.codec} version "
                             f"{stored.codec_version}, but {model.name} speaks from codec {codec[0]} version {codec[1]}; "
                             f"clone the voice again for {model.name} (POST /v1/audio/voices with model={model.name})",
                        param="voice", code="voice_codec_mismatch")

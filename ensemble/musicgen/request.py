@@ -1,7 +1,7 @@
 """A MusicGen generation request: its parameters, their defaults and limits, and validation.
 
 Every check names the field it rejects; the Triton glue turns `InvalidRequest` into
-INVALID_ARGUMENT and the gateway into HTTP 422.
+INVALID_ARGUMENT and the gateway into HTTP 400.
 """
 
 from __future__ import annotations

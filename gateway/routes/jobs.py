@@ -159,7 +159,7 @@ def router(bodies: Bodies) -> APIRouter:
                          idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
         settings = request.app.state.settings
         if body.duration > settings.max_job_duration_s:
-            raise APIError(422, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
+            raise APIError(400, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
                            param="duration", code="invalid_value")
         try:
             job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,

@@ -116,23 +116,23 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
 @pytest.mark.parametrize(
     ("body", "status", "expected"),
     [
-        ({"input": ""}, 422, envelope("input: String should have at least 1 character", "input")),
-        ({"input": "x" * 4097}, 422, envelope("input: String should have at most 4096 characters", "input")),
-        ({"input": " \n "}, 422, envelope("input: Value error, must not be blank", "input")),
-        ({"speed": 0.1}, 422, envelope("speed: Input should be greater than or equal to 0.25", "speed")),
-        ({"speed": 5}, 422, envelope("speed: Input should be less than or equal to 4", "speed")),
-        ({"response_format": "ogg"}, 422, envelope(
+        ({"input": ""}, 400, envelope("input: String should have at least 1 character", "input")),
+        ({"input": "x" * 4097}, 400, envelope("input: String should have at most 4096 characters", "input")),
+        ({"input": " \n "}, 400, envelope("input: Value error, must not be blank", "input")),
+        ({"speed": 0.1}, 400, envelope("speed: Input should be greater than or equal to 0.25", "speed")),
+        ({"speed": 5}, 400, envelope("speed: Input should be less than or equal to 4", "speed")),
+        ({"response_format": "ogg"}, 400, envelope(
             "response_format: Input should be 'mp3', 'opus', 'aac', 'flac', 'wav' or 'pcm'", "response_format")),
-        ({"stream_format": "ws"}, 422, envelope("stream_format: Input should be 'audio' or 'sse'", "stream_format")),
-        ({"volume": 11}, 422, envelope("volume: Extra inputs are not permitted", "volume")),
+        ({"stream_format": "ws"}, 400, envelope("stream_format: Input should be 'audio' or 'sse'", "stream_format")),
+        ({"volume": 11}, 400, envelope("volume: Extra inputs are not permitted", "volume")),
         ({"model": "tts-2"}, 404, envelope(
             "model: 'tts-2' is not a speech model here; use one of orpheus, tts-1, tts-1-hd, gpt-4o-mini-tts",
             "model", code="model_not_found")),
-        ({"voice": "nobody"}, 422, envelope(
+        ({"voice": "nobody"}, 400, envelope(
             "voice: unknown voice 'nobody'; use a built-in voice (tara, leah, jess, leo, dan, mia, zac, zoe), an "
             "OpenAI voice name, or the id or name of a stored voice (GET /v1/audio/voices)", "voice",
             code="voice_not_found")),
-        ({"voice": {"id": "voice_missing"}}, 422, envelope(
+        ({"voice": {"id": "voice_missing"}}, 400, envelope(
             "voice: unknown voice 'voice_missing'; use a built-in voice (tara, leah, jess, leo, dan, mia, zac, zoe), "
             "an OpenAI voice name, or the id or name of a stored voice (GET /v1/audio/voices)", "voice",
             code="voice_not_found")),
@@ -146,7 +146,7 @@ def test_bad_requests_get_openais_envelope_naming_the_field(gateway, fake_triton
 
 def test_the_longest_input_is_accepted(gateway):
     reply = speech(gateway, input="word " * 819 + "end.", response_format="pcm")  # 4099 -> 4096 characters
-    assert reply.status_code == 422
+    assert reply.status_code == 400
     reply = speech(gateway, input=("Say it. " * 512)[:4096], response_format="pcm")
     assert reply.status_code == 200
 

@@ -85,15 +85,15 @@ TEN_MINUTES = silence(600.0, 16000, "FLAC")  # compresses to little: under the s
 @pytest.mark.parametrize(
     ("data", "filename", "status", "message"),
     [
-        (b"", "clip.wav", 422, "file: the file is empty"),
-        (clip()[:20000], "clip.wav", 422,
+        (b"", "clip.wav", 400, "file: the file is empty"),
+        (clip()[:20000], "clip.wav", 400,
          "file: truncated or damaged WAV file: the header announces 144000 bytes of audio, the file holds 19956"),
-        (clip(fmt="FLAC")[:30], "clip.flac", 422, "file: truncated or damaged FLAC file: no STREAMINFO block"),
+        (clip(fmt="FLAC")[:30], "clip.flac", 400, "file: truncated or damaged FLAC file: no STREAMINFO block"),
         (np.random.default_rng(0).bytes(50_000), "clip.wav", 415, "file: the content is not WAV, FLAC, MP3 or Ogg audio"),
-        (TEN_MINUTES, "clip.flac", 422, "file: the clip lasts 600.00 s; a voice clip must last 1 to 30 s"),
-        (clip(0.5), "clip.wav", 422, "file: the clip lasts 0.50 s; a voice clip must last 1 to 30 s"),
-        (clip(3.0, 8000, 2), "clip.wav", 422, "file: the clip is sampled at 8000 Hz; a voice clip needs at least 16000 Hz"),
-        (clip(3.0, SR, 6), "clip.wav", 422, "file: the clip has 6 channels; a voice clip must be mono or stereo"),
+        (TEN_MINUTES, "clip.flac", 400, "file: the clip lasts 600.00 s; a voice clip must last 1 to 30 s"),
+        (clip(0.5), "clip.wav", 400, "file: the clip lasts 0.50 s; a voice clip must last 1 to 30 s"),
+        (clip(3.0, 8000, 2), "clip.wav", 400, "file: the clip is sampled at 8000 Hz; a voice clip needs at least 16000 Hz"),
+        (clip(3.0, SR, 6), "clip.wav", 400, "file: the clip has 6 channels; a voice clip must be mono or stereo"),
         (clip(), "clip.mp3", 415, "file: the content is WAV but the file name ends in .mp3"),
         (clip(fmt="FLAC"), "clip.ogg", 415, "file: the content is FLAC but the file name ends in .ogg"),
         (clip(), "clip.txt", 415, "file: .txt files are not taken; upload a .flac, .mp3, .ogg, .wav file"),
@@ -118,7 +118,7 @@ def test_a_flac_bomb_is_refused_once_its_decoded_audio_passes_the_limit(module_g
 
     bomb = set_flac_total_samples(silence(600.0, 48000, "FLAC"), 5 * 48000)
     reply = upload(module_gateway[3], bomb, "bomb.flac")
-    assert (reply.status_code, reply.json()["error"]) == (422, {
+    assert (reply.status_code, reply.json()["error"]) == (400, {
         "message": "file: the clip holds more than 30.5 s of audio (decoding stopped there), though its header says "
                    "5.00 s; a voice clip must last 1 to 30 s",
         "type": "invalid_request_error", "param": "file", "code": "invalid_audio"})
@@ -146,14 +146,14 @@ def test_a_file_over_the_size_limit_is_a_413(settings, fake):
 @pytest.mark.parametrize(
     ("form", "status", "message", "param"),
     [
-        ({"name": "tara"}, 422, "name: 'tara' is taken by a built-in voice or looks like a voice id; choose another",
+        ({"name": "tara"}, 400, "name: 'tara' is taken by a built-in voice or looks like a voice id; choose another",
          "name"),
-        ({"name": "Alloy"}, 422, "name: 'Alloy' is taken by a built-in voice or looks like a voice id; choose another",
+        ({"name": "Alloy"}, 400, "name: 'Alloy' is taken by a built-in voice or looks like a voice id; choose another",
          "name"),
-        ({"name": ""}, 422, "name: Field required", "name"),  # an empty form field is a missing one
-        ({"name": "x" * 65}, 422, "name: String should have at most 64 characters", "name"),
-        ({"transcript": " "}, 422, "transcript: must not be blank", "transcript"),
-        ({"transcript": "x" * 1001}, 422, "transcript: String should have at most 1000 characters", "transcript"),
+        ({"name": ""}, 400, "name: Field required", "name"),  # an empty form field is a missing one
+        ({"name": "x" * 65}, 400, "name: String should have at most 64 characters", "name"),
+        ({"transcript": " "}, 400, "transcript: must not be blank", "transcript"),
+        ({"transcript": "x" * 1001}, 400, "transcript: String should have at most 1000 characters", "transcript"),
     ],
 )
 def test_bad_names_and_transcripts_are_named(module_gateway, fake_triton, form, status, message, param):  # noqa: F811
@@ -203,7 +203,7 @@ def test_a_voice_is_encoded_once_stored_spoken_with_its_codes_and_deleted(gatewa
         {"id": voice["id"], "object": "voice.deleted", "deleted": True}
     assert httpx.get(f"{gateway}/v1/audio/voices/{voice['id']}").status_code == 404
     assert httpx.delete(f"{gateway}/v1/audio/voices/{voice['id']}").status_code == 404
-    assert httpx.post(f"{gateway}/v1/audio/speech", json={"input": "Hi.", "voice": "Narrator"}).status_code == 422
+    assert httpx.post(f"{gateway}/v1/audio/speech", json={"input": "Hi.", "voice": "Narrator"}).status_code == 400
     assert httpx.delete(f"{gateway}/v1/audio/voices/tara").status_code == 409
 
 

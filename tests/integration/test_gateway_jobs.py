@@ -245,10 +245,10 @@ def test_unknown_jobs_are_404_and_jobs_without_audio_are_409(triton_stack, tmp_p
     assert responses["queued_audio"].status_code == 409
     assert error_of(responses["queued_audio"])["message"] == (
         f"job {queued['id']} is queued; its audio is available once it has succeeded")
-    assert responses["bad_format"].status_code == 422 and error_of(responses["bad_format"])["param"] == "format"
-    assert responses["too_long"].status_code == 422
+    assert responses["bad_format"].status_code == 400 and error_of(responses["bad_format"])["param"] == "format"
+    assert responses["too_long"].status_code == 400
     assert error_of(responses["too_long"])["message"] == "duration: must be at most 300 seconds, got 301"
-    assert responses["stream_field"].status_code == 422 and error_of(responses["stream_field"])["param"] == "stream"
+    assert responses["stream_field"].status_code == 400 and error_of(responses["stream_field"])["param"] == "stream"
 
 
 def test_a_job_longer_than_the_pipeline_limit_is_generated_in_windows(triton_stack, tmp_path):

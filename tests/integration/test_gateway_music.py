@@ -90,23 +90,23 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
 @pytest.mark.parametrize(
     ("body", "status", "expected"),
     [
-        ({"prompt": ""}, 422, envelope("prompt: String should have at least 1 character", "prompt")),
-        ({"prompt": "   "}, 422, envelope("prompt: Value error, must not be blank", "prompt")),
-        ({"prompt": "x" * 2001}, 422, envelope("prompt: String should have at most 2000 characters", "prompt")),
-        ({"duration": 0}, 422, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
-        ({"duration": 0.05}, 422, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
-        ({"duration": 1000}, 422, envelope("duration: Input should be less than or equal to 30", "duration")),
-        ({"duration": "long"}, 422, envelope("duration: Input should be a valid number", "duration")),  # strict
-        ({"temperature": -1}, 422, envelope("temperature: Input should be greater than or equal to 0", "temperature")),
-        ({"top_k": -1}, 422, envelope("top_k: Input should be greater than or equal to 0", "top_k")),
-        ({"top_p": 0}, 422, envelope("top_p: Input should be greater than 0", "top_p")),
-        ({"guidance_scale": 0.5}, 422, envelope("guidance_scale: Input should be greater than or equal to 1", "guidance_scale")),
-        ({"seed": -1}, 422, envelope("seed: Input should be greater than or equal to 0", "seed")),
-        ({"response_format": "aac"}, 422, envelope("response_format: Input should be 'wav', 'flac', 'mp3', 'opus' or 'pcm'", "response_format")),
-        ({"stream_format": "ws"}, 422, envelope("stream_format: Input should be 'audio' or 'sse'", "stream_format")),
-        ({"volume": 11}, 422, envelope("volume: Extra inputs are not permitted", "volume")),
+        ({"prompt": ""}, 400, envelope("prompt: String should have at least 1 character", "prompt")),
+        ({"prompt": "   "}, 400, envelope("prompt: Value error, must not be blank", "prompt")),
+        ({"prompt": "x" * 2001}, 400, envelope("prompt: String should have at most 2000 characters", "prompt")),
+        ({"duration": 0}, 400, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
+        ({"duration": 0.05}, 400, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
+        ({"duration": 1000}, 400, envelope("duration: Input should be less than or equal to 30", "duration")),
+        ({"duration": "long"}, 400, envelope("duration: Input should be a valid number", "duration")),  # strict
+        ({"temperature": -1}, 400, envelope("temperature: Input should be greater than or equal to 0", "temperature")),
+        ({"top_k": -1}, 400, envelope("top_k: Input should be greater than or equal to 0", "top_k")),
+        ({"top_p": 0}, 400, envelope("top_p: Input should be greater than 0", "top_p")),
+        ({"guidance_scale": 0.5}, 400, envelope("guidance_scale: Input should be greater than or equal to 1", "guidance_scale")),
+        ({"seed": -1}, 400, envelope("seed: Input should be greater than or equal to 0", "seed")),
+        ({"response_format": "aac"}, 400, envelope("response_format: Input should be 'wav', 'flac', 'mp3', 'opus' or 'pcm'", "response_format")),
+        ({"stream_format": "ws"}, 400, envelope("stream_format: Input should be 'audio' or 'sse'", "stream_format")),
+        ({"volume": 11}, 400, envelope("volume: Extra inputs are not permitted", "volume")),
         # checked by the pipeline itself: the tiny model has 64 codes per codebook
-        ({"top_k": 100}, 422, envelope("top_k: must be in [0, 64] (0 disables it), got 100", "top_k")),
+        ({"top_k": 100}, 400, envelope("top_k: must be in [0, 64] (0 disables it), got 100", "top_k")),
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field(gateway_url, body, status, expected):
@@ -117,7 +117,7 @@ def test_bad_input_is_a_4xx_naming_the_field(gateway_url, body, status, expected
 
 def test_a_missing_prompt_is_named(gateway_url):
     response = httpx.post(f"{gateway_url}/v1/audio/music", json={"duration": 1}, timeout=10)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json() == envelope("prompt: Field required", "prompt")
 
 

@@ -114,11 +114,11 @@ def test_openai_voice_names_and_the_models_own_refusals(speech_settings):
     with run_gateway(settings) as url:
         assert speech(url, voice="ash").status_code == 200  # -> leo
         refused = speech(url, voice="bob")  # listed by this gateway, unknown to the checkpoint
-        assert refused.status_code == 422
+        assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "voice"
         assert refused.json()["error"]["message"].startswith("voice: 'bob' is not a speaker of this checkpoint")
         too_many = speech(url, top_k=100_000)  # checked by the model: it knows its codebook size
-        assert too_many.status_code == 422 and too_many.json()["error"]["param"] == "top_k"
+        assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "top_k"
 
 
 def test_speed_stretches_the_real_stream(url):
@@ -142,6 +142,10 @@ def test_the_official_openai_client_streams_a_24_khz_wav(speech_settings):
         with pytest.raises(Exception) as missing:
             client.models.retrieve("tts-2")
         assert getattr(missing.value, "status_code", None) == 404
+        with pytest.raises(openai.BadRequestError) as invalid:  # 400 invalid_request_error, as OpenAI answers
+            client.audio.speech.create(model="tts-1", voice="alloy", input=FIRST, speed=9.0)
+        assert (invalid.value.status_code, invalid.value.param) == (400, "speed")
+        assert invalid.value.type == "invalid_request_error"
         wrong = OpenAI(base_url=gateway + "/v1", api_key="nope", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as refused:  # 401, as OpenAI answers a wrong key
             wrong.audio.speech.create(model="tts-1", voice="alloy", input=FIRST)
@@ -173,7 +177,7 @@ def test_a_stored_voice_round_trip_across_a_restart(speech_settings):
         np.testing.assert_array_equal(again, spoken)  # the stored codes, not a new encoding
         assert httpx.delete(f"{url}/v1/audio/voices/{voice['id']}").json()["deleted"] is True
         assert httpx.get(f"{url}/v1/audio/voices/{voice['id']}").status_code == 404
-        assert speech(url, voice=voice["id"]).status_code == 422
+        assert speech(url, voice=voice["id"]).status_code == 400
 
 
 def test_codes_of_a_stored_voice_are_what_the_encoder_gives(speech_settings, triton_stack):

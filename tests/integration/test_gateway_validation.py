@@ -16,5 +16,5 @@ pytestmark = pytest.mark.integration
 def test_a_text_over_the_token_limit_is_named_by_its_api_field(gateway_url, path, body, param):
     reply = httpx.post(f"{gateway_url}{path}", json=body, timeout=120)
     error = reply.json()["error"]
-    assert (reply.status_code, error["param"], error["code"]) == (422, param, "invalid_value")
+    assert (reply.status_code, error["param"], error["code"]) == (400, param, "invalid_value")
     assert error["message"].startswith(f"{param}: is ") and " tokens long; the limit is " in error["message"]

@@ -69,7 +69,7 @@ def test_the_bomb_is_refused_after_decoding_at_most_the_budget(bomb):
     started = time.monotonic()
     peak, error = peak_bytes(decode_within, bomb, SR, 30.5)
     elapsed = time.monotonic() - started
-    assert isinstance(error, ClipTooLong) and error.status == 422 and error.seconds == 30.5
+    assert isinstance(error, ClipTooLong) and error.status == 400 and error.seconds == 30.5
     assert str(error) == "the clip holds more than 30.5 s of audio (decoding stopped there)"
     # 30.5 s of mono float32 at 24 kHz is 2.9 MB; decoding all ten minutes would hold 57.6 MB
     assert peak < 8_000_000, peak
@@ -104,7 +104,7 @@ def test_a_clip_just_over_the_budget_is_refused_and_one_at_it_is_not():
         decode_within(tone(2.1, SR), SR, 2.0)
 
 
-def test_undecodable_bytes_are_a_422_naming_the_problem():
+def test_undecodable_bytes_are_a_400_naming_the_problem():
     with pytest.raises(ProbeError) as caught:
         decode_within(b"RIFF\x00\x00\x00\x00WAVEjunk", SR, 30.0)
-    assert caught.value.status == 422 and str(caught.value).startswith("cannot decode the clip: ")
+    assert caught.value.status == 400 and str(caught.value).startswith("cannot decode the clip: ")

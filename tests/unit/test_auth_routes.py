@@ -53,7 +53,7 @@ def admin_only(status: int) -> tuple[int, int, int, int]:
     return 401, 401, 403, status
 
 
-# (method, route path) -> what each caller gets. Past the keys: 422 for an empty body, 404 for an unknown id,
+# (method, route path) -> what each caller gets. Past the keys: 400 for an empty body, 404 for an unknown id,
 # 503 where the route asks Triton.
 TABLE = {
     ("GET", "/"): Row("/", open_to_all(200)),
@@ -64,13 +64,13 @@ TABLE = {
     ("GET", "/openapi.json"): Row("/openapi.json", open_to_all(200)),
     ("GET", "/healthz"): Row("/healthz", open_to_all(200)),
     ("GET", "/readyz"): Row("/readyz", open_to_all(503)),
-    ("POST", "/v1/audio/music"): Row("/v1/audio/music", any_key(422), {}),
-    ("POST", "/v1/audio/speech"): Row("/v1/audio/speech", any_key(422), {}),
+    ("POST", "/v1/audio/music"): Row("/v1/audio/music", any_key(400), {}),
+    ("POST", "/v1/audio/speech"): Row("/v1/audio/speech", any_key(400), {}),
     ("GET", "/v1/audio/voices"): Row("/v1/audio/voices", any_key(200)),
-    ("POST", "/v1/audio/voices"): Row("/v1/audio/voices", any_key(422)),
+    ("POST", "/v1/audio/voices"): Row("/v1/audio/voices", any_key(400)),
     ("GET", "/v1/audio/voices/{voice_id}"): Row("/v1/audio/voices/voice_none", any_key(404)),
     ("DELETE", "/v1/audio/voices/{voice_id}"): Row("/v1/audio/voices/voice_none", any_key(404)),
-    ("POST", "/v1/jobs"): Row("/v1/jobs", any_key(422), {}),
+    ("POST", "/v1/jobs"): Row("/v1/jobs", any_key(400), {}),
     ("GET", "/v1/jobs"): Row("/v1/jobs", any_key(200)),
     ("GET", "/v1/jobs/{job_id}"): Row("/v1/jobs/job_none", any_key(404)),
     ("DELETE", "/v1/jobs/{job_id}"): Row("/v1/jobs/job_none", any_key(404)),
@@ -160,15 +160,15 @@ CONFIGURATIONS = [
     ({"api_keys": [GENERATION_KEY]}, "GET", "/metrics", None, "generation key", 403, "admin_key_required"),
     ({"api_keys": [GENERATION_KEY]}, "POST", "/v1/models/musicgen/unload", None, "generation key", 403,
      "admin_key_required"),
-    ({"api_keys": [GENERATION_KEY]}, "POST", "/v1/audio/music", {}, "generation key", 422, "invalid_value"),
+    ({"api_keys": [GENERATION_KEY]}, "POST", "/v1/audio/music", {}, "generation key", 400, "invalid_value"),
     # admin keys only: generation is open, admin routes need the admin key
-    ({"admin_keys": [ADMIN_KEY]}, "POST", "/v1/audio/music", {}, "no key", 422, "invalid_value"),
+    ({"admin_keys": [ADMIN_KEY]}, "POST", "/v1/audio/music", {}, "no key", 400, "invalid_value"),
     ({"admin_keys": [ADMIN_KEY]}, "GET", "/v1/resources", None, "no key", 401, "missing_api_key"),
     ({"admin_keys": [ADMIN_KEY]}, "GET", "/v1/resources", None, "wrong key", 401, "invalid_api_key"),
     ({"admin_keys": [ADMIN_KEY]}, "POST", "/v1/models/musicgen/load", None, "admin key", 503, "triton_unavailable"),
     # no keys at all: everything is open (a trusted network; the gateway listens on 127.0.0.1 by default)
     ({}, "POST", "/v1/models/musicgen/unload", None, "no key", 503, "triton_unavailable"),
-    ({}, "POST", "/v1/audio/music", {}, "no key", 422, "invalid_value"),
+    ({}, "POST", "/v1/audio/music", {}, "no key", 400, "invalid_value"),
 ]
 
 

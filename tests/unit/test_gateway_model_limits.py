@@ -1,7 +1,7 @@
 """The gateway takes each model's limits and facts from its Triton config (written once, in its family's spec), not
-from code of its own: the request schemas in /openapi.json (what /docs shows) and the 422s state the config's
+from code of its own: the request schemas in /openapi.json (what /docs shows) and the 400s state the config's
 values, a limit changed in the spec changes both, the speakers the config lists are the built-in voices; and with
-two speech models whose codecs differ, a voice stored with one codec's codes is refused by the other with a 422
+two speech models whose codecs differ, a voice stored with one codec's codes is refused by the other with a 400
 naming both. Through the real app (TestClient, lifespan run) against a fake Triton, an in-process gRPC server whose
 configs are the specs' rendered (tests/unit/test_speech_client.py)."""
 
@@ -68,10 +68,10 @@ def test_the_schemas_state_the_limits_the_specs_write(tmp_path):
         assert api["paths"]["/v1/audio/voices"]["post"]["summary"] == \
             "Clone a voice from a clip of 1 to 30 s and its transcript"
         assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 31})) == \
-            (422, invalid("duration", "duration: Input should be less than or equal to 30"))
+            (400, invalid("duration", "duration: Input should be less than or equal to 30"))
 
 
-def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_422_without_gateway_code(tmp_path):
+def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_400_without_gateway_code(tmp_path):
     configs = spec_configs(**{T.MUSICGEN: {"max_duration_s": "12", "min_duration_s": "0.5", "max_text_chars": "50"},
                               T.ORPHEUS: {"speakers": "ava,bo", "min_reference_s": "2", "max_reference_s": "5"}})
     with gateway(tmp_path, configs) as (client, fake):
@@ -84,11 +84,11 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_422_without_gatewa
             "Seconds of audio to generate, up to 300 (max_job_duration_s); beyond 12 s (the music model's "
             "max_duration_s) it is generated in windows, window i with seed + i.")
         assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 13})) == \
-            (422, invalid("duration", "duration: Input should be less than or equal to 12"))
+            (400, invalid("duration", "duration: Input should be less than or equal to 12"))
         assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 0.2})) == \
-            (422, invalid("duration", "duration: Input should be greater than or equal to 0.5"))
+            (400, invalid("duration", "duration: Input should be greater than or equal to 0.5"))
         assert error(client.post("/v1/jobs", json={"prompt": "x" * 51})) == \
-            (422, invalid("prompt", "prompt: String should have at most 50 characters"))
+            (400, invalid("prompt", "prompt: String should have at most 50 characters"))
 
         # the speakers: listed, offered in the docs, and the first is the default voice
         assert properties(api, "SpeechBody")["voice"]["description"].startswith("A built-in speaker (ava, bo), ")
@@ -102,7 +102,7 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_422_without_gatewa
         # a voice clip's lengths
         assert api["paths"]["/v1/audio/voices"]["post"]["summary"] == \
             "Clone a voice from a clip of 2 to 5 s and its transcript"
-        assert error(upload(client, seconds=6.0)) == (422, {
+        assert error(upload(client, seconds=6.0)) == (400, {
             "message": "file: the clip lasts 6.00 s; a voice clip must last 2 to 5 s", "type": "invalid_request_error",
             "param": "file", "code": "invalid_audio"})
         assert upload(client, seconds=3.0).status_code == 201
@@ -127,7 +127,7 @@ def test_limits_unknown_at_start_are_read_at_the_first_request(tmp_path):
             assert status == 200
             assert properties(client.get("/openapi.json").json(), "MusicBody")["duration"]["maximum"] == 30
             assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 31})) == \
-                (422, invalid("duration", "duration: Input should be less than or equal to 30"))
+                (400, invalid("duration", "duration: Input should be less than or equal to 30"))
         finally:
             server.stop(None)
 
@@ -146,7 +146,7 @@ def test_a_voice_is_refused_by_a_speech_model_whose_codec_differs(tmp_path):
         assert (voice["codec"], voice["codec_version"], fake.encoders) == (T.SNAC_ENCODER, "1", [T.SNAC_ENCODER])
 
         refused = client.post("/v1/audio/speech", json={"model": "other", "input": "Hi there.", "voice": "Narrator"})
-        assert (refused.status_code, refused.json()["error"]) == (422, {
+        assert (refused.status_code, refused.json()["error"]) == (400, {
             "message": f"voice: 'Narrator' ({voice['id']}) holds codes of codec snac_encoder version 1, but other "
                        "speaks from codec mimi_encoder version 1; clone the voice again for other "
                        "(POST /v1/audio/voices with model=other)",

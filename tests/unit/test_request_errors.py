@@ -47,12 +47,12 @@ MUSIC, SPEECH, JOBS = "/v1/audio/music", "/v1/audio/speech", "/v1/jobs"
     (SPEECH, b'{"input": "x",}', 400, None, "body: invalid JSON at position 14: Expecting property name"),
     (MUSIC, b'{"prompt": "\xff\xfe piano"}', 400, None, "body: is not UTF-8 text (byte 0xff at position 12)"),
     (SPEECH, b"[" * 100_000 + b"]" * 100_000, 400, None, "body: the JSON is nested too deeply"),
-    (MUSIC, b'"a string"', 422, None, "body: Input should be a valid dictionary"),
-    (MUSIC, b'{"prompt": "x", "duration": NaN}', 422, "duration", "duration: must be a finite number, got nan"),
-    (MUSIC, b'{"prompt": "x", "temperature": 1e999}', 422, "temperature",
+    (MUSIC, b'"a string"', 400, None, "body: Input should be a valid dictionary"),
+    (MUSIC, b'{"prompt": "x", "duration": NaN}', 400, "duration", "duration: must be a finite number, got nan"),
+    (MUSIC, b'{"prompt": "x", "temperature": 1e999}', 400, "temperature",
      "temperature: must be a finite number, got inf"),
-    (SPEECH, b'{"input": "x", "speed": -Infinity}', 422, "speed", "speed: must be a finite number, got -inf"),
-    (JOBS, b'{"prompt": "x", "duration": NaN}', 422, "duration", "duration: must be a finite number, got nan"),
+    (SPEECH, b'{"input": "x", "speed": -Infinity}', 400, "speed", "speed: must be a finite number, got -inf"),
+    (JOBS, b'{"prompt": "x", "duration": NaN}', 400, "duration", "duration: must be a finite number, got nan"),
 ], ids=["json-syntax-music", "json-syntax-speech", "invalid-utf8", "deep-nesting", "not-an-object", "nan",
         "overflow-to-inf", "minus-infinity", "nan-job"])
 def test_a_body_that_is_not_json_or_a_number_that_is_not_finite(client, path, raw, status, param, message):
@@ -80,9 +80,9 @@ def test_a_body_that_is_not_json_or_a_number_that_is_not_finite(client, path, ra
 ], ids=["nul-only", "control-only", "zero-width-only", "whitespace-only", "speech-nul", "speech-zero-width",
         "job-invisible", "string-number", "bool-number", "string-int", "string-bool", "bool-seed",
         "speech-string-speed", "speech-bool-top-k", "job-string-duration"])
-def test_a_bad_field_is_a_422_naming_it_and_the_rule(client, path, body, param, message):
+def test_a_bad_field_is_a_400_naming_it_and_the_rule(client, path, body, param, message):
     status, named, said = error_of(client.post(path, json=body))
-    assert (status, named) == (422, param) and message in said
+    assert (status, named) == (400, param) and message in said
 
 
 @pytest.mark.parametrize(("path", "body"), [
@@ -98,7 +98,7 @@ def test_text_with_something_visible_and_integer_numbers_are_accepted(client, pa
     (SPEECH, {"input": "long words", "response_format": "pcm"}, "input"),
 ])
 def test_tritons_refusal_names_the_routes_field_not_its_tensor(client, path, body, param):
-    assert error_of(client.post(path, json=body)) == (422, param, f"{param}: is 612 tokens long; the limit is 256")
+    assert error_of(client.post(path, json=body)) == (400, param, f"{param}: is 612 tokens long; the limit is 256")
 
 
 def test_a_job_refused_by_triton_fails_naming_the_prompt(client):
@@ -115,6 +115,6 @@ def test_a_job_refused_by_triton_fails_naming_the_prompt(client):
     (MUSIC_FIELDS, "reference_codes", "reference_codes: holds 31.0 s of audio; the limit is 30 s"),  # not a music field
 ])
 def test_tensor_names_map_to_the_routes_fields(fields, param, message):
-    error = APIError(422, "reference_codes: holds 31.0 s of audio; the limit is 30 s", param="reference_codes")
+    error = APIError(400, "reference_codes: holds 31.0 s of audio; the limit is 30 s", param="reference_codes")
     mapped = with_api_fields(error, fields)
-    assert (mapped.status, mapped.param, mapped.message) == (422, param, message)
+    assert (mapped.status, mapped.param, mapped.message) == (400, param, message)

@@ -34,5 +34,5 @@ def test_refusals_carry_it_too(client):
     reply = client.post("/v1/audio/voices", headers={"X-Request-Id": "r2"}, content=b"x" * 200_000)
     assert (reply.status_code, reply.headers["x-request-id"]) == (413, "r2")  # the upload guard's own answer
     reply = client.post("/v1/audio/music", headers={"X-Request-Id": "r3"}, json={"prompt": ""})
-    assert (reply.status_code, reply.headers["x-request-id"]) == (422, "r3")
+    assert (reply.status_code, reply.headers["x-request-id"]) == (400, "r3")
     assert len(reply.headers.get_list("x-request-id")) == 1
