@@ -23,6 +23,7 @@ class AudioChunk:
     audio: np.ndarray
     codes: np.ndarray | None
     final: bool
+    usage: tuple[int, int] | None = None  # on the final chunk: (LM input tokens, LM tokens sampled)
 
     @property
     def seconds(self) -> float:
@@ -62,7 +63,10 @@ def parse_result(result: InferResult) -> AudioChunk | None:
     sample_rate = _scalar(result, T.SAMPLE_RATE)
     if sample_rate <= 0:
         raise StreamContractError(f"sample rate must be positive, got {sample_rate}")
-    return AudioChunk(_scalar(result, T.CHUNK_INDEX), sample_rate, audio, codes, final)
+    usage = None
+    if result.as_numpy(T.OUTPUT_TOKENS) is not None:
+        usage = (_scalar(result, T.INPUT_TOKENS), _scalar(result, T.OUTPUT_TOKENS))
+    return AudioChunk(_scalar(result, T.CHUNK_INDEX), sample_rate, audio, codes, final, usage)
 
 
 class ChunkSequence:

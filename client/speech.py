@@ -132,6 +132,7 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
             opened.append((asyncio.create_task(_pump(chunks, queue)), queue))
 
     index, delivered_final = 0, False
+    tokens_in = tokens_out = 0  # every sentence's usage, summed onto the last chunk
     try:
         if stats is not None:
             stats.start()
@@ -145,12 +146,15 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
                     started = True
                     open_until(i + 1 + ahead)
                 final = last_sentence and item.final
+                if item.usage is not None:
+                    tokens_in, tokens_out = tokens_in + item.usage[0], tokens_out + item.usage[1]
                 if len(item.audio) == 0 and not final:  # a sentence that produced no frames
                     continue
                 if stats is not None:
                     stats.record(len(item.audio), item.sample_rate)
                 delivered_final = final
-                yield AudioChunk(index, item.sample_rate, item.audio, item.codes, final)
+                usage = (tokens_in, tokens_out) if final and item.usage is not None else None
+                yield AudioChunk(index, item.sample_rate, item.audio, item.codes, final, usage)
                 index += 1
         if stats is not None:
             stats.finish()

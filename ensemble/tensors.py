@@ -38,6 +38,8 @@ AUDIO = "audio"  # FP32 [samples]  mono PCM in [-1, 1] (also the codec decoder's
 CHUNK_INDEX = "chunk_index"  # INT32 [1]  0, 1, 2, ... in order
 SAMPLE_RATE = "sample_rate"  # INT32 [1]
 CODES = "codes"  # INT64 [codebooks, frames] the frames this chunk covers (return_codes)
+INPUT_TOKENS = "input_tokens"  # INT32 [1]  on the final chunk: the LM's input tokens (prompt / text)
+OUTPUT_TOKENS = "output_tokens"  # INT32 [1]  on the final chunk: the tokens the LM sampled
 
 # --- text encoder (ONNX graph and Triton model) -----------------------------------
 INPUT_IDS = "input_ids"  # INT64 [batch, tokens]

@@ -39,6 +39,7 @@ class Generation:
         self._triton, self.model = triton, model
         self.sample_rate = first.sample_rate
         self.completed = first.final
+        self.tokens: tuple[int, int] | None = first.usage  # the LM's (input, output) tokens, from the final chunk
         self._closed = False
 
     @classmethod
@@ -76,11 +77,19 @@ class Generation:
                 except TimeoutError:
                     raise StreamStalled(self.model, stall_s) from None
                 self.completed = chunk.final
+                self.tokens = chunk.usage or self.tokens
                 yield chunk
         except ClientError as error:
             _failure(self._triton, self.model, error, self._metrics)
             log.warning("generation failed mid-stream: %s", error)
             raise
+
+    def usage(self) -> dict[str, int] | None:
+        """OpenAI's `usage` object for the generation's LM tokens, once its final chunk has come."""
+        if self.tokens is None:
+            return None
+        tokens_in, tokens_out = self.tokens
+        return {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
 
     async def close(self) -> None:
         if self._closed:

@@ -48,8 +48,10 @@ def _event(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-async def sse_events(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, kind: str) -> AsyncIterator[bytes]:
-    """OpenAI's speech SSE shape: `<kind>.audio.delta` events with base64 audio, then one `<kind>.audio.done`."""
+async def sse_events(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, kind: str,
+                     usage: Callable[[], dict | None]) -> AsyncIterator[bytes]:
+    """OpenAI's speech SSE shape: `<kind>.audio.delta` events with base64 audio, then one `<kind>.audio.done`
+    carrying `usage` (the LM's token counts, read when the audio has ended)."""
     encoder = StreamEncoder(fmt, sample_rate)
     samples = 0
     async for piece in audio:
@@ -60,7 +62,7 @@ async def sse_events(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: in
         yield _event({"type": f"{kind}.audio.delta", "audio": base64.b64encode(data).decode()})
     yield _event({"type": f"{kind}.audio.done", "sample_rate": encoder.sample_rate_out,
                   "duration": samples / sample_rate,
-                  "format": fmt})
+                  "format": fmt, "usage": usage()})
 
 
 def sse_error(error: Exception) -> bytes:
@@ -128,10 +130,11 @@ async def whole_file(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: in
 
 
 def respond(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, finish: Finish, metrics: GatewayMetrics,
-            *, sse_kind: str | None, headers: dict[str, str]) -> GenerationStream:
+            *, sse_kind: str | None, headers: dict[str, str],
+            usage: Callable[[], dict | None] = lambda: None) -> GenerationStream:
     """The response for a generation's audio: `fmt` bytes, or SSE events named `<sse_kind>.audio.*` if set."""
     if sse_kind:
-        return GenerationStream(sse_events(audio, fmt, sample_rate, sse_kind), finish, metrics,
+        return GenerationStream(sse_events(audio, fmt, sample_rate, sse_kind, usage), finish, metrics,
                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"},
                                 error_event=sse_error)
     return GenerationStream(audio_bytes(audio, fmt, sample_rate), finish, metrics,

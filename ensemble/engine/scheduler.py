@@ -66,6 +66,7 @@ class Chunk:
     audio: np.ndarray  # float32 [samples]
     codes: np.ndarray | None  # int64 [K, frames] when requested
     final: bool
+    usage: tuple[int, int] | None = None  # on the final chunk: (LM input tokens, LM tokens sampled)
 
 
 @dataclass
@@ -96,7 +97,9 @@ class Slot:
     `finished`, and `ready` (chunks cut since the last step: (window, codes) pairs, codes
     [K, window frames]). `prefix`: token ids its prompt begins with whose keys/values may be shared
     with other requests (empty: none); only the first `prompt_length - 1` of them can be skipped,
-    since the prompt's last token gives the first logits."""
+    since the prompt's last token gives the first logits. `tokens_in` (the LM's input tokens: the
+    prompt, unless the family says otherwise) and `tokens_out` (tokens it sampled, counted by the
+    family's `consume`) are the request's usage, sent with its final chunk."""
 
     _serials = itertools.count()
 
@@ -107,6 +110,8 @@ class Slot:
         self.stream: Stream = job.stream
         self.rows = rows
         self.prompt_length = prompt_length
+        self.tokens_in = prompt_length
+        self.tokens_out = 0
         self.capacity = capacity
         self.cached = 0
         self.chunker = chunker
@@ -384,7 +389,8 @@ class Engine:
             if slot not in self.active:
                 continue
             for window, codes in slot.ready:
-                self._post(slot.stream, "chunk", (window, codes, slot.return_codes))
+                usage = (slot.tokens_in, slot.tokens_out) if window.final else None
+                self._post(slot.stream, "chunk", (window, codes, slot.return_codes, usage))
             slot.ready.clear()
             if slot.finished:
                 self.active.remove(slot)
@@ -412,9 +418,9 @@ class Engine:
                 elif decode_error is not None and i in wanted:
                     stream.fail(decode_error)
                 elif i in audio:
-                    window, codes, return_codes = payload
+                    window, codes, return_codes, usage = payload
                     own = codes[:, window.start - window.window_start : window.end - window.window_start]
                     chunk_audio = window.trim(audio[i], self.family.frame_samples).astype(np.float32)
-                    stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final))
+                    stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final, usage))
             except Exception:
                 log.exception("sending a %s to a stream failed", kind)

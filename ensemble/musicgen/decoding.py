@@ -58,6 +58,7 @@ class MusicgenSlot(Slot):
         self.cross_keys, self.cross_values = cross_keys, cross_values  # [L, rows, H, E, Dh]
         self.encoder_mask = np.zeros((self.rows, job.encoder_mask.shape[0]), np.int64)
         self.encoder_mask[0] = job.encoder_mask  # the unconditional row attends to nothing
+        self.tokens_in = int(job.encoder_mask.sum())  # the prompt's text tokens (codes are not sampled)
         self.tokens = np.full(model.num_codebooks, model.pad_token_id, np.int64)  # next input
         self.codes = np.zeros((model.num_codebooks, self.frames), np.int64)
         if self.prompt is not None:
@@ -144,6 +145,7 @@ class MusicgenFamily:
                 tokens[k] = slot.prompt[k, frame]  # teacher-forced: the continuation's context
             else:
                 slot.codes[k, frame] = tokens[k]
+                slot.tokens_out += 1
         slot.tokens = np.where(valid, tokens, self.model.pad_token_id).astype(np.int64)
         slot.finished = slot.step >= slot.total_steps
         complete = frames_complete(slot.step, slot.frames, self.model.num_codebooks)

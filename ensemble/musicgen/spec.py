@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Step, Tensor, ensemble_targets, stateless_targets
+from tritone.ensemble.triton.spec import (ModelSpec, Runtime, Step, Tensor, ensemble_targets, stateless_targets,
+                                          stream_outputs)
 
 # Decode slots and queue: a slot holds one request's KV cache (see README: memory per slot).
 # lm_runtime/dtype auto: bfloat16 on torch where the CPU has AVX512-BF16 or AMX, else float32 on ONNX Runtime
@@ -84,12 +85,7 @@ PIPELINE = ModelSpec(
         Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
         Tensor(T.PROMPT_CODES, "INT64", (-1, -1), optional=True),
     ),
-    outputs=(
-        Tensor(T.AUDIO, "FP32", (-1,)),
-        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
-        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
-        Tensor(T.CODES, "INT64", (-1, -1)),
-    ),
+    outputs=stream_outputs(),
     decoupled=True,
     targets={
         "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **LIMITS}),

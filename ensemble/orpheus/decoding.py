@@ -105,6 +105,7 @@ class OrpheusFamily:
         candidates = self._candidates[slot.generated % TOKENS_PER_FRAME]
         scores = repetition_penalty(logits[0, candidates], slot.seen[candidates], params.repetition_penalty)
         token = int(candidates[sample(scores[None], params.temperature, params.top_k, params.top_p, slot.rng)[0]])
+        slot.tokens_out += 1
         if token == self.format.end_of_speech:
             slot.chunker.finish(slot.generated // TOKENS_PER_FRAME)
             slot.finished = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets, stream_outputs
 from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
@@ -71,12 +71,7 @@ PIPELINE = ModelSpec(
         Tensor(T.SEED, "INT64", (1,), optional=True),
         Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
     ),
-    outputs=(
-        Tensor(T.AUDIO, "FP32", (-1,)),
-        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
-        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
-        Tensor(T.CODES, "INT64", (TOKENS_PER_FRAME, -1)),
-    ),
+    outputs=stream_outputs(TOKENS_PER_FRAME),
     decoupled=True,
     targets={
         "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **PREFIX_CACHE["cpu"], **STREAMING, **LIMITS}),

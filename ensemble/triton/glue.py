@@ -97,6 +97,9 @@ class TritonStream:
         ]
         if chunk.codes is not None:
             outputs.append(pb_utils.Tensor(T.CODES, chunk.codes))
+        if chunk.usage is not None:
+            outputs += [pb_utils.Tensor(T.INPUT_TOKENS, np.array([chunk.usage[0]], np.int32)),
+                        pb_utils.Tensor(T.OUTPUT_TOKENS, np.array([chunk.usage[1]], np.int32))]
         self._send(pb_utils.InferenceResponse(output_tensors=outputs), final=chunk.final)
 
     def fail(self, error: Exception) -> None:

@@ -15,6 +15,8 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from tritone.ensemble import tensors as T
+
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 CONFIG_PATHS = {"gpu": "config.pbtxt", "cpu": "configs/cpu.pbtxt"}
@@ -26,6 +28,19 @@ class Tensor:
     dtype: str  # BOOL, INT32, INT64, FP32, BYTES...
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
     optional: bool = False
+
+
+def stream_outputs(codebooks: int = -1) -> tuple[Tensor, ...]:
+    """What a decoupled pipeline sends per chunk (ensemble/triton/glue.py TritonStream): the same for
+    every family the engine serves; `codebooks` fixes the codes' first dimension where it is known."""
+    return (
+        Tensor(T.AUDIO, "FP32", (-1,)),
+        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
+        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
+        Tensor(T.CODES, "INT64", (codebooks, -1)),  # with return_codes
+        Tensor(T.INPUT_TOKENS, "INT32", (1,)),  # on the final chunk
+        Tensor(T.OUTPUT_TOKENS, "INT32", (1,)),  # on the final chunk
+    )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def router(bodies: Bodies) -> APIRouter:
         if not body.stream:
             return await whole_file(audio, body.response_format, rate, finish, headers)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
-                       sse_kind="music" if body.stream_format == "sse" else None, headers=headers)
+                       sse_kind="music" if body.stream_format == "sse" else None, headers=headers,
+                       usage=generation.usage)
 
     return routes

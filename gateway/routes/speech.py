@@ -63,6 +63,7 @@ def router(bodies: Bodies) -> APIRouter:
         if not body.stream:
             return await whole_file(audio, body.response_format, rate, finish, headers)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
-                       sse_kind="speech" if body.stream_format == "sse" else None, headers=headers)
+                       sse_kind="speech" if body.stream_format == "sse" else None, headers=headers,
+                       usage=generation.usage)
 
     return routes

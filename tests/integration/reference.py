@@ -12,7 +12,7 @@ from tritone.ensemble.musicgen.metadata import CHECKPOINT_DIR
 
 
 @lru_cache(maxsize=2)
-def _load(checkpoint: Path):
+def load(checkpoint: Path):
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     return MusicgenForConditionalGeneration.from_pretrained(checkpoint).eval(), AutoTokenizer.from_pretrained(checkpoint)
@@ -22,7 +22,7 @@ def reference_generate(repository: Path, text: str, frames: int, guidance_scale:
     """Greedy generate() -> (codes int64 [K, frames], audio float32 [frames * hop])."""
     import torch
 
-    model, tokenizer = _load(Path(repository) / T.MUSICGEN / "1" / CHECKPOINT_DIR)
+    model, tokenizer = load(Path(repository) / T.MUSICGEN / "1" / CHECKPOINT_DIR)
     captured = {}
     decode = model.audio_encoder.decode
 

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tritone.ensemble import tensors as T
+from tritone.ensemble.musicgen.metadata import CHECKPOINT_DIR
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import free_port
 
+from .reference import load
 from .stack import family_models, own_stack, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
@@ -72,13 +75,17 @@ def test_pcm_is_raw_little_endian_16_bit(gateway_url):
     assert len(response.content) == RATE // 2 * 2
 
 
-def test_sse_streams_base64_deltas_and_one_done_event(gateway_url):
+def test_sse_streams_base64_deltas_and_one_done_event(gateway_url, tiny_model_repository):
     response = music(gateway_url, stream_format="sse", response_format="wav", duration=1.0)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line]
     assert [e["type"] for e in events[:-1]] == ["music.audio.delta"] * (len(events) - 1)
-    assert events[-1] == {"type": "music.audio.done", "sample_rate": RATE, "duration": 1.0, "format": "wav"}
+    _, tokenizer = load(tiny_model_repository / T.MUSICGEN / "1" / CHECKPOINT_DIR)
+    prompt = len(tokenizer("lo-fi piano with rain").input_ids)
+    codes = 4 * 50  # 4 codebooks x 50 frames sampled
+    assert events[-1] == {"type": "music.audio.done", "sample_rate": RATE, "duration": 1.0, "format": "wav",
+                          "usage": {"input_tokens": prompt, "output_tokens": codes, "total_tokens": prompt + codes}}
     audio, rate = sf.read(io.BytesIO(b"".join(base64.b64decode(e["audio"]) for e in events[:-1])))
     assert (rate, len(audio)) == (RATE, RATE)
 

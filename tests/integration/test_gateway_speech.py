@@ -21,6 +21,8 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.orpheus.spec import SPEAKERS
 
+from tests.orpheus_reference import reference_prompt
+
 from .stack import run_gateway
 
 pytestmark = pytest.mark.integration
@@ -87,13 +89,17 @@ def test_each_format_decodes_to_whole_frames_at_24_khz(url, fmt, content_type, r
         assert sf.info(io.BytesIO(response.content)).frames == samples
 
 
-def test_sse_deltas_decode_to_the_same_audio(url):
+def test_sse_deltas_decode_to_the_same_audio_and_done_carries_the_lm_usage(url, tiny_model_repository):
     plain = pcm(speech(url, response_format="pcm", temperature=0))
     response = speech(url, response_format="pcm", temperature=0, stream_format="sse")
     events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line]
     assert {e["type"] for e in events[:-1]} == {"speech.audio.delta"}
+    frames, cap = len(plain) // FRAME, int(MAX_SENTENCE_S * RATE / FRAME)
+    prompt = len(reference_prompt(tiny_model_repository, FIRST, "tara", None, None))
+    sampled = TOKENS_PER_FRAME * frames + (frames < cap)  # 7 codes a frame, and the end token unless capped
     assert events[-1] == {"type": "speech.audio.done", "sample_rate": RATE, "duration": len(plain) / RATE,
-                          "format": "pcm"}
+                          "format": "pcm",
+                          "usage": {"input_tokens": prompt, "output_tokens": sampled, "total_tokens": prompt + sampled}}
     streamed = np.frombuffer(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]), "<i2")
     np.testing.assert_array_equal(streamed, plain)
 
@@ -142,6 +148,12 @@ def test_the_official_openai_client_streams_a_24_khz_wav(speech_settings):
         with pytest.raises(Exception) as missing:
             client.models.retrieve("tts-2")
         assert getattr(missing.value, "status_code", None) == 404
+        with client.audio.speech.with_streaming_response.create(
+                model="tts-1", voice="alloy", input=FIRST, response_format="pcm", stream_format="sse") as response:
+            events = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line]
+        usage = events[-1]["usage"]
+        assert events[-1]["type"] == "speech.audio.done" and usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+        assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
         with pytest.raises(openai.BadRequestError) as invalid:  # 400 invalid_request_error, as OpenAI answers
             client.audio.speech.create(model="tts-1", voice="alloy", input=FIRST, speed=9.0)
         assert (invalid.value.status_code, invalid.value.param) == (400, "speed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
-from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor
+from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stream_outputs
 
 PIPELINE_NAME = "toy"  # the family's name: its decoupled pipeline model
 CODEC_NAME = "toy_codec"
@@ -39,12 +39,7 @@ PIPELINE = ModelSpec(
         Tensor(T.DURATION, "FP32", (1,)),
         Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
     ),
-    outputs=(
-        Tensor(T.AUDIO, "FP32", (-1,)),
-        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
-        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
-        Tensor(T.CODES, "INT64", (CODEBOOKS, -1)),
-    ),
+    outputs=stream_outputs(CODEBOOKS),
     decoupled=True,
     targets={"cpu": PIPELINE_RUNTIME, "gpu": PIPELINE_RUNTIME},
 )

@@ -118,6 +118,7 @@ class ToyFamily:
         token = int(sample(logits.sum(axis=0)[None], 0.0, 1, 1.0, slot.rng)[0])
         slot.codes[0, slot.generated] = token
         slot.generated += 1
+        slot.tokens_out += 1
         slot.last = token
         slot.finished = slot.generated == slot.job.tokens
         while (window := slot.chunker.next_chunk(slot.generated)) is not None:
@@ -155,6 +156,7 @@ def assert_served(job: ToyJob):
     assert [chunk.index for chunk in stream.chunks] == list(range(len(stream.chunks)))
     assert [chunk.final for chunk in stream.chunks] == [False] * (len(stream.chunks) - 1) + [True]
     assert stream.codes().tolist() == [tokens]
+    assert [chunk.usage for chunk in stream.chunks] == [None] * (len(stream.chunks) - 1) + [(len(job.prompt), job.tokens)]
     np.testing.assert_array_equal(np.concatenate([c.audio for c in stream.chunks]), np.repeat(tokens, FRAME))
 
 
