@@ -85,7 +85,7 @@ class Voice:
 
     def to_dict(self) -> dict:
         """The API's voice object."""
-        return {"id": self.id, "object": "voice", "type": "cloned", "name": self.name, "transcript": self.transcript,
+        return {"id": self.id, "object": "audio.voice", "type": "audio_sample", "name": self.name, "transcript": self.transcript,
                 "duration": round(self.duration, 3), "frames": self.frames, "codec": self.codec,
                 "codec_version": self.codec_version, "created_at": int(self.created_at)}
 

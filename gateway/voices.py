@@ -97,7 +97,7 @@ def builtin_speaker(settings: Settings, model: Speaker, voice: str) -> str | Non
 
 def builtin_voices(settings: Settings, model: Speaker) -> list[dict]:
     aliases = settings.speech_voice_aliases
-    return [{"id": name, "object": "voice", "type": "builtin", "name": name,
+    return [{"id": name, "object": "audio.voice", "type": "builtin", "name": name,
              "aliases": sorted(alias for alias, speaker in aliases.items() if speaker == name)}
             for name in model.speakers]
 

@@ -2,7 +2,9 @@
 
     GET    /v1/audio/voices         a speech model's built-in speakers + stored voices (?model=, default the first)
     POST   /v1/audio/voices         multipart: file (wav, flac, mp3, ogg; as long as the model's config allows),
-                                    name, transcript, model (whose codec encodes it; default the first)
+                                    name, transcript, model (whose codec encodes it; default the first); OpenAI's
+                                    `audio.voices.create` form too (audio_sample, name, consent; transcript in
+                                    extra_body)
     GET    /v1/audio/voices/{id}    one voice (a built-in one by its name)
     DELETE /v1/audio/voices/{id}    a stored voice
 
@@ -121,21 +123,43 @@ def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
     )
     async def create_voice(
         key: ClientKey, store: StoreDep, triton: TritonDep, settings: SettingsDep, catalog: CatalogDep,
-        file: Annotated[UploadFile, File(description=f"The clip: wav, flac, mp3 or ogg (Vorbis, Opus); {lengths}, at "
-                                                     f"least {settings.voice_min_sample_rate // 1000} kHz, mono or "
-                                                     "stereo")],
         name: Annotated[str, Form(min_length=1, max_length=voices.MAX_NAME_CHARS, description="What to call it")],
-        transcript: Annotated[str, Form(min_length=1, max_length=voices.MAX_TRANSCRIPT_CHARS,
-                                        description="The words spoken in the clip")],
+        file: Annotated[UploadFile | None, File(description=f"The clip: wav, flac, mp3 or ogg (Vorbis, Opus); "
+                                                            f"{lengths}, at least "
+                                                            f"{settings.voice_min_sample_rate // 1000} kHz, mono or "
+                                                            "stereo")] = None,
+        audio_sample: Annotated[UploadFile | None, File(description="The clip, under the name OpenAI's "
+                                                                    "`audio.voices.create` sends it (instead of "
+                                                                    "`file`)")] = None,
+        transcript: Annotated[str | None, Form(max_length=voices.MAX_TRANSCRIPT_CHARS,
+                                               description="The words spoken in the clip (required: cloning "
+                                                           "conditions on them; with OpenAI's SDK send "
+                                                           "extra_body={'transcript': ...})")] = None,
         model: Annotated[str | None, Form(max_length=100, description="The speech model whose codec encodes the "
                                                                       "clip (the voice serves the models of that "
                                                                       "codec); default: the first")] = None,
+        consent: Annotated[str | None, Form(max_length=200, description="OpenAI's consent recording id: accepted "
+                                                                        "and not checked (tritone keeps no consent "
+                                                                        "recordings)")] = None,
+        type: Annotated[str, Form(description="audio_sample (the only kind: a voice from a text prompt is not "
+                                              "served)")] = "audio_sample",
     ):
-        if file.size is not None:
-            voices.check_size(file.size, settings)
-        data = await file.read(settings.voice_max_bytes + 1)
+        if type != "audio_sample":
+            raise APIError(400, f"type: {type!r} is not served; only audio_sample (a clip and its transcript) "
+                                "makes a voice here", param="type", code="invalid_value")
+        if (file is None) == (audio_sample is None):
+            raise APIError(400, "file: send the clip once, as file or as audio_sample", param="file",
+                           code="missing_field" if file is None else "invalid_value")
+        if not transcript:
+            raise APIError(400, "transcript: required, the words spoken in the clip (cloning conditions on them; "
+                                "with OpenAI's SDK pass extra_body={'transcript': ...})",
+                           param="transcript", code="missing_field")
+        clip = file or audio_sample
+        if clip.size is not None:
+            voices.check_size(clip.size, settings)
+        data = await clip.read(settings.voice_max_bytes + 1)
         voice, created = await voices.clone(store, triton, catalog, settings, voices.voice_owner(settings, key),
-                                            data=data, filename=file.filename, name=name, transcript=transcript,
+                                            data=data, filename=clip.filename, name=name, transcript=transcript,
                                             model=model)
         return JSONResponse(voice.to_dict(), status_code=201 if created else 200,
                             headers={"Location": f"/v1/audio/voices/{voice.id}"})

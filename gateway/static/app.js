@@ -193,13 +193,13 @@ async function refreshVoices(select) {
   const cloned = document.createElement("optgroup");
   cloned.label = "Cloned";
   for (const voice of voices) {
-    if (voice.type === "cloned") cloned.append(option(voice.id, voice.name));
+    if (voice.type === "audio_sample") cloned.append(option(voice.id, voice.name));
     else builtin.append(option(voice.id, voice.aliases && voice.aliases.length
       ? `${voice.name} (${voice.aliases.join(", ")})` : voice.name));
   }
   picker.replaceChildren(builtin, ...(cloned.children.length ? [cloned] : []));
   if (chosen && [...picker.options].some((item) => item.value === chosen)) picker.value = chosen;
-  const stored = voices.filter((voice) => voice.type === "cloned");
+  const stored = voices.filter((voice) => voice.type === "audio_sample");
   $("voices").replaceChildren(...stored.map(renderVoice));
   $("voices-empty").hidden = stored.length > 0;
 }

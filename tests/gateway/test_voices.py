@@ -173,7 +173,7 @@ def test_a_voice_is_encoded_once_stored_spoken_with_its_codes_and_deleted(gatewa
     voice = created.json()
     assert created.headers["location"] == f"/v1/audio/voices/{voice['id']}"
     assert voice["id"].startswith("voice_") and voice["name"] == "Narrator" and voice["transcript"] == TRANSCRIPT
-    assert voice["type"] == "cloned" and voice["duration"] == pytest.approx(2.0, abs=0.06)
+    assert voice["type"] == "audio_sample" and voice["duration"] == pytest.approx(2.0, abs=0.06)
     (encoded,) = fake[0].encoded  # mono at 24 kHz, once
     assert encoded.shape[0] == 1 and abs(encoded.shape[1] - 2 * SR) < 0.06 * SR
     assert voice["frames"] == encoded.shape[1] // 2048
@@ -185,7 +185,7 @@ def test_a_voice_is_encoded_once_stored_spoken_with_its_codes_and_deleted(gatewa
 
     listed = httpx.get(f"{gateway}/v1/audio/voices").json()["data"]
     assert [v["id"] for v in listed] == ["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe", voice["id"]]
-    assert listed[0] == {"id": "tara", "object": "voice", "type": "builtin", "name": "tara", "aliases": ["alloy"]}
+    assert listed[0] == {"id": "tara", "object": "audio.voice", "type": "builtin", "name": "tara", "aliases": ["alloy"]}
     assert httpx.get(f"{gateway}/v1/audio/voices/{voice['id']}").json() == voice
 
     for chosen in ("Narrator", voice["id"], {"id": voice["id"]}):

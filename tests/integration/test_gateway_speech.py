@@ -172,6 +172,19 @@ def clip_wav(seconds: float = 2.0, rate: int = 44100) -> bytes:
     return buffer.getvalue()
 
 
+def test_the_openai_sdk_clones_a_voice_with_audio_voices_create(url):
+    client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    voice = client.audio.voices.create(audio_sample=("me.wav", clip_wav(), "audio/wav"), name="Sdk", consent="cons_1",
+                                       extra_body={"transcript": FIRST})
+    assert (voice.object, voice.type, voice.name) == ("audio.voice", "audio_sample", "Sdk")
+    assert voice.id.startswith("voice_") and voice.created_at > 0
+    spoken = pcm(speech(url, input=SECOND, voice=voice.id, response_format="pcm", temperature=0))
+    assert len(spoken) > 0 and len(spoken) % FRAME == 0
+    with pytest.raises(openai.BadRequestError) as missing:  # Orpheus clones from the clip's words: no transcript, no voice
+        client.audio.voices.create(audio_sample=("me.wav", clip_wav(), "audio/wav"), name="Mute", consent="cons_1")
+    assert (missing.value.param, missing.value.code) == ("transcript", "missing_field")
+
+
 def test_a_stored_voice_round_trip_across_a_restart(speech_settings):
     with run_gateway(speech_settings) as url:
         created = httpx.post(f"{url}/v1/audio/voices", files={"file": ("me.wav", clip_wav())},
