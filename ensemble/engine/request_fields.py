@@ -49,11 +49,25 @@ class Sampling:
     seed: int | None
 
 
+MAX_TEMPERATURE = 10.0
+
+
+def sampling_docs(temperature: float, top_k: int, top_p: float) -> dict[str, str]:
+    """What a client reading the model config learns of the sampling inputs (ranges as `sampling` checks them)."""
+    return {
+        T.TEMPERATURE: f"in [0, {MAX_TEMPERATURE:g}], 0 is greedy; default {temperature:g}",
+        T.TOP_K: f"in [0, the codebook size], 0 disables it; default {top_k}",
+        T.TOP_P: f"in (0, 1], 1 disables it; default {top_p:g}",
+        T.SEED: ">= 0: the same seed and inputs give the same audio; absent: a random seed",
+        T.RETURN_CODES: "true: each chunk also carries its codes (output codes); default false",
+    }
+
+
 def sampling(raw: dict, temperature: float, top_k: int, top_p: float, vocab: int) -> Sampling:
     """The sampling fields of `raw`, absent ones taking the given defaults; top_k is bounded by `vocab`."""
     temperature = finite(T.TEMPERATURE, raw.get(T.TEMPERATURE, temperature))
-    if not 0.0 <= temperature <= 10.0:
-        raise InvalidRequest(T.TEMPERATURE, f"must be in [0, 10] (0 is greedy), got {temperature:g}")
+    if not 0.0 <= temperature <= MAX_TEMPERATURE:
+        raise InvalidRequest(T.TEMPERATURE, f"must be in [0, {MAX_TEMPERATURE:g}] (0 is greedy), got {temperature:g}")
     top_k = int(raw.get(T.TOP_K, min(top_k, vocab)))
     if not 0 <= top_k <= vocab:
         raise InvalidRequest(T.TOP_K, f"must be in [0, {vocab}] (0 disables it), got {top_k}")

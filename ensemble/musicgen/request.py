@@ -16,6 +16,9 @@ from tritone.ensemble.engine.request_fields import InvalidRequest, finite, sampl
 __all__ = ["InvalidRequest", "Limits", "GenerationParams", "validate"]
 
 
+MAX_GUIDANCE_SCALE = 20.0
+
+
 @dataclass(frozen=True)
 class Limits:
     # EnCodec's first convolution (kernel 7, reflect padding) needs 4 frames; 0.1 s is 5
@@ -78,8 +81,9 @@ def validate(raw: dict, limits: Limits, codebook_size: int, codebooks: int = 4, 
     defaults = GenerationParams(text="", duration=0.0)
     knobs = sampling(raw, defaults.temperature, defaults.top_k, defaults.top_p, codebook_size)
     guidance = finite(T.GUIDANCE_SCALE, raw.get(T.GUIDANCE_SCALE, defaults.guidance_scale))
-    if not 1.0 <= guidance <= 20.0:
-        raise InvalidRequest(T.GUIDANCE_SCALE, f"must be in [1, 20] (1 disables guidance), got {guidance:g}")
+    if not 1.0 <= guidance <= MAX_GUIDANCE_SCALE:
+        raise InvalidRequest(T.GUIDANCE_SCALE, f"must be in [1, {MAX_GUIDANCE_SCALE:g}] (1 disables guidance), "
+                                               f"got {guidance:g}")
     return GenerationParams(
         text=text,
         duration=duration,

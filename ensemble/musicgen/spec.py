@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.request_fields import sampling_docs
+from tritone.ensemble.musicgen.request import MAX_GUIDANCE_SCALE, GenerationParams
 from tritone.ensemble.triton.spec import (ModelSpec, Runtime, Step, Tensor, ensemble_targets, stateless_targets,
                                           stream_outputs)
 
@@ -22,6 +24,7 @@ MAX_TEXT_TOKENS = int(LIMITS["max_text_tokens"])
 MIN_WINDOW = int(STREAMING["min_window"])
 MAX_WINDOW = int(STREAMING["max_chunk_frames"]) + int(STREAMING["left_context"]) + int(STREAMING["lookahead"])
 CODEBOOKS = 4
+SAMPLING_DOCS = sampling_docs(GenerationParams.temperature, GenerationParams.top_k, GenerationParams.top_p)
 
 
 TEXT_ENCODER = ModelSpec(
@@ -75,15 +78,21 @@ PIPELINE = ModelSpec(
         "decoder (BLS)."
     ),
     inputs=(
-        Tensor(T.TEXT, "BYTES", (1,)),
-        Tensor(T.DURATION, "FP32", (1,)),
-        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True),
-        Tensor(T.TOP_K, "INT32", (1,), optional=True),
-        Tensor(T.TOP_P, "FP32", (1,), optional=True),
-        Tensor(T.GUIDANCE_SCALE, "FP32", (1,), optional=True),
-        Tensor(T.SEED, "INT64", (1,), optional=True),
-        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
-        Tensor(T.PROMPT_CODES, "INT64", (-1, -1), optional=True),
+        Tensor(T.TEXT, "BYTES", (1,), doc=f"UTF-8 prompt, at most {LIMITS['max_text_chars']} characters and "
+                                             f"{LIMITS['max_text_tokens']} tokens"),
+        Tensor(T.DURATION, "FP32", (1,), doc=f"seconds of new audio, in [{LIMITS['min_duration_s']}, "
+                                             f"{LIMITS['max_duration_s']}]"),
+        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True, doc=SAMPLING_DOCS[T.TEMPERATURE]),
+        Tensor(T.TOP_K, "INT32", (1,), optional=True, doc=SAMPLING_DOCS[T.TOP_K]),
+        Tensor(T.TOP_P, "FP32", (1,), optional=True, doc=SAMPLING_DOCS[T.TOP_P]),
+        Tensor(T.GUIDANCE_SCALE, "FP32", (1,), optional=True,
+               doc=f"classifier-free guidance, in [1, {MAX_GUIDANCE_SCALE:g}], 1 disables it; "
+                   f"default {GenerationParams.guidance_scale:g}"),
+        Tensor(T.SEED, "INT64", (1,), optional=True, doc=SAMPLING_DOCS[T.SEED]),
+        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True, doc=SAMPLING_DOCS[T.RETURN_CODES]),
+        Tensor(T.PROMPT_CODES, "INT64", (-1, -1), optional=True,
+               doc=f"[codebooks ({CODEBOOKS}), frames]: codes of earlier audio (as return_codes streams them) to "
+                   "continue; duration counts the new audio, which alone is returned"),
     ),
     outputs=stream_outputs(),
     decoupled=True,

@@ -19,6 +19,9 @@ from tritone.ensemble.engine.request_fields import InvalidRequest, finite, sampl
 from tritone.ensemble.orpheus.metadata import OrpheusMetadata
 
 
+MAX_REPETITION_PENALTY = 3.0
+
+
 @dataclass(frozen=True)
 class OrpheusLimits:
     max_text_chars: int = 4096
@@ -102,8 +105,9 @@ def validate(raw: dict, model: OrpheusMetadata, limits: OrpheusLimits = OrpheusL
         raise InvalidRequest(T.MAX_DURATION, f"must be in (0, {limits.max_duration_s:g}] seconds, got {max_duration:g}")
     knobs = sampling(raw, defaults.temperature, defaults.top_k, defaults.top_p, model.codebook_size)
     penalty = finite(T.REPETITION_PENALTY, raw.get(T.REPETITION_PENALTY, defaults.repetition_penalty))
-    if not 1.0 <= penalty <= 3.0:
-        raise InvalidRequest(T.REPETITION_PENALTY, f"must be in [1, 3] (1 disables it), got {penalty:g}")
+    if not 1.0 <= penalty <= MAX_REPETITION_PENALTY:
+        raise InvalidRequest(T.REPETITION_PENALTY, f"must be in [1, {MAX_REPETITION_PENALTY:g}] (1 disables it), "
+                                                   f"got {penalty:g}")
     return OrpheusParams(
         text=text, max_duration=max_duration, voice=voice, reference_text=transcript, reference_codes=codes,
         reference_audio=audio, temperature=knobs.temperature, top_k=knobs.top_k, top_p=knobs.top_p,

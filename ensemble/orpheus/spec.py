@@ -5,7 +5,9 @@ from __future__ import annotations
 from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.triton.spec import ModelSpec, Runtime, Tensor, stateless_targets, stream_outputs
+from tritone.ensemble.engine.request_fields import sampling_docs
 from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
+from tritone.ensemble.orpheus.request import MAX_REPETITION_PENALTY, OrpheusParams
 
 # step_tokens: a CPU is compute-bound, so a prefill step stays near the cost of a few decode
 # steps; a GPU decodes memory-bound, and the padded rows of a wide step cost little there.
@@ -27,6 +29,7 @@ SPEAKERS = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 EXPRESSIVE_TAGS = ("<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>")
 LIMITS = {"sample_rate": "24000", "max_text_chars": "4096", "max_text_tokens": "1024", "max_duration_s": "60",
           "min_reference_s": "1", "max_reference_s": "30", "speakers": ",".join(SPEAKERS)}
+SAMPLING_DOCS = sampling_docs(OrpheusParams.temperature, OrpheusParams.top_k, OrpheusParams.top_p)
 
 # Shapes the pipeline sends, which the TensorRT profiles must cover:
 FRAME_SAMPLES = 2048
@@ -36,8 +39,9 @@ MAX_WINDOW = ORPHEUS_POLICY.max_chunk_frames + ORPHEUS_POLICY.left_context + ORP
 CODEC_ENCODER = ModelSpec(
     name=T.SNAC_ENCODER,
     description="SNAC 24 kHz encoder: a reference clip [samples] -> codes [7, frames] (Orpheus frame layout).",
-    inputs=(Tensor(T.AUDIO, "FP32", (-1,)),),
-    outputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1)),),
+    inputs=(Tensor(T.AUDIO, "FP32", (-1,), doc=f"[samples] mono float32 in [-1, 1] at {LIMITS['sample_rate']} Hz"),),
+    outputs=(Tensor(T.AUDIO_CODES, "INT64", (TOKENS_PER_FRAME, -1),
+                    doc=f"[{TOKENS_PER_FRAME}, frames]: one frame per {FRAME_SAMPLES} samples, Orpheus' layout"),),
     targets=stateless_targets({T.AUDIO: ((FRAME_SAMPLES,), (10 * 24000,), (MAX_REFERENCE_SAMPLES,))}),
 )
 
@@ -58,18 +62,29 @@ PIPELINE = ModelSpec(
         "calls the SNAC encoder (reference clips, cached by content hash) and decoder (BLS)."
     ),
     inputs=(
-        Tensor(T.TEXT, "BYTES", (1,)),
-        Tensor(T.VOICE, "BYTES", (1,), optional=True),
-        Tensor(T.REFERENCE_TEXT, "BYTES", (1,), optional=True),
-        Tensor(T.REFERENCE_AUDIO, "FP32", (-1,), optional=True),
-        Tensor(T.REFERENCE_CODES, "INT64", (TOKENS_PER_FRAME, -1), optional=True),
-        Tensor(T.MAX_DURATION, "FP32", (1,), optional=True),
-        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True),
-        Tensor(T.TOP_K, "INT32", (1,), optional=True),
-        Tensor(T.TOP_P, "FP32", (1,), optional=True),
-        Tensor(T.REPETITION_PENALTY, "FP32", (1,), optional=True),
-        Tensor(T.SEED, "INT64", (1,), optional=True),
-        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True),
+        Tensor(T.TEXT, "BYTES", (1,), doc=f"UTF-8 text to speak, at most {LIMITS['max_text_chars']} characters and "
+                                             f"{LIMITS['max_text_tokens']} tokens; the expressive tags "
+                                             f"{' '.join(EXPRESSIVE_TAGS)} pass through"),
+        Tensor(T.VOICE, "BYTES", (1,), optional=True,
+               doc=f"a built-in speaker: {', '.join(SPEAKERS)} (parameter speakers); absent: no speaker prefix"),
+        Tensor(T.REFERENCE_TEXT, "BYTES", (1,), optional=True,
+               doc="the words spoken in the reference clip; required with reference_audio or reference_codes"),
+        Tensor(T.REFERENCE_AUDIO, "FP32", (-1,), optional=True,
+               doc=f"[samples] mono float32 in [-1, 1] at {LIMITS['sample_rate']} Hz, {LIMITS['min_reference_s']} to "
+                   f"{LIMITS['max_reference_s']} s: a voice to clone (encoded by {T.SNAC_ENCODER}, cached by "
+                   "content)"),
+        Tensor(T.REFERENCE_CODES, "INT64", (TOKENS_PER_FRAME, -1), optional=True,
+               doc=f"[{TOKENS_PER_FRAME}, frames]: the clip already encoded by {T.SNAC_ENCODER} (instead of "
+                   "reference_audio)"),
+        Tensor(T.MAX_DURATION, "FP32", (1,), optional=True,
+               doc=f"seconds of speech at most, in (0, {LIMITS['max_duration_s']}]; default {LIMITS['max_duration_s']}"),
+        Tensor(T.TEMPERATURE, "FP32", (1,), optional=True, doc=SAMPLING_DOCS[T.TEMPERATURE]),
+        Tensor(T.TOP_K, "INT32", (1,), optional=True, doc=SAMPLING_DOCS[T.TOP_K]),
+        Tensor(T.TOP_P, "FP32", (1,), optional=True, doc=SAMPLING_DOCS[T.TOP_P]),
+        Tensor(T.REPETITION_PENALTY, "FP32", (1,), optional=True,
+               doc=f"in [1, {MAX_REPETITION_PENALTY:g}], 1 disables it; default {OrpheusParams.repetition_penalty:g}"),
+        Tensor(T.SEED, "INT64", (1,), optional=True, doc=SAMPLING_DOCS[T.SEED]),
+        Tensor(T.RETURN_CODES, "BOOL", (1,), optional=True, doc=SAMPLING_DOCS[T.RETURN_CODES]),
     ),
     outputs=stream_outputs(TOKENS_PER_FRAME),
     decoupled=True,

@@ -22,6 +22,7 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.onnx_runtime import open_session
 from tritone.ensemble.engine.scheduler import AtCapacity, Chunk, EngineStats
+from tritone.ensemble.triton.spec import knobs
 
 log = logging.getLogger("tritone")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -45,7 +46,7 @@ def error_response(error: Exception):
 def config_parameters(args) -> dict[str, str]:
     """The `parameters` of the model's config.pbtxt, as Triton hands them to initialize()."""
     config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    return knobs({key: value["string_value"] for key, value in config.get("parameters", {}).items()})
 
 
 def refused(error: InvalidRequest):

@@ -28,18 +28,29 @@ class Tensor:
     dtype: str  # BOOL, INT32, INT64, FP32, BYTES...
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
     optional: bool = False
+    doc: str = ""  # what a client must know (unit, layout, range, default): config parameter `input.<name>`
+
+
+DOC_PREFIXES = ("input.", "output.")  # config parameters that describe tensors, not knobs of the model
+
+
+def knobs(parameters: dict[str, str]) -> dict[str, str]:
+    """A config's parameters without the tensor descriptions."""
+    return {key: value for key, value in parameters.items() if not key.startswith(DOC_PREFIXES)}
 
 
 def stream_outputs(codebooks: int = -1) -> tuple[Tensor, ...]:
     """What a decoupled pipeline sends per chunk (ensemble/triton/glue.py TritonStream): the same for
     every family the engine serves; `codebooks` fixes the codes' first dimension where it is known."""
     return (
-        Tensor(T.AUDIO, "FP32", (-1,)),
-        Tensor(T.CHUNK_INDEX, "INT32", (1,)),
-        Tensor(T.SAMPLE_RATE, "INT32", (1,)),
-        Tensor(T.CODES, "INT64", (codebooks, -1)),  # with return_codes
-        Tensor(T.INPUT_TOKENS, "INT32", (1,)),  # on the final chunk
-        Tensor(T.OUTPUT_TOKENS, "INT32", (1,)),  # on the final chunk
+        Tensor(T.AUDIO, "FP32", (-1,), doc="mono PCM in [-1, 1] at sample_rate, this chunk's samples"),
+        Tensor(T.CHUNK_INDEX, "INT32", (1,), doc="0, 1, 2, ... in order; the last response carries Triton's "
+                                                  "final flag"),
+        Tensor(T.SAMPLE_RATE, "INT32", (1,), doc="Hz, the same on every chunk (also the parameter sample_rate)"),
+        Tensor(T.CODES, "INT64", (codebooks, -1), doc="[codebooks, frames]: the codes this chunk's audio decodes "
+                                                      "from; sent only when return_codes is true"),
+        Tensor(T.INPUT_TOKENS, "INT32", (1,), doc="on the final chunk: the LM's input (prompt) tokens"),
+        Tensor(T.OUTPUT_TOKENS, "INT32", (1,), doc="on the final chunk: the tokens the LM sampled"),
     )
 
 
@@ -130,7 +141,9 @@ def to_proto(spec: ModelSpec, target: Target) -> pb.ModelConfig:
     for step in spec.steps:
         config.ensemble_scheduling.step.add(model_name=step.model, model_version=-1,
                                             input_map=step.inputs, output_map=step.outputs)
-    for key, value in sorted(runtime.parameters.items()):
+    docs = {f"{prefix}{tensor.name}": tensor.doc
+            for prefix, tensors in zip(DOC_PREFIXES, (spec.inputs, spec.outputs)) for tensor in tensors if tensor.doc}
+    for key, value in sorted({**runtime.parameters, **docs}.items()):
         config.parameters[key].string_value = value
     return config
 
