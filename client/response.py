@@ -24,6 +24,8 @@ class AudioChunk:
     codes: np.ndarray | None
     final: bool
     usage: tuple[int, int] | None = None  # on the final chunk: (LM input tokens, LM tokens sampled)
+    sentence: int = 0  # speech split into sentences: which one this chunk speaks
+    sentence_text: str | None = None  # and its text (None: the request's whole text)
 
     @property
     def seconds(self) -> float:

@@ -154,7 +154,7 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
                     stats.record(len(item.audio), item.sample_rate)
                 delivered_final = final
                 usage = (tokens_in, tokens_out) if final and item.usage is not None else None
-                yield AudioChunk(index, item.sample_rate, item.audio, item.codes, final, usage)
+                yield AudioChunk(index, item.sample_rate, item.audio, item.codes, final, usage, i, requests[i].text)
                 index += 1
         if stats is not None:
             stats.finish()

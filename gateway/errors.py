@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tritone.client.errors import ClientError, GenerationError, ServerUnavailableError
-from tritone.gateway.schemas import TRITON_FIELDS
+from tritone.gateway.schemas import JOB_TYPES, TRITON_FIELDS
 
 RETRY_AFTER_S = "2"
 
@@ -94,7 +94,8 @@ def _api_error(request: Request, exc: APIError) -> JSONResponse:
 
 
 # pydantic's wording where it misleads or says too little, by error type
-_RULES = {"finite_number": lambda error: f"must be a finite number, got {error['input']!r}"}
+_RULES = {"finite_number": lambda error: f"must be a finite number, got {error['input']!r}",
+          "value_error": lambda error: str(error["ctx"]["error"])}  # our validators' words, without pydantic's prefix
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -102,6 +103,8 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     if first["type"] == "json_invalid":
         return _bad_body(f"invalid JSON at position {first['loc'][-1]}: {first['ctx']['error']}")
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    if first.get("loc", ())[:1] == ("body",) and location[:1] and location[0] in JOB_TYPES:
+        location = location[1:]  # the job body's variant (its `type`), not a field
     param = ".".join(location) or None
     rule = _RULES[first["type"]](first) if first["type"] in _RULES else first["msg"]
     return APIError(400, f"{param or 'body'}: {rule}", param=param, code="invalid_value").response()

@@ -1,5 +1,9 @@
 """Runs queued jobs: `job_workers` asyncio workers, each generating one job at a time over gRPC.
 
+A speech job is its text's sentences (split as /v1/audio/speech splits them), `SPEECH_STREAMS_PER_JOB`
+streams at a time so the engine batches them, joined in order; each sentence's first and last sample
+make its caption (gateway/captions.py), stored beside the audio.
+
 A job longer than the music model's limit (its config's max_duration_s) is generated in windows: the
 first window is up to that limit; each later one continues from the last 10 s of codes generated so far
 (`prompt_codes`) and adds up to the limit less those 10 s. Cancelling a running job cancels its task,
@@ -10,6 +14,7 @@ more than `job_ttl_s` ago, at startup and every `job_sweep_interval_s`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -19,16 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
-from tritone.client import ClientError, MusicRequest
+from tritone.client import ClientError, MusicRequest, SpeechRequest
+from tritone.client.sentences import split_sentences
 from tritone.gateway import job_store as js
+from tritone.gateway import voices
+from tritone.gateway.captions import CaptionTrack
 from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.errors import APIError, with_api_fields
 from tritone.gateway.generation import Generation
 from tritone.gateway.job_store import Job, JobStore
 from tritone.gateway.metrics import GatewayMetrics
-from tritone.gateway.schemas import MUSIC_FIELDS
+from tritone.gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
 from tritone.gateway.settings import Settings
 from tritone.gateway.triton import Triton
+from tritone.gateway.voice_store import VoiceStore
 
 log = logging.getLogger("tritone.gateway")
 
@@ -37,6 +46,13 @@ MIN_WINDOW_S = 1.0  # a last window shorter than this borrows from the one befor
 PROGRESS_INTERVAL_S = 0.5  # progress is written at most this often
 RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # Triton at capacity or unreachable when a window starts
 CANCEL_WAIT_S = 10.0
+SPEECH_STREAMS_PER_JOB = 4  # sentences of one speech job generating at once (the engine batches them)
+SPEECH_CHARS_PER_S = 15.0  # a narrator's pace: a speech job's audio is estimated at this many characters a second
+
+
+def speech_seconds_bound(text: str, settings: Settings) -> float:
+    """Seconds of audio a speech job is expected to write (its disk reservation): its text at a narrator's pace."""
+    return max(1.0, len(text) / SPEECH_CHARS_PER_S)
 
 
 @dataclass(frozen=True)
@@ -72,8 +88,10 @@ class _Cancelled(Exception):
 
 class JobRunner:
     def __init__(self, store: JobStore, triton: Triton, metrics: GatewayMetrics, settings: Settings,
-                 ensure_ready: Callable | None = None, catalog: ModelCatalog | None = None):
+                 ensure_ready: Callable | None = None, catalog: ModelCatalog | None = None,
+                 voice_store: VoiceStore | None = None):
         self.store, self.triton, self.metrics, self.settings = store, triton, metrics, settings
+        self.voice_store = voice_store  # a speech job's stored voice, looked up when it runs
         self.ensure_ready = ensure_ready  # async (model name) -> None, e.g. ModelManager.ensure_ready
         self.catalog = catalog  # the music model's max_duration_s: the longest window
         self._wake = asyncio.Event()
@@ -172,9 +190,17 @@ class JobRunner:
                 self._running.pop(job.id, None)
 
     async def _run(self, job: Job) -> None:
-        log.info("job %s: started (%.1f s)", job.id, job.duration)
+        if job.type == "speech":
+            log.info("job %s: started (speech, %d characters)", job.id, len(job.params["input"]))
+        else:
+            log.info("job %s: started (%.1f s)", job.id, job.duration)
+        fields = SPEECH_FIELDS if job.type == "speech" else MUSIC_FIELDS
         try:
-            audio, sample_rate = await self._generate(job)
+            if job.type == "speech":
+                audio, sample_rate, captions = await self._speak(job)
+                await asyncio.to_thread(self._save_captions, job.id, captions)
+            else:
+                audio, sample_rate = await self._generate(job)
             await asyncio.to_thread(self._save, job.id, audio, sample_rate)
             if await asyncio.to_thread(self.store.finish, job.id, js.SUCCEEDED):
                 log.info("job %s: succeeded", job.id)
@@ -186,7 +212,7 @@ class JobRunner:
             log.info("job %s: generation stopped (%s)", job.id, "shutdown" if self._stopping else "cancelled")
             raise
         except APIError as error:
-            await self._fail(job, with_api_fields(error, MUSIC_FIELDS).message)  # prompt, not Triton's text
+            await self._fail(job, with_api_fields(error, fields).message)  # prompt/input, not Triton's names
         except ClientError as error:
             await self._fail(job, f"generation failed: {error}")
         except Exception as error:
@@ -209,13 +235,58 @@ class JobRunner:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _open(self, job: Job, request: MusicRequest) -> Generation:
+    async def _open(self, job: Job, request: MusicRequest | SpeechRequest, model: str | None = None) -> Generation:
+        model = model or self.settings.music_model
+
         async def attempt():
             if self.ensure_ready is not None:
-                await self.ensure_ready(self.settings.music_model)
-            return await Generation.open(self.triton, self.settings.music_model, request, self.metrics)
+                await self.ensure_ready(model)
+            return await Generation.open(self.triton, model, request, self.metrics)
 
         return await self._retrying(job, attempt)
+
+    async def _speak(self, job: Job) -> tuple[np.ndarray, int, CaptionTrack]:
+        """The job's sentences, a few streams at a time, joined in order; each sentence's samples its caption."""
+        params = job.params
+        sentences = await asyncio.to_thread(split_sentences, params["input"], self.settings.speech_max_sentence_chars)
+        model = await voices.speaker(self.settings, self.catalog, params["model"])
+        fields = await voices.speech_fields(params.get("voice"), self.voice_store, self.settings, self.catalog, model,
+                                            voices.voice_owner(self.settings, job.owner))
+        total = sum(len(sentence) for sentence in sentences)
+        spoken: list[np.ndarray | None] = [None] * len(sentences)
+        rates: set[int] = set()
+        done_chars, started = 0, time.monotonic()
+        gate = asyncio.Semaphore(SPEECH_STREAMS_PER_JOB)
+
+        async def say(i: int) -> None:
+            nonlocal done_chars
+            request = SpeechRequest(text=sentences[i], temperature=params.get("temperature"),
+                                    top_k=params.get("top_k"), top_p=params.get("top_p"),
+                                    repetition_penalty=params.get("repetition_penalty"), seed=params.get("seed"),
+                                    max_duration=self.settings.speech_max_sentence_s, **fields)
+            async with gate:
+                generation = await self._open(job, request, model.name)
+                try:
+                    pieces = [chunk.audio async for chunk in generation.chunks()]
+                finally:
+                    await generation.close()
+            rates.add(generation.sample_rate)
+            spoken[i] = np.concatenate([np.zeros(0, np.float32), *pieces])
+            done_chars += len(sentences[i])
+            await self._progress_of(job, done_chars / total, time.monotonic() - started)
+
+        tasks = [asyncio.create_task(say(i), name=f"job-{job.id}-sentence-{i}") for i in range(len(sentences))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # a failure or a cancel stops the other sentences' streams
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        (sample_rate,) = rates
+        captions = CaptionTrack(sample_rate)
+        for sentence, audio in zip(sentences, spoken):
+            captions.add(sentence, len(audio))
+        return np.concatenate(spoken).astype(np.float32, copy=False), sample_rate, captions
 
     async def _max_window(self, job: Job) -> float:
         """Seconds one request may hold (prompt + new audio): the music model's max_duration_s."""
@@ -260,13 +331,20 @@ class JobRunner:
         return audio.astype(np.float32, copy=False), sample_rate
 
     async def _progress(self, job: Job, generated_s: float, elapsed_s: float) -> None:
-        progress = 100.0 * generated_s / job.duration
-        eta = None
-        if generated_s > 0 and elapsed_s > 0:
-            eta = max(0.0, job.duration - generated_s) * elapsed_s / generated_s
-        status = await asyncio.to_thread(self.store.update_progress, job.id, progress, eta)
+        await self._progress_of(job, generated_s / job.duration, elapsed_s)
+
+    async def _progress_of(self, job: Job, fraction: float, elapsed_s: float) -> None:
+        """`fraction` of the job done after `elapsed_s`: progress, an ETA at that pace, and a look for a cancel."""
+        eta = max(0.0, 1.0 - fraction) * elapsed_s / fraction if fraction > 0 and elapsed_s > 0 else None
+        status = await asyncio.to_thread(self.store.update_progress, job.id, 100.0 * fraction, eta)
         if status != js.RUNNING:
             raise _Cancelled(job.id)
+
+    def _save_captions(self, job_id: str, captions: CaptionTrack) -> None:
+        final = self.store.captions_path(job_id)
+        partial = final.with_suffix(".tmp.json")
+        partial.write_text(json.dumps(captions.to_dict()))
+        os.replace(partial, final)
 
     def _save(self, job_id: str, audio: np.ndarray, sample_rate: int) -> None:
         """float32 WAV, written to a temporary name and renamed, so a result file is always complete."""

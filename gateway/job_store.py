@@ -29,7 +29,8 @@ from tritone.gateway.sqlite import connect
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-RESULT_BYTES_PER_S = 4 * 32000  # a result is float32 WAV at MusicGen's 32 kHz: what a job writes per second
+RESULT_BYTES_PER_S = 4 * 32000  # a result is float32 WAV at MusicGen's 32 kHz (speech: 24 kHz): bytes per second
+INPUT_PREVIEW_CHARS = 200  # a speech job's object shows the start of its text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -102,12 +103,21 @@ class Job:
     queue_position: int | None = None  # 1-based, queued jobs only
 
     @property
+    def type(self) -> str:
+        return self.params.get("type", "music")
+
+    @property
     def prompt(self) -> str:
         return self.params["prompt"]
 
     @property
     def duration(self) -> float:
         return float(self.params["duration"])
+
+    @property
+    def estimated_s(self) -> float:
+        """Seconds of audio it will write at most (a music job: its duration; speech: a bound from its text)."""
+        return float(self.params.get("duration") or self.params.get("estimated_s") or 0.0)
 
     @property
     def response_format(self) -> str:
@@ -118,12 +128,19 @@ class Job:
         def stamp(t):
             return None if t is None else int(t)
 
+        succeeded = self.status == SUCCEEDED
+        if self.type == "speech":  # the text itself may be 500,000 characters: its size and start
+            what = {"model": self.params["model"], "voice": self.params.get("voice"),
+                    "input": self.params["input"][:INPUT_PREVIEW_CHARS], "input_chars": len(self.params["input"]),
+                    "captions_url": f"/v1/jobs/{self.id}/captions" if succeeded else None}
+        else:
+            what = {"prompt": self.prompt, "duration": self.duration}
         return {
             "id": self.id,
             "object": "job",
+            "type": self.type,
             "status": self.status,
-            "prompt": self.prompt,
-            "duration": self.duration,
+            **what,
             "response_format": self.response_format,
             "created_at": stamp(self.created_at),
             "started_at": stamp(self.started_at),
@@ -156,6 +173,13 @@ class JobStore:
 
     def result_path(self, job_id: str) -> Path:
         return self.results_dir / f"{job_id}.wav"
+
+    def captions_path(self, job_id: str) -> Path:
+        return self.results_dir / f"{job_id}.captions.json"
+
+    def _remove_results(self, job_id: str) -> None:
+        self.result_path(job_id).unlink(missing_ok=True)
+        self.captions_path(job_id).unlink(missing_ok=True)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -208,7 +232,8 @@ class JobStore:
 
     def _pending_bytes(self) -> int:
         """What queued and running jobs will write."""
-        seconds = self._db.execute("SELECT COALESCE(SUM(json_extract(params, '$.duration')), 0) FROM jobs "
+        seconds = self._db.execute("SELECT COALESCE(SUM(COALESCE(json_extract(params, '$.duration'), "
+                                   "json_extract(params, '$.estimated_s'))), 0) FROM jobs "
                                    "WHERE status IN (?, ?)", (QUEUED, RUNNING)).fetchone()[0]
         return int(seconds * RESULT_BYTES_PER_S)
 
@@ -258,7 +283,7 @@ class JobStore:
                     if queued >= max_queued:
                         raise QueueFull(queued)
                 if storage is not None:
-                    self._check_storage(float(params["duration"]), storage)
+                    self._check_storage(float(params.get("duration") or params["estimated_s"]), storage)
                 job_id = "job_" + uuid.uuid4().hex
                 self._db.execute(
                     "INSERT INTO jobs (id, owner, idempotency_key, body_hash, params, status, created_at) "
@@ -320,7 +345,7 @@ class JobStore:
             deleted = self._db.execute("DELETE FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?) RETURNING id",
                                        (job_id, owner, owner)).fetchall()
         if deleted:
-            self.result_path(job_id).unlink(missing_ok=True)
+            self._remove_results(job_id)
         return bool(deleted)
 
     def expire(self, before: float) -> list[str]:
@@ -330,7 +355,7 @@ class JobStore:
                 f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(TERMINAL))}) AND finished_at < ? RETURNING id",
                 (*TERMINAL, before)).fetchall()
         for row in rows:
-            self.result_path(row["id"]).unlink(missing_ok=True)
+            self._remove_results(row["id"])
         return [row["id"] for row in rows]
 
     def requeue(self, job_id: str) -> bool:

@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = JobStore(settings.data_dir)
         app.state.voices = VoiceStore(settings.data_dir)
         app.state.job_runner = JobRunner(app.state.jobs, app.state.triton, app.state.metrics, settings,
-                                         ensure_ready=app.state.models.ensure_ready, catalog=catalog)
+                                         ensure_ready=app.state.models.ensure_ready, catalog=catalog,
+                                         voice_store=app.state.voices)
         await app.state.job_runner.start()
         yield
         await app.state.job_runner.stop()

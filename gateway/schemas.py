@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model, field_validator
 
 from tritone.client import MusicRequest
 from tritone.ensemble import tensors as T
@@ -27,6 +27,7 @@ from tritone.gateway.settings import Settings
 AudioFormat = Literal["wav", "flac", "mp3", "opus", "pcm"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]  # OpenAI's list and order
 MAX_SPEECH_INPUT_CHARS = 4096  # OpenAI's limit on `input`; the gateway speaks it a sentence at a time
+MAX_SPEECH_JOB_CHARS = 500_000  # a speech job's `input`: a book chapter or a long podcast script
 DEFAULT_DURATION_S = 8.0
 
 
@@ -34,6 +35,7 @@ DEFAULT_DURATION_S = 8.0
 MUSIC_FIELDS = {T.TEXT: "prompt"}
 SPEECH_FIELDS = {T.TEXT: "input", T.VOICE: "voice", T.REFERENCE_TEXT: "voice", T.REFERENCE_CODES: "voice"}
 TRITON_FIELDS = {"/v1/audio/music": MUSIC_FIELDS, "/v1/audio/speech": SPEECH_FIELDS, "/v1/jobs": MUSIC_FIELDS}
+JOB_TYPES = ("music", "speech")  # POST /v1/jobs: the body's `type`
 INVISIBLE = ("C", "Z")  # Unicode categories: control, format (zero-width), unassigned; separators
 
 
@@ -97,8 +99,8 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1, max_length=100)
 
 
-class SpeechBody(BaseModel):
-    """OpenAI's speech request (POST /v1/audio/speech), plus sampling options of its own."""
+class SpeechFields(BaseModel):
+    """What to speak, with which voice, and how to sample it: shared by POST /v1/audio/speech and speech jobs."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -108,14 +110,6 @@ class SpeechBody(BaseModel):
     voice: str | VoiceRef | None = Field(
         None, description="A built-in speaker, an OpenAI voice name, or a stored voice's id or name "
                           "(GET /v1/audio/voices).")
-    response_format: SpeechFormat = Field("mp3", description="Audio encoding of the response.")
-    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, description="Speaking rate; the pitch is kept.")
-    stream: bool = Field(True, strict=True, description="Not OpenAI's (Kokoro-style clients send it): false returns "
-                         "one whole file with its exact length once generation ends; true streams it.")
-    stream_format: Literal["audio", "sse"] = Field(
-        "audio", description="audio: encoded bytes; sse: server-sent events (speech.audio.delta, speech.audio.done).")
-    instructions: str | None = Field(None, max_length=MAX_SPEECH_INPUT_CHARS, description="Accepted for "
-                                     "compatibility and ignored: the speech models take no style instructions.")
     temperature: float | None = Field(None, ge=0, le=10, strict=True,
                                       description="Sampling temperature; 0 is greedy. Default 0.6.")
     top_k: int | None = Field(None, ge=0, le=100_000, strict=True,
@@ -130,7 +124,32 @@ class SpeechBody(BaseModel):
         return not_blank(text)
 
 
+class SpeechBody(SpeechFields):
+    """OpenAI's speech request (POST /v1/audio/speech), plus sampling options of its own."""
+
+    response_format: SpeechFormat = Field("mp3", description="Audio encoding of the response.")
+    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True, description="Speaking rate; the pitch is kept.")
+    stream: bool = Field(True, strict=True, description="Not OpenAI's (Kokoro-style clients send it): false returns "
+                         "one whole file with its exact length once generation ends; true streams it.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: encoded bytes; sse: server-sent events (speech.audio.delta, speech.audio.done).")
+    instructions: str | None = Field(None, max_length=MAX_SPEECH_INPUT_CHARS, description="Accepted for "
+                                     "compatibility and ignored: the speech models take no style instructions.")
+
+
+class SpeechJobBody(SpeechFields):
+    """A long text spoken as a background job (POST /v1/jobs with type speech): an audiobook chapter, a podcast."""
+
+    type: Literal["speech"] = Field(description="speech: this body; music (the default): a music job.")
+    input: str = Field(min_length=1, max_length=MAX_SPEECH_JOB_CHARS, description="The text to speak, spoken sentence "
+                       "by sentence; captions give each sentence's times.", examples=["Chapter one. It was a dark "
+                                                                                     "and stormy night."])
+    response_format: AudioFormat = Field("wav", description="Default encoding of the job's audio download.")
+
+
 class JobBody(GenerationFields):
+    type: Literal["music"] = Field("music", description="music (this body, the default) or speech (a speech job: "
+                                                       "input, voice, model).")
     duration: float = Field(DEFAULT_DURATION_S, strict=True, description="Seconds of audio to generate, up to "
                             "max_job_duration_s; a job longer than the music model's max_duration_s is generated in "
                             "windows, window i with seed + i.")
@@ -142,7 +161,7 @@ class Bodies:
     """The request bodies, with the limits the models' configs state (`facts`: model name -> its facts)."""
 
     music: type[MusicBody]
-    job: type[JobBody]
+    job: object  # a music JobBody or a SpeechJobBody, told apart by `type`
     speech: type[SpeechBody]
 
     @classmethod
@@ -156,10 +175,19 @@ class Bodies:
         return cls(
             music=_derived(MusicBody, prompt=prompt, duration=(float, Field(
                 default, ge=low, le=high, strict=True, description=MusicBody.model_fields["duration"].description))),
-            job=_derived(JobBody, prompt=prompt, duration=(float, Field(
-                default, ge=low, strict=True, description=_job_duration_help(settings, high)))),
+            job=Annotated[
+                Annotated[_derived(JobBody, prompt=prompt, duration=(float, Field(
+                    default, ge=low, strict=True, description=_job_duration_help(settings, high)))), Tag("music")]
+                | Annotated[_derived(SpeechJobBody, **_speech_fields(settings, facts)), Tag("speech")],
+                Discriminator(_job_type)],
             speech=_derived(SpeechBody, **_speech_fields(settings, facts)),
         )
+
+
+def _job_type(body) -> str | None:
+    """Which job body `body` is: its `type`, music when absent (an unknown type fails as the music body's)."""
+    kind = body.get("type", "music") if isinstance(body, dict) else getattr(body, "type", "music")
+    return kind if kind in JOB_TYPES else "music"
 
 
 def _derived(base: type[BaseModel], **fields) -> type:

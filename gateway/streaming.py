@@ -49,20 +49,26 @@ def _event(payload: dict) -> bytes:
 
 
 async def sse_events(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, kind: str,
-                     usage: Callable[[], dict | None]) -> AsyncIterator[bytes]:
+                     usage: Callable[[], dict | None],
+                     captions: Callable[[], list[dict]] = list) -> AsyncIterator[bytes]:
     """OpenAI's speech SSE shape: `<kind>.audio.delta` events with base64 audio, then one `<kind>.audio.done`
-    carrying `usage` (the LM's token counts, read when the audio has ended)."""
+    carrying `usage` (the LM's token counts, read when the audio has ended). `captions` gives the sentence
+    captions completed so far: each is sent as a `<kind>.caption` event after its audio."""
     encoder = StreamEncoder(fmt, sample_rate)
     samples = 0
     async for piece in audio:
         samples += len(piece)
         if data := encoder.encode(piece):
             yield _event({"type": f"{kind}.audio.delta", "audio": base64.b64encode(data).decode()})
+        for caption in captions():
+            yield _event({"type": f"{kind}.caption", **caption})
     if data := encoder.finish():
         yield _event({"type": f"{kind}.audio.delta", "audio": base64.b64encode(data).decode()})
+    for caption in captions():
+        yield _event({"type": f"{kind}.caption", **caption})
+    counted = usage()  # None when the model reported no token counts
     yield _event({"type": f"{kind}.audio.done", "sample_rate": encoder.sample_rate_out,
-                  "duration": samples / sample_rate,
-                  "format": fmt, "usage": usage()})
+                  "duration": samples / sample_rate, "format": fmt, **({"usage": counted} if counted else {})})
 
 
 def sse_error(error: Exception) -> bytes:
@@ -131,10 +137,11 @@ async def whole_file(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: in
 
 def respond(audio: AsyncIterator[np.ndarray], fmt: str, sample_rate: int, finish: Finish, metrics: GatewayMetrics,
             *, sse_kind: str | None, headers: dict[str, str],
-            usage: Callable[[], dict | None] = lambda: None) -> GenerationStream:
+            usage: Callable[[], dict | None] = lambda: None,
+            captions: Callable[[], list[dict]] = list) -> GenerationStream:
     """The response for a generation's audio: `fmt` bytes, or SSE events named `<sse_kind>.audio.*` if set."""
     if sse_kind:
-        return GenerationStream(sse_events(audio, fmt, sample_rate, sse_kind, usage), finish, metrics,
+        return GenerationStream(sse_events(audio, fmt, sample_rate, sse_kind, usage, captions), finish, metrics,
                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"},
                                 error_event=sse_error)
     return GenerationStream(audio_bytes(audio, fmt, sample_rate), finish, metrics,

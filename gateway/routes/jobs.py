@@ -5,16 +5,19 @@
     GET  /v1/jobs/{id}             status, queue position, progress, ETA
     POST   /v1/jobs/{id}/cancel    stops the gRPC stream of a running job
     GET    /v1/jobs/{id}/audio     the result, encoded on the fly (?format=wav|flac|mp3|opus|pcm)
+    GET    /v1/jobs/{id}/captions  a speech job's sentence captions (?format=vtt|srt|json)
     DELETE /v1/jobs/{id}           the job and its audio (a running job is cancelled first)
 
 With API keys configured a key sees only its own jobs; without them every client sees all jobs.
 Finished jobs expire after `job_ttl_s`; a job that would pass the disk budget is refused with 507.
-The submitted body's schema comes from the music model's config (gateway/schemas.py `Bodies`), so
+A job is music (`type` music, the default: prompt and duration) or speech (`type` speech: input, up to
+500,000 characters, voice, model). The submitted body's schema comes from the models' configs (gateway/schemas.py `Bodies`), so
 `router` makes the routes for the bodies of the moment (gateway/main.py installs them again when they change).
 """
 
 import asyncio
-from typing import Annotated
+import json
+from typing import Annotated, Literal
 
 import soundfile
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -26,7 +29,10 @@ from tritone.gateway.auth import ClientKey
 from tritone.gateway.errors import APIError
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
-from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, Bodies
+from tritone.gateway import voices
+from tritone.gateway.captions import FORMATS as CAPTION_FORMATS, MEDIA_TYPES as CAPTION_TYPES, CaptionTrack
+from tritone.gateway.job_runner import speech_seconds_bound
+from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, Bodies, VoiceRef
 
 static = APIRouter(tags=["jobs"])  # the routes whose schemas no model decides
 
@@ -145,6 +151,30 @@ async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Reque
                              "Content-Disposition": f'attachment; filename="{job_id}.{EXTENSIONS[fmt]}"'})
 
 
+@static.get("/v1/jobs/{job_id}/captions", response_class=Response,
+            responses={200: {"content": {media: {} for media in CAPTION_TYPES.values()},
+                             "description": "Sentence-level captions: each sentence's text, start and end"},
+                       404: {"description": "No such job"},
+                       409: {"description": "Not a succeeded speech job"}},
+            summary="Download a succeeded speech job's captions (WebVTT, SRT or JSON)")
+async def job_captions(job_id: str, key: ClientKey, store: StoreDep, request: Request,
+                       format: Annotated[Literal[CAPTION_FORMATS], Query(description="vtt (default), srt or json")]
+                       = "vtt"):
+    job = await _job(store, job_id, _owner(request, key))
+    if job.type != "speech" or job.status != js.SUCCEEDED:
+        what = "a music job: it has no captions" if job.type != "speech" else f"{job.status}"
+        raise APIError(409, f"job {job_id} is {what}; captions come with a succeeded speech job", param="job_id",
+                       code="job_not_succeeded" if job.type == "speech" else "job_has_no_captions")
+    try:
+        track = CaptionTrack.from_dict(json.loads(await asyncio.to_thread(store.captions_path(job_id).read_text)))
+    except FileNotFoundError:
+        raise APIError(500, f"the captions of job {job_id} are missing", type="server_error",
+                       code="job_captions_missing") from None
+    text = json.dumps(track.to_dict()) if format == "json" else track.render(format)
+    return Response(text, media_type=CAPTION_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.{format}"'})
+
+
 def router(bodies: Bodies) -> APIRouter:
     routes = APIRouter(tags=["jobs"])
     JobBody = bodies.job  # noqa: N806 - a class
@@ -158,11 +188,20 @@ def router(bodies: Bodies) -> APIRouter:
     async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
                          idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
         settings = request.app.state.settings
-        if body.duration > settings.max_job_duration_s:
+        params = body.model_dump()
+        if body.type == "speech":
+            params["voice"] = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
+            # checked now, not when the job runs: an unknown model or voice is the submitter's error
+            model = await voices.speaker(settings, request.app.state.catalog, body.model)
+            await voices.speech_fields(params["voice"], request.app.state.voices, settings, request.app.state.catalog,
+                                       model, voices.voice_owner(settings, key))
+            params["model"] = model.name
+            params["estimated_s"] = speech_seconds_bound(body.input, settings)
+        elif body.duration > settings.max_job_duration_s:
             raise APIError(400, f"duration: must be at most {settings.max_job_duration_s:g} seconds, got {body.duration:g}",
                            param="duration", code="invalid_value")
         try:
-            job, created = await asyncio.to_thread(store.create, key, body.model_dump(), idempotency_key=idempotency_key,
+            job, created = await asyncio.to_thread(store.create, key, params, idempotency_key=idempotency_key,
                                                    max_queued=settings.max_queued_jobs,
                                                    storage=_storage_limits(settings))
         except js.IdempotencyConflict:

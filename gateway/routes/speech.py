@@ -18,6 +18,7 @@ from tritone.client import SpeechRequest
 from tritone.gateway.audio_encoding import encoded_rate
 from tritone.gateway import voices
 from tritone.gateway.auth import ClientKey
+from tritone.gateway.captions import StreamCaptions
 from tritone.gateway.dependencies import CatalogDep, SettingsDep
 from tritone.gateway.generation import open_for_client
 from tritone.gateway.routes.music import AUDIO_TYPES
@@ -56,7 +57,8 @@ def router(bodies: Bodies) -> APIRouter:
                                max_duration=settings.speech_max_sentence_s, **fields)
         generation, finish = await open_for_client(request, key, model.name, speech)
         rate = generation.sample_rate
-        audio = (chunk.audio async for chunk in generation.chunks())
+        captions = StreamCaptions(rate, body.input, body.speed)
+        audio = captions.follow(generation.chunks())
         if body.speed != 1.0:
             audio = _at_speed(audio, body.speed, rate)
         headers = {"X-Sample-Rate": str(encoded_rate(body.response_format, rate))}
@@ -64,6 +66,6 @@ def router(bodies: Bodies) -> APIRouter:
             return await whole_file(audio, body.response_format, rate, finish, headers)
         return respond(audio, body.response_format, rate, finish, request.app.state.metrics,
                        sse_kind="speech" if body.stream_format == "sse" else None, headers=headers,
-                       usage=generation.usage)
+                       usage=generation.usage, captions=captions.take)
 
     return routes

@@ -44,7 +44,7 @@ def test_shows_the_api_error_message(page):
 
     page.wait_for_selector('#stream-status[data-state="error"]', timeout=30_000)
     error = page.get_by_role("alert").first
-    assert error.text_content() == "prompt: Value error, must not be blank"
+    assert error.text_content() == "prompt: must not be blank"
     assert page.locator("#stream-status").get_attribute("data-bytes") == "0"
 
 

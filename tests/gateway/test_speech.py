@@ -118,7 +118,7 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
     [
         ({"input": ""}, 400, envelope("input: String should have at least 1 character", "input")),
         ({"input": "x" * 4097}, 400, envelope("input: String should have at most 4096 characters", "input")),
-        ({"input": " \n "}, 400, envelope("input: Value error, must not be blank", "input")),
+        ({"input": " \n "}, 400, envelope("input: must not be blank", "input")),
         ({"speed": 0.1}, 400, envelope("speed: Input should be greater than or equal to 0.25", "speed")),
         ({"speed": 5}, 400, envelope("speed: Input should be less than or equal to 4", "speed")),
         ({"response_format": "ogg"}, 400, envelope(
@@ -186,14 +186,17 @@ def test_instructions_are_accepted_and_ignored_sampling_options_are_sent(gateway
     assert np.frombuffer(inputs[T.SEED], np.int64)[0] == 9
 
 
-def test_sse_sends_speech_audio_deltas_then_done(gateway):
+def test_sse_sends_speech_audio_deltas_a_caption_per_sentence_then_done(gateway):
     reply = speech(gateway, stream_format="sse", response_format="wav")
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line.removeprefix("data: ")) for line in reply.text.splitlines() if line]
-    assert len(events) >= 2 and {e["type"] for e in events[:-1]} == {"speech.audio.delta"}
-    assert all(set(e) == {"type", "audio"} for e in events[:-1])
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) >= 1 and all(set(e) == {"type", "audio"} for e in deltas)
+    assert events[-2] == {"type": "speech.caption", "text": "Hello there, my friend.", "start": 0.0,
+                          "end": HELLO / SR, "start_sample": 0, "end_sample": HELLO}  # after the sentence's audio
     assert events[-1] == {"type": "speech.audio.done", "sample_rate": SR, "duration": HELLO / SR, "format": "wav"}
-    audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]))
+    assert events[:-2] == deltas
+    audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in deltas))
     assert (rate, len(audio)) == (SR, HELLO)
 
 
@@ -201,7 +204,7 @@ def test_sse_of_opus_says_the_48_khz_it_decodes_at(gateway):
     reply = speech(gateway, stream_format="sse", response_format="opus")
     events = [json.loads(line.removeprefix("data: ")) for line in reply.text.splitlines() if line]
     assert events[-1] == {"type": "speech.audio.done", "sample_rate": 48000, "duration": HELLO / SR, "format": "opus"}
-    audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]))
+    audio, rate = decode(b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"))
     assert (rate, len(audio)) == (48000, HELLO * 48000 // SR)
 
 

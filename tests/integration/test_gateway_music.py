@@ -98,7 +98,7 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
     ("body", "status", "expected"),
     [
         ({"prompt": ""}, 400, envelope("prompt: String should have at least 1 character", "prompt")),
-        ({"prompt": "   "}, 400, envelope("prompt: Value error, must not be blank", "prompt")),
+        ({"prompt": "   "}, 400, envelope("prompt: must not be blank", "prompt")),
         ({"prompt": "x" * 2001}, 400, envelope("prompt: String should have at most 2000 characters", "prompt")),
         ({"duration": 0}, 400, envelope("duration: Input should be greater than or equal to 0.1", "duration")),
         ({"duration": 0.05}, 400, envelope("duration: Input should be greater than or equal to 0.1", "duration")),

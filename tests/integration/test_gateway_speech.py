@@ -93,7 +93,11 @@ def test_sse_deltas_decode_to_the_same_audio_and_done_carries_the_lm_usage(url, 
     plain = pcm(speech(url, response_format="pcm", temperature=0))
     response = speech(url, response_format="pcm", temperature=0, stream_format="sse")
     events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line]
-    assert {e["type"] for e in events[:-1]} == {"speech.audio.delta"}
+    assert [e["type"] for e in events[-2:]] == ["speech.caption", "speech.audio.done"]
+    assert {e["type"] for e in events[:-2]} == {"speech.audio.delta"}
+    assert events[-2] == {"type": "speech.caption", "text": FIRST, "start": 0.0, "end": len(plain) / RATE,
+                          "start_sample": 0, "end_sample": len(plain)}
+    events = events[:-2] + events[-1:]
     frames, cap = len(plain) // FRAME, int(MAX_SENTENCE_S * RATE / FRAME)
     prompt = len(reference_prompt(tiny_model_repository, FIRST, "tara", None, None))
     sampled = TOKENS_PER_FRAME * frames + (frames < cap)  # 7 codes a frame, and the end token unless capped
@@ -102,6 +106,25 @@ def test_sse_deltas_decode_to_the_same_audio_and_done_carries_the_lm_usage(url, 
                           "usage": {"input_tokens": prompt, "output_tokens": sampled, "total_tokens": prompt + sampled}}
     streamed = np.frombuffer(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]), "<i2")
     np.testing.assert_array_equal(streamed, plain)
+
+
+def test_sse_captions_each_sentence_with_the_samples_it_spoke(url):
+    text = f"{FIRST} {SECOND} {THIRD}"
+    response = speech(url, input=text, response_format="pcm", temperature=0, stream_format="sse")
+    events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line]
+    audio = np.frombuffer(b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"),
+                          "<i2")
+    captions = [e for e in events if e["type"] == "speech.caption"]
+    assert [c["text"] for c in captions] == [FIRST, SECOND, THIRD]
+    assert captions[0]["start_sample"] == 0 and captions[-1]["end_sample"] == len(audio)
+    assert all(a["end_sample"] == b["start_sample"] for a, b in zip(captions, captions[1:]))
+    assert all(c["end"] == c["end_sample"] / RATE for c in captions)
+    spoken = 0  # each caption comes after its sentence's audio
+    for event in events:
+        if event["type"] == "speech.audio.delta":
+            spoken += len(base64.b64decode(event["audio"])) // 2
+        elif event["type"] == "speech.caption":
+            assert spoken >= event["end_sample"]
 
 
 def test_a_long_input_is_its_sentences_spoken_alone_back_to_back(url):

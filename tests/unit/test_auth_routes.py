@@ -76,6 +76,7 @@ TABLE = {
     ("DELETE", "/v1/jobs/{job_id}"): Row("/v1/jobs/job_none", any_key(404)),
     ("POST", "/v1/jobs/{job_id}/cancel"): Row("/v1/jobs/job_none/cancel", any_key(404)),
     ("GET", "/v1/jobs/{job_id}/audio"): Row("/v1/jobs/job_none/audio", any_key(404)),
+    ("GET", "/v1/jobs/{job_id}/captions"): Row("/v1/jobs/job_none/captions", any_key(404)),
     ("GET", "/v1/models"): Row("/v1/models", any_key(503)),
     ("GET", "/v1/models/{model_id}"): Row("/v1/models/tts-1", any_key(503)),
     ("GET", "/v1/audio/models"): Row("/v1/audio/models", any_key(200)),

@@ -28,7 +28,7 @@ def test_create_get_and_the_api_object(store):
     assert got == job
     body = got.to_dict()
     assert body == {
-        "id": job.id, "object": "job", "status": "queued", "prompt": "lo-fi piano", "duration": 12.5,
+        "id": job.id, "object": "job", "type": "music", "status": "queued", "prompt": "lo-fi piano", "duration": 12.5,
         "response_format": "wav", "created_at": int(job.created_at), "started_at": None, "finished_at": None,
         "queue_position": 1, "progress": 0.0, "eta_s": None, "error": None, "audio_url": None,
     }
