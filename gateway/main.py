@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.models.stop()
         await app.state.triton.close()
 
-    app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan, docs_url=None,  # /docs: routes/web.py
                   description="Streaming audio generation on NVIDIA Triton Inference Server.")
     app.state.settings = settings
     app.state.builtin_routes = list(app.router.routes)

@@ -13,6 +13,42 @@ async function apiError(response) {
   return `${response.status} ${response.statusText}`;
 }
 
+// ---- API key: kept in this browser (localStorage) and sent on every request -------------------------
+
+const KEY_STORAGE = "tritone.apiKey";
+let pageKey = "";   // where storage is off, the key lasts this page
+
+function apiKey() {
+  try { return localStorage.getItem(KEY_STORAGE) || pageKey; } catch (_) { return pageKey; }
+}
+
+// fetch() with the key, if one is set, as OpenAI's clients send it.
+function api(url, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = apiKey();
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  return fetch(url, { ...options, headers });
+}
+
+// A link to a file the API serves: a plain link on an open server; with a key, fetched with it and saved.
+function fileLink(url, text, filename) {
+  const link = document.createElement("a");
+  link.href = url;
+  link.textContent = text;
+  link.addEventListener("click", async (event) => {
+    if (!apiKey()) return;
+    event.preventDefault();
+    const response = await api(url);
+    if (!response.ok) return showError($("jobs-error"), await apiError(response));
+    const saved = document.createElement("a");
+    saved.href = URL.createObjectURL(await response.blob());
+    saved.download = filename;
+    saved.click();
+    setTimeout(() => URL.revokeObjectURL(saved.href), 60000);
+  });
+  return link;
+}
+
 function showError(element, message) {
   element.textContent = message || "";
   element.hidden = !message;
@@ -46,14 +82,33 @@ function wavBlob(parts, sampleRate) {
 }
 
 let audioContext = null;
+let liveSources = [];      // Web Audio buffers of the stream playing now (or still scheduled)
+let running = null;        // the AbortController of the stream being received
+
+// Silence the live stream's scheduled audio: a new stream, Stop, or the player starting must never overlap it.
+function stopLive() {
+  for (const source of liveSources) {
+    try { source.stop(); } catch (_) { /* already ended */ }
+  }
+  liveSources = [];
+}
 
 // POST `body` to `url` asking for raw s16le PCM, schedule each piece on the AudioContext as it arrives, and
 // offer the whole as a WAV at the end. `ui` holds the elements of one panel (music or speech).
 async function streamAudio(url, body, ui) {
-  const { button, status, error, player, download } = ui;
+  const { button, stop, status, error, player, download } = ui;
   const setStatus = (state, text) => { status.dataset.state = state; status.textContent = text; };
   showError(error, "");
   button.disabled = true;
+  if (running) running.abort();   // one stream at a time
+  stopLive();
+  for (const other of document.querySelectorAll("audio")) other.pause();
+  player.removeAttribute("src");  // nothing to replay until this stream is whole
+  player.load();
+  const controller = new AbortController();
+  running = controller;
+  stop.hidden = false;
+  stop.onclick = () => controller.abort();
   // Created on the click (a user gesture), so browsers allow it to play.
   audioContext = audioContext || new AudioContext();
   await audioContext.resume();
@@ -61,10 +116,11 @@ async function streamAudio(url, body, ui) {
   status.dataset.bytes = "0"; status.dataset.buffers = "0";
   setStatus("connecting", "Generating…");
   try {
-    const response = await fetch(url, {
+    const response = await api(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...body, response_format: "pcm" }),
+      signal: controller.signal,
     });
     if (!response.ok) throw new Error(await apiError(response));
     const rate = Number(response.headers.get("X-Sample-Rate"));
@@ -92,6 +148,8 @@ async function streamAudio(url, body, ui) {
       source.connect(audioContext.destination);
       playAt = Math.max(playAt, audioContext.currentTime + 0.05);
       source.start(playAt);
+      source.onended = () => { liveSources = liveSources.filter((other) => other !== source); };
+      liveSources.push(source);
       playAt += buffer.duration;
       buffers += 1;
       status.dataset.bytes = String(bytes); status.dataset.buffers = String(buffers);
@@ -104,9 +162,16 @@ async function streamAudio(url, body, ui) {
     download.hidden = false;
     setStatus("done", `Done: ${bytes} bytes, ${(bytes / 2 / rate).toFixed(2)} s of audio at ${rate} Hz.`);
   } catch (failure) {
-    showError(error, failure.message);
-    setStatus("error", bytes ? `Stopped after ${bytes} bytes.` : "Failed.");
+    if (controller.signal.aborted) {   // Stop (or a new stream): the request is cancelled, the server stops
+      stopLive();
+      setStatus("stopped", `Stopped after ${bytes} bytes.`);
+    } else {
+      showError(error, failure.message);
+      setStatus("error", bytes ? `Stopped after ${bytes} bytes.` : "Failed.");
+    }
   } finally {
+    if (running === controller) running = null;
+    stop.hidden = true;
     button.disabled = false;
   }
 }
@@ -114,7 +179,7 @@ async function streamAudio(url, body, ui) {
 function generate(event) {
   event.preventDefault();
   return streamAudio("/v1/audio/music", { ...formBody(event.target), stream: true }, {
-    button: $("generate"), status: $("stream-status"), error: $("error"), player: $("player"),
+    button: $("generate"), stop: $("stop"), status: $("stream-status"), error: $("error"), player: $("player"),
     download: $("download"),
   });
 }
@@ -122,8 +187,8 @@ function generate(event) {
 function speak(event) {
   event.preventDefault();
   return streamAudio("/v1/audio/speech", formBody(event.target), {
-    button: $("speak"), status: $("speech-status"), error: $("speech-error"), player: $("speech-player"),
-    download: $("speech-download"),
+    button: $("speak"), stop: $("speech-stop"), status: $("speech-status"), error: $("speech-error"),
+    player: $("speech-player"), download: $("speech-download"),
   });
 }
 
@@ -169,7 +234,8 @@ function renderVoice(voice) {
   remove.textContent = "Delete";
   remove.setAttribute("aria-label", `Delete voice ${voice.name}`);
   remove.addEventListener("click", async () => {
-    const response = await fetch(`/v1/audio/voices/${encodeURIComponent(voice.id)}`, { method: "DELETE" });
+    if (!confirm(`Delete the voice “${voice.name}”? Requests naming it will fail.`)) return;
+    const response = await api(`/v1/audio/voices/${encodeURIComponent(voice.id)}`, { method: "DELETE" });
     showError($("voice-error"), response.ok ? "" : await apiError(response));
     await refreshVoices();
   });
@@ -181,7 +247,7 @@ function renderVoice(voice) {
 async function refreshVoices(select) {
   let response;
   try {
-    response = await fetch("/v1/audio/voices");
+    response = await api("/v1/audio/voices");
   } catch (failure) {
     return showError($("voice-error"), `Voices: ${failure.message}`);
   }
@@ -210,7 +276,7 @@ async function uploadVoice(event) {
   button.disabled = true;
   showError($("voice-error"), "");
   try {
-    const response = await fetch("/v1/audio/voices", { method: "POST", body: new FormData(form) });
+    const response = await api("/v1/audio/voices", { method: "POST", body: new FormData(form) });
     if (!response.ok) return showError($("voice-error"), await apiError(response));
     const voice = await response.json();
     form.reset();
@@ -235,7 +301,11 @@ function renderJob(job) {
   const li = document.createElement("li");
   const title = document.createElement("p");
   title.className = "job-title";
-  title.textContent = job.prompt || job.id;
+  title.textContent = job.prompt || job.input || job.id;
+  const badge = document.createElement("span");   // cancelled and failed jobs say so at a glance
+  badge.className = "badge";
+  badge.textContent = job.status;
+  title.prepend(badge);
   const bar = document.createElement("progress");
   bar.max = 100;
   bar.value = percent(job);
@@ -255,11 +325,9 @@ function renderJob(job) {
     cancel.addEventListener("click", () => jobRequest(`/v1/jobs/${encodeURIComponent(job.id)}/cancel`));
     li.append(cancel);
   }
-  if (job.status === "succeeded" && job.audio_url) {
-    const link = document.createElement("a");
-    link.href = job.audio_url;
-    link.textContent = "Audio";
-    li.append(link);
+  if (job.status === "succeeded" && job.audio_url) li.append(fileLink(job.audio_url, "Audio", `${job.id}.wav`));
+  if (job.status === "succeeded" && job.captions_url) {
+    li.append(" ", fileLink(`${job.captions_url}?format=vtt`, "Captions", `${job.id}.vtt`));
   }
   li.dataset.status = job.status;
   return li;
@@ -269,7 +337,7 @@ async function refreshJobs() {
   clearTimeout(pollTimer);
   let response;
   try {
-    response = await fetch("/v1/jobs");
+    response = await api("/v1/jobs");
   } catch (error) {
     showError($("jobs-error"), `Jobs: ${error.message}`);
     pollTimer = setTimeout(refreshJobs, 5000);
@@ -297,7 +365,7 @@ function jobsUnavailable() {
 }
 
 async function jobRequest(url, body) {
-  const response = await fetch(url, {
+  const response = await api(url, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: body ? JSON.stringify(body) : undefined,
@@ -331,7 +399,21 @@ async function applyLimits() {
   if (file && file.description) $("voice-help").textContent = `${file.description}; and the words spoken in it.`;
 }
 
+function keyChanged() {
+  const key = $("api-key").value.trim();
+  pageKey = key;
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
+  } catch (_) { /* storage off: the key lasts this page */ }
+  refreshJobs();
+  refreshVoices();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("api-key").value = apiKey();
+  $("api-key").addEventListener("change", keyChanged);
+  $("key-form").addEventListener("submit", (event) => { event.preventDefault(); keyChanged(); });
+  for (const player of document.querySelectorAll("audio")) player.addEventListener("play", stopLive);
   $("generate-form").addEventListener("submit", generate);
   $("speech-form").addEventListener("submit", speak);
   $("voice-form").addEventListener("submit", uploadVoice);

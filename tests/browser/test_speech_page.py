@@ -90,6 +90,13 @@ def test_a_cloned_voice_is_uploaded_picked_spoken_and_deleted(page):
     assert page.locator("#speech-status").get_attribute("data-state") == "done", \
         page.locator("#speech-error").text_content()
 
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Delete voice Me").click()  # asks first: dismissed, nothing is deleted
+    page.wait_for_timeout(300)
+    assert asked == ["Delete the voice “Me”? Requests naming it will fail."]
+    assert page.locator("#voices li").count() == 1
+    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete voice Me").click()
     page.get_by_text("No cloned voices yet.").wait_for()
     assert voice_id not in page.locator("#voice").inner_html()

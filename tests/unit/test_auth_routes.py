@@ -60,6 +60,7 @@ TABLE = {
     ("GET", "/static/{name}"): Row("/static/app.js", open_to_all(200)),
     ("GET", "/docs"): Row("/docs", open_to_all(200)),
     ("GET", "/docs/oauth2-redirect"): Row("/docs/oauth2-redirect", open_to_all(200)),
+    ("GET", "/docs/assets/{name}"): Row("/docs/assets/swagger-ui.css", open_to_all(200)),
     ("GET", "/redoc"): Row("/redoc", open_to_all(200)),
     ("GET", "/openapi.json"): Row("/openapi.json", open_to_all(200)),
     ("GET", "/healthz"): Row("/healthz", open_to_all(200)),
