@@ -34,6 +34,7 @@ from tritone.gateway.errors import APIError, with_api_fields
 from tritone.gateway.generation import Generation
 from tritone.gateway.job_store import Job, JobStore
 from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
 from tritone.gateway.settings import Settings
 from tritone.gateway.triton import Triton
@@ -190,6 +191,7 @@ class JobRunner:
                 self._running.pop(job.id, None)
 
     async def _run(self, job: Job) -> None:
+        REQUEST_ID.set(job.id)  # this task's log lines and gRPC requests carry the job's id
         if job.type == "speech":
             log.info("job %s: started (speech, %d characters)", job.id, len(job.params["input"]))
         else:

@@ -18,7 +18,7 @@ from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
 from tritone.gateway.metrics import GatewayMetrics
-from tritone.gateway.middleware import RequestCounter, RequestGuard, RequestId
+from tritone.gateway.middleware import REQUEST_ID, RequestCounter, RequestGuard, RequestId
 from tritone.gateway.model_manager import ModelManager
 from tritone.gateway.routes import health
 from tritone.gateway.routes import jobs
@@ -32,6 +32,7 @@ from tritone.gateway.schemas import Bodies
 from tritone.gateway.settings import Settings
 from tritone.gateway.triton import Triton
 from tritone.gateway.voice_store import VoiceStore
+from tritone.serving import log_format
 
 
 def install_routes(app: FastAPI, facts: dict[str, ModelFacts]) -> None:
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan, docs_url=None,  # /docs: routes/web.py
                   description="Streaming audio generation on NVIDIA Triton Inference Server.")
     app.state.settings = settings
+    log_format.configure("tritone.gateway", settings.log_format, current=REQUEST_ID.get)
     app.state.builtin_routes = list(app.router.routes)
     app.state.metrics = GatewayMetrics()
     app.state.limiter = limiter_for(settings)

@@ -9,7 +9,10 @@ disconnect used to strand the body generator. Here the app talks to the server d
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +44,7 @@ class RequestCounter:
 
 
 REQUEST_ID = contextvars.ContextVar("request_id", default="-")  # the request being served, for logs
+access = logging.getLogger("tritone.gateway.access")
 _CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: safe to echo in a header and a log
 
 
@@ -55,13 +59,17 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        sent = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
+        started, status = time.perf_counter(), 0
 
         async def tagged_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
             await send(message)
@@ -69,7 +77,19 @@ class RequestId:
         try:
             await self.app(scope, receive, tagged_send)
         finally:
+            # one line per request, once its body has ended (or the client left): the key by a digest only
+            access.info("%s %s %s %.1f ms", scope["method"], scope["path"], status or "-",
+                        1000 * (time.perf_counter() - started),
+                        extra={"method": scope["method"], "path": scope["path"], "status": status,
+                               "duration_ms": round(1000 * (time.perf_counter() - started), 1),
+                               "key": key_digest(headers.get(b"authorization", b""))})
             REQUEST_ID.reset(token)
+
+
+def key_digest(authorization: bytes) -> str | None:
+    """Which key made a request, for logs: a digest of it, never the key."""
+    key = authorization.decode("latin-1").removeprefix("Bearer ").strip()
+    return f"key_{hashlib.sha256(key.encode()).hexdigest()[:8]}" if key else None
 
 
 class _App(Response):

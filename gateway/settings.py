@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,6 +70,8 @@ class Settings(BaseSettings):
         "empty: trust none, the peer is the client")
 
     data_dir: Path = Field(Path(".tritone"), description="job database and results")
+    log_format: Literal["text", "json"] = Field("text", description="text (readable) or json (one object per "
+                                                                   "line); every line carries the request id")
     max_queued_jobs: int = 16
     max_job_duration_s: float = Field(300.0, description="longest job; beyond the music model's max_duration_s a job "
                                                          "is generated in windows")

@@ -6,6 +6,8 @@ Created once in the app's lifespan and injected into routes (`TritonDep`).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -20,7 +22,10 @@ from tritone.client import AudioChunk, MusicRequest, SpeechRequest, StreamStats,
 from tritone.client.request import tensor_input
 from tritone.ensemble import tensors as T
 from tritone.gateway.errors import APIError, triton_unavailable
+from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.settings import Settings
+
+log = logging.getLogger("tritone.gateway")
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,14 @@ class Triton:
 
     async def load(self, name: str) -> None:
         """Blocks until loaded: loading a large model takes a while."""
+        started = time.monotonic()
+        log.info("loading model %s", name)
         await self._call(self.grpc.load_model(name), self.settings.model_load_timeout_s)
+        log.info("model %s loaded in %.1f s", name, time.monotonic() - started)
 
     async def unload(self, name: str, wait_s: float = 60.0) -> None:
         """Unload and wait until Triton has finished (its unload call returns while still UNLOADING)."""
+        log.info("unloading model %s", name)
         await self._call(self.grpc.unload_model(name), self.settings.model_load_timeout_s)
         deadline = asyncio.get_running_loop().time() + wait_s
         while asyncio.get_running_loop().time() < deadline:
@@ -100,12 +109,17 @@ class Triton:
 
     def stream(self, model: str, request: MusicRequest | SpeechRequest,
                stats: StreamStats | None = None) -> AsyncIterator[AudioChunk]:
-        """`model`'s stream for `request`; a speech model speaks a sentence per request, the next started ahead."""
+        """`model`'s stream for `request`; a speech model speaks a sentence per request, the next started ahead.
+        The gRPC request's id is the HTTP request's (a speech sentence's: `<id>-<i>`), so the engine's log lines
+        of it carry the id the gateway's do."""
+        request_id = REQUEST_ID.get()
+        request_id = None if request_id == "-" else request_id
         if model in self.settings.speech_models:
             return stream_speech(self.grpc, request, model=model, max_chars=self.settings.speech_max_sentence_chars,
-                                 timeout=self.settings.stream_timeout_s, stats=stats,
+                                 request_id=request_id, timeout=self.settings.stream_timeout_s, stats=stats,
                                  target=self.settings.triton_grpc_url)
-        return stream_music(self.grpc, request, model=model, timeout=self.settings.stream_timeout_s, stats=stats)
+        return stream_music(self.grpc, request, model=model, request_id=request_id,
+                            timeout=self.settings.stream_timeout_s, stats=stats)
 
     async def encode_voice(self, encoder: str, audio: np.ndarray) -> np.ndarray:
         """A clip (mono float32 at the codec's rate) -> its codes [rows, frames], through the codec `encoder`."""

@@ -280,6 +280,11 @@ class Engine:
     def _post(self, stream: Stream, kind: str, payload=None) -> None:
         self._outbox.put((stream, kind, payload))
 
+    def _log(self, level: int, stream: Stream, message: str, *args, exc_info: bool = False) -> None:
+        """A line about one request, tagged with its id (the gRPC request id: the gateway's X-Request-Id)."""
+        log.log(level, "%s " + message, self.family.name, *args, exc_info=exc_info,
+                extra={"request_id": getattr(stream, "request_id", "") or "-"})
+
     def _drop_cancelled(self) -> None:
         with self._wake:
             kept = deque()
@@ -287,6 +292,7 @@ class Engine:
                 if job.stream.cancelled():
                     self._post(job.stream, "close")
                     self.stats.cancelled += 1
+                    self._log(logging.INFO, job.stream, "request cancelled while waiting")
                 else:
                     kept.append(job)
             self._waiting = kept
@@ -295,6 +301,8 @@ class Engine:
             self.active.remove(slot)
             self._post(slot.stream, "close")
             self.stats.cancelled += 1
+            self._log(logging.INFO, slot.stream, "request cancelled after %d tokens; its slot is free",
+                      slot.tokens_out)
 
     def _admit(self) -> None:
         while len(self.active) < self.max_slots:
@@ -306,7 +314,7 @@ class Engine:
             try:
                 slot = self.family.admit(job)
             except Exception as error:
-                log.exception("admission failed")
+                self._log(logging.ERROR, job.stream, "admission failed", exc_info=True)
                 self._post(job.stream, "fail", error)
                 self.stats.failed += 1
                 continue
@@ -316,6 +324,8 @@ class Engine:
                 self._find_prefix(slot)
             self.active.append(slot)
             self.stats.admitted += 1
+            self._log(logging.INFO, slot.stream, "request admitted: %d prompt tokens, %d active, %d waiting",
+                      slot.prompt_length, len(self.active), self.stats.waiting)
 
     # --- prefix cache ---------------------------------------------------------------
     def _find_prefix(self, slot: Slot) -> None:
@@ -381,7 +391,7 @@ class Engine:
             try:
                 self.family.consume(slot, logits[feed.rows])
             except Exception as error:  # this request's failure, not its neighbours'
-                log.exception("%s request failed consuming its logits", self.family.name)
+                self._log(logging.ERROR, slot.stream, "request failed consuming its logits", exc_info=True)
                 self.active.remove(slot)
                 self._post(slot.stream, "fail", error)
                 self.stats.failed += 1
@@ -395,6 +405,8 @@ class Engine:
             if slot.finished:
                 self.active.remove(slot)
                 self.stats.completed += 1
+                self._log(logging.INFO, slot.stream, "request completed: %d input tokens, %d sampled",
+                          slot.tokens_in, slot.tokens_out)
 
     # --- emitter ------------------------------------------------------------------
     def _emit_all(self, items) -> None:

@@ -23,6 +23,7 @@ from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.onnx_runtime import open_session
 from tritone.ensemble.engine.scheduler import AtCapacity, Chunk, EngineStats
 from tritone.ensemble.triton.spec import knobs
+from tritone.serving import log_format
 
 log = logging.getLogger("tritone")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -71,8 +72,9 @@ def read_scalars(request, names) -> dict:
 class TritonStream:
     """The scheduler's Stream over a decoupled response sender. The final flag is sent once."""
 
-    def __init__(self, sender, sample_rate: int):
+    def __init__(self, sender, sample_rate: int, request_id: str = ""):
         self._sender = sender
+        self.request_id = request_id  # the client's gRPC request id, in the engine's log lines
         self._sample_rate = np.array([sample_rate], np.int32)
         self._closed = False
         self._lock = threading.Lock()
@@ -286,6 +288,7 @@ class StreamingModel:
         return ""
 
     def initialize(self, args):
+        log_format.configure("tritone")  # this stub's lines on tritonserver's output, as TRITONE_LOG_FORMAT says
         parameters = config_parameters(args)
         repository = Path(args["model_repository"]).parent
         self.metrics = EngineMetrics(self.name)
@@ -302,7 +305,7 @@ class StreamingModel:
 
     def execute(self, requests):
         for request in requests:
-            stream = TritonStream(request.get_response_sender(), self.pipeline.model.sample_rate)
+            stream = TritonStream(request.get_response_sender(), self.pipeline.model.sample_rate, request.request_id())
             try:
                 self.submit(self.read_inputs(request), stream)
             except (InvalidRequest, AtCapacity) as error:

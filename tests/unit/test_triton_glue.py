@@ -77,6 +77,9 @@ class Request:
     def get_response_sender(self):
         return self.sender
 
+    def request_id(self):  # pb_utils.InferenceRequest: the client's gRPC request id
+        return "req_glue"
+
 
 class Sender:
     def __init__(self):
