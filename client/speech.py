@@ -88,6 +88,7 @@ def stream_speech(
     timeout: float | None = None,
     stats: StreamStats | None = None,
     target: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[AudioChunk]:
     """Speak `request.text` and yield audio chunks in order: indices 0, 1, 2, ... across sentences, the
     last one final. `max_chars` None sends the text as one request. `timeout` is per sentence.
@@ -97,9 +98,10 @@ def stream_speech(
     requests = sentence_requests(request, max_chars)
     if len(requests) == 1:
         return stream_chunks(url, model, speech_inputs(requests[0]), expect_codes=request.return_codes,
-                             request_id=request_id, timeout=timeout, stats=stats, target=target)
+                             request_id=request_id, timeout=timeout, stats=stats, target=target, headers=headers)
     return _stream_sentences(url, requests, model=model, ahead=max(1, ahead),
-                             request_id=request_id or uuid.uuid4().hex, timeout=timeout, stats=stats, target=target)
+                             request_id=request_id or uuid.uuid4().hex, timeout=timeout, stats=stats, target=target,
+                             headers=headers)
 
 
 _END = object()
@@ -117,7 +119,7 @@ async def _pump(chunks: AsyncIterator[AudioChunk], queue: asyncio.Queue) -> None
 
 async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, ahead: int, request_id: str,
                             timeout: float | None, stats: StreamStats | None,
-                            target: str | None) -> AsyncIterator[AudioChunk]:
+                            target: str | None, headers: dict[str, str] | None = None) -> AsyncIterator[AudioChunk]:
     owns_client = isinstance(url, str)
     client = InferenceServerClient(url) if owns_client else url
     target = url if owns_client else target
@@ -127,7 +129,7 @@ async def _stream_sentences(url, requests: list[SpeechRequest], *, model: str, a
         while len(opened) < min(count, len(requests)):
             i = len(opened)
             chunks = stream_chunks(client, model, speech_inputs(requests[i]), expect_codes=requests[i].return_codes,
-                                   request_id=f"{request_id}-{i}", timeout=timeout, target=target)
+                                   request_id=f"{request_id}-{i}", timeout=timeout, target=target, headers=headers)
             queue: asyncio.Queue = asyncio.Queue()
             opened.append((asyncio.create_task(_pump(chunks, queue)), queue))
 

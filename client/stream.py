@@ -33,8 +33,10 @@ async def stream_chunks(
     timeout: float | None = None,
     stats: StreamStats | None = None,
     target: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[AudioChunk]:
-    """Send one request to `model` and yield its audio chunks in arrival order.
+    """Send one request to `model` and yield its audio chunks in arrival order (`headers`: gRPC metadata,
+    e.g. a W3C traceparent).
 
     `url` is "host:port" or an open aio client (reused, not closed; `target` names its server in
     errors). `timeout` is a deadline in seconds for the whole stream. Raises GenerationError for
@@ -59,7 +61,7 @@ async def stream_chunks(
     try:
         if stats is not None:
             stats.start()
-        responses = client.stream_infer(requests(), stream_timeout=timeout)
+        responses = client.stream_infer(requests(), stream_timeout=timeout, headers=headers)
         received: asyncio.Queue = asyncio.Queue()
         answered = False  # an error response arrived: like the final one, nothing is left to cancel
         reader = asyncio.create_task(_read(responses, received))
@@ -146,7 +148,8 @@ def stream_music(
     request_id: str | None = None,
     timeout: float | None = None,
     stats: StreamStats | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[AudioChunk]:
     """Send a musicgen `request` and yield its audio chunks in arrival order (see `stream_chunks`)."""
     return stream_chunks(url, model, build_inputs(request), expect_codes=request.return_codes,
-                         request_id=request_id, timeout=timeout, stats=stats)
+                         request_id=request_id, timeout=timeout, stats=stats, headers=headers)

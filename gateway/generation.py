@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import Request
 
 from tritone.client import AudioChunk, ClientError, MusicRequest, SpeechRequest, StreamStats
+from tritone.gateway import tracing
+from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.errors import APIError, StreamStalled, from_client_error
 from tritone.gateway.metrics import GatewayMetrics
 from tritone.gateway.triton import Triton
@@ -34,8 +36,9 @@ def _failure(triton: Triton, model: str, error: ClientError, metrics: GatewayMet
 
 class Generation:
     def __init__(self, stream: AsyncIterator[AudioChunk], first: AudioChunk, stats: StreamStats, metrics,
-                 triton: Triton, model: str):
+                 triton: Triton, model: str, span=None):
         self._stream, self.first, self.stats, self._metrics = stream, first, stats, metrics
+        self._span = span  # the stream's trace span, ended by close()
         self._triton, self.model = triton, model
         self.sample_rate = first.sample_rate
         self.completed = first.final
@@ -46,25 +49,36 @@ class Generation:
     async def open(cls, triton: Triton, model: str, request: MusicRequest | SpeechRequest,
                    metrics: GatewayMetrics) -> "Generation":
         stats = StreamStats()
-        # In a thread: building a speech stream splits its text into sentences (Unicode segmentation in pure
-        # Python, a few hundred ms for a 4096-character input), which would stall every other stream.
-        stream = await asyncio.to_thread(triton.stream, model, request, stats)
+        span = tracing.start(f"triton stream {model}", **{"tritone.model": model, "tritone.request_id": REQUEST_ID.get()})
+        try:
+            with tracing.within(span):  # its traceparent goes to Triton with the stream
+                # In a thread: building a speech stream splits its text into sentences (Unicode segmentation in
+                # pure Python, a few hundred ms for a 4096-character input), which would stall every other stream.
+                stream = await asyncio.to_thread(triton.stream, model, request, stats)
+        except BaseException as error:
+            tracing.mark_error(span, str(error))
+            span.end()
+            raise
         metrics.active_streams.inc()
         try:
             first = await anext(stream)
         except BaseException as error:
             await stream.aclose()
             metrics.active_streams.dec()
+            tracing.mark_error(span, str(error))
+            span.end()
             if isinstance(error, ClientError):
                 raise _failure(triton, model, error, metrics) from None
             raise
         if stats.time_to_first_audio is not None:
-            metrics.time_to_first_audio.observe(stats.time_to_first_audio)
-        return cls(stream, first, stats, metrics, triton, model)
+            metrics.time_to_first_audio.labels(model).observe(stats.time_to_first_audio)
+            span.set_attribute("tritone.time_to_first_audio_s", stats.time_to_first_audio)
+        return cls(stream, first, stats, metrics, triton, model, span)
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         """Every chunk, the first included, in order. Raises ClientError if the stream fails midway,
         StreamStalled if it sends nothing for `stream_stall_s` (the gRPC stream is cancelled then)."""
+        self._metrics.audio.labels(self.model).inc(self.first.seconds)
         yield self.first
         stall_s = self._triton.settings.stream_stall_s
         try:
@@ -78,6 +92,7 @@ class Generation:
                     raise StreamStalled(self.model, stall_s) from None
                 self.completed = chunk.final
                 self.tokens = chunk.usage or self.tokens
+                self._metrics.audio.labels(self.model).inc(chunk.seconds)
                 yield chunk
         except ClientError as error:
             _failure(self._triton, self.model, error, self._metrics)
@@ -98,9 +113,16 @@ class Generation:
         await self._stream.aclose()  # cancels the gRPC stream if it is still running
         self._metrics.active_streams.dec()
         if self.completed and self.stats.real_time_factor is not None:
-            self._metrics.real_time_factor.observe(self.stats.real_time_factor)
+            self._metrics.real_time_factor.labels(self.model).observe(self.stats.real_time_factor)
         elif not self.completed:
             self._metrics.errors.labels("stream_cancelled").inc()
+        if self._span is not None:
+            self._span.set_attribute("tritone.completed", self.completed)
+            if self.tokens is not None:
+                self._span.set_attribute("tritone.output_tokens", self.tokens[1])
+            if not self.completed:
+                tracing.mark_error(self._span, "the stream ended before its final chunk")
+            self._span.end()
 
 
 async def open_for_client(http: Request, key: str, model: str,

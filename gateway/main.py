@@ -18,6 +18,7 @@ from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
 from tritone.gateway.metrics import GatewayMetrics
+from tritone.gateway import tracing
 from tritone.gateway.middleware import REQUEST_ID, RequestCounter, RequestGuard, RequestId
 from tritone.gateway.model_manager import ModelManager
 from tritone.gateway.routes import health
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if not tracing.enabled():
+            tracing.configure()  # on when OTEL_EXPORTER_OTLP_ENDPOINT is set
         app.state.triton = Triton(settings)
         app.state.models = ModelManager(app.state.triton, settings.idle_unload_s, app.state.metrics)
         app.state.models.start()
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.voices.close()
         await app.state.models.stop()
         await app.state.triton.close()
+        tracing.shutdown()  # the spans still batched are sent
 
     app = FastAPI(title="tritone", version="0.1.0", lifespan=lifespan, docs_url=None,  # /docs: routes/web.py
                   description="Streaming audio generation on NVIDIA Triton Inference Server.")

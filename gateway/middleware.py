@@ -20,11 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tritone.gateway import tracing
 from tritone.gateway.metrics import GatewayMetrics
 
 
 class RequestCounter:
-    """Counts responses by route and status (tritone_gateway_requests_total) when they start."""
+    """Counts responses by route and status (tritone_gateway_requests_total) when they start, and times each
+    request to the end of its response (tritone_gateway_request_duration_seconds)."""
 
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics):
         self.app, self.metrics = app, metrics
@@ -33,14 +35,24 @@ class RequestCounter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started, status = time.perf_counter(), None
 
         async def counting_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                route = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.requests.labels(route, str(message["status"])).inc()
+                status = str(message["status"])
+                self.metrics.requests.labels(_route(scope), status).inc()
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if status is not None:
+                self.metrics.request_duration.labels(_route(scope), status).observe(time.perf_counter() - started)
+
+
+def _route(scope: Scope) -> str:
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
 REQUEST_ID = contextvars.ContextVar("request_id", default="-")  # the request being served, for logs
@@ -75,7 +87,17 @@ class RequestId:
             await send(message)
 
         try:
-            await self.app(scope, receive, tagged_send)
+            carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in headers.items()}
+            with tracing.server_span(f"HTTP {scope['method']}", carrier, **{
+                    "http.request.method": scope["method"], "url.path": scope["path"],
+                    "tritone.request_id": request_id}) as current:
+                await self.app(scope, receive, tagged_send)
+                if current.is_recording():
+                    route = _route(scope)
+                    current.update_name(f"{scope['method']} {route}")
+                    current.set_attributes({"http.route": route, "http.response.status_code": status})
+                    if status >= 500:
+                        tracing.mark_error(current, f"status {status}")
         finally:
             # one line per request, once its body has ended (or the client left): the key by a digest only
             access.info("%s %s %s %.1f ms", scope["method"], scope["path"], status or "-",

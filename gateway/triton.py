@@ -22,6 +22,7 @@ from tritone.client import AudioChunk, MusicRequest, SpeechRequest, StreamStats,
 from tritone.client.request import tensor_input
 from tritone.ensemble import tensors as T
 from tritone.gateway.errors import APIError, triton_unavailable
+from tritone.gateway import tracing
 from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.settings import Settings
 
@@ -114,12 +115,13 @@ class Triton:
         of it carry the id the gateway's do."""
         request_id = REQUEST_ID.get()
         request_id = None if request_id == "-" else request_id
+        headers = tracing.traceparent() or None  # the stream's span, for a Triton that traces with OpenTelemetry
         if model in self.settings.speech_models:
             return stream_speech(self.grpc, request, model=model, max_chars=self.settings.speech_max_sentence_chars,
                                  request_id=request_id, timeout=self.settings.stream_timeout_s, stats=stats,
-                                 target=self.settings.triton_grpc_url)
+                                 target=self.settings.triton_grpc_url, headers=headers)
         return stream_music(self.grpc, request, model=model, request_id=request_id,
-                            timeout=self.settings.stream_timeout_s, stats=stats)
+                            timeout=self.settings.stream_timeout_s, stats=stats, headers=headers)
 
     async def encode_voice(self, encoder: str, audio: np.ndarray) -> np.ndarray:
         """A clip (mono float32 at the codec's rate) -> its codes [rows, frames], through the codec `encoder`."""

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from tritone.ensemble.families import FAMILIES
+from tritone.serving.triton import METRICS_CONFIG
 
 IMAGE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 CONTAINER_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
@@ -61,7 +62,7 @@ DRAIN_S = 15  # a stop (SIGTERM) lets running streams end this long; compose's s
 
 
 def server_command(target: str, repository: Path) -> list[str]:
-    common = ["--model-control-mode=explicit", "--load-model=*"]
+    common = ["--model-control-mode=explicit", "--load-model=*", METRICS_CONFIG]
     if target == "gpu":
         return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common, f"--exit-timeout-secs={DRAIN_S}"]
     return [sys.executable, "-m", "tritone.serving", "--model-repository", str(repository), "--host", "0.0.0.0",

@@ -45,6 +45,8 @@ __all__ = [
     "free_port",
 ]
 
+# Triton's own latency quantiles per model (nv_inference_*_summary_us); Triton 2.51 has no latency histograms
+METRICS_CONFIG = "--metrics-config=summary_latencies=true"
 _DISTRIBUTION = "nvidia-pytriton"
 _PACKAGE = "pytriton"
 _STUB_NAME = "triton_python_backend_stub"
@@ -241,6 +243,7 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            METRICS_CONFIG,
             f"--log-verbose={log_verbose}",
             f"--exit-timeout-secs={exit_timeout_s}",  # how long a stop waits for running streams
         ]

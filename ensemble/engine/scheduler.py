@@ -77,6 +77,7 @@ class EngineStats:
     prefill_tokens: int = 0  # prompt tokens fed, a chunk per step beside the decoding rows
     admitted: int = 0
     joined_running: int = 0  # admitted while other requests were mid-generation
+    last_step_s: float = 0.0  # wall time of the latest step (LM call, KV writes, sampling)
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
@@ -252,8 +253,10 @@ class Engine:
         self._drop_cancelled()
         self._admit()
         if self.active:
+            started = time.perf_counter()
             try:
                 self._step()
+                self.stats.last_step_s = time.perf_counter() - started
             except Exception as error:  # a failed step fails its requests, never the server
                 log.exception("%s step failed", self.family.name)
                 for slot in self.active:

@@ -9,6 +9,7 @@ subclasses `StreamingModel`.
 from __future__ import annotations
 
 import asyncio
+import math
 import json
 import logging
 import re
@@ -233,6 +234,11 @@ class EngineMetrics:
         "prefix_cache_bytes": ("tritone_prefix_cache_bytes", "Prompt prefixes' keys/values held by the prefix cache"),
     }
 
+    # The python backend of Triton 2.51 has counters and gauges only: the decode-step time histogram is its
+    # exposition's three series as counters (_bucket{le}, _sum, _count), which histogram_quantile() reads alike.
+    STEP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+    STEP = "tritone_decode_step_seconds"
+
     def __init__(self, model: str):
         labels = {"model": model}
         self._model = model
@@ -244,6 +250,25 @@ class EngineMetrics:
                 family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
                 self._families.append(family)
                 self._metrics[field_name] = family.Metric(labels=labels)
+        counter = pb_utils.MetricFamily.COUNTER
+        buckets = pb_utils.MetricFamily(name=f"{self.STEP}_bucket", kind=counter,
+                                        description="Decode steps that took at most `le` seconds (histogram buckets)")
+        step_sum = pb_utils.MetricFamily(name=f"{self.STEP}_sum", kind=counter,
+                                         description="Seconds spent in decode steps (histogram sum)")
+        step_count = pb_utils.MetricFamily(name=f"{self.STEP}_count", kind=counter,
+                                           description="Decode steps timed (histogram count)")
+        self._families += [buckets, step_sum, step_count]
+        self._step_buckets = [(bound, buckets.Metric(labels={**labels, "le": f"{bound:g}"}))
+                              for bound in self.STEP_BUCKETS_S] + [(math.inf, buckets.Metric(labels={**labels,
+                                                                                                     "le": "+Inf"}))]
+        self._step_sum, self._step_count = step_sum.Metric(labels=labels), step_count.Metric(labels=labels)
+
+    def _observe_step(self, seconds: float) -> None:
+        for bound, metric in self._step_buckets:
+            if seconds <= bound:
+                metric.increment(1)
+        self._step_sum.increment(seconds)
+        self._step_count.increment(1)
 
     def lm_info(self, lm) -> None:
         """tritone_lm_info{model, runtime, dtype} 1: what the LM step runs on (ensemble/engine/lm_choice.py)."""
@@ -255,6 +280,8 @@ class EngineMetrics:
         self._metrics["lm_info"].set(1)
 
     def update(self, stats: EngineStats) -> None:
+        if stats.steps > self._seen.steps:  # called after every loop iteration: a new step ran
+            self._observe_step(stats.last_step_s)
         for field_name in self.COUNTERS:
             delta = getattr(stats, field_name) - getattr(self._seen, field_name)
             if delta:

@@ -185,9 +185,12 @@ def test_health_readiness_and_metrics(gateway_url):
     assert music(gateway_url, duration=0.5).status_code == 200
     text = httpx.get(f"{gateway_url}/metrics").text
     assert 'tritone_gateway_requests_total{route="/v1/audio/music",status="200"} 1.0' in text
-    assert "tritone_gateway_time_to_first_audio_seconds_count 1.0" in text
-    assert "tritone_gateway_real_time_factor_count 1.0" in text
+    assert 'tritone_gateway_time_to_first_audio_seconds_count{model="musicgen"} 1.0' in text
+    assert 'tritone_gateway_real_time_factor_ratio_count{model="musicgen"} 1.0' in text
     assert "tritone_gateway_active_streams 0.0" in text
+    assert 'tritone_gateway_audio_seconds_total{model="musicgen"} 0.5' in text
+    assert 'tritone_gateway_request_duration_seconds_count{route="/v1/audio/music",status="200"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
 
 
 def test_models_lists_what_triton_has_with_the_pipeline_limits(gateway_url):

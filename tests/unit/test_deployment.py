@@ -141,7 +141,8 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert ["--model-control-mode", "explicit", "--load-model", "*", "--drain-timeout", str(DRAIN_S)] == command[-6:]
     assert server_command("gpu", volume) == [
         "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",
-        "--model-control-mode=explicit", "--load-model=*", f"--exit-timeout-secs={DRAIN_S}"]
+        "--model-control-mode=explicit", "--load-model=*", "--metrics-config=summary_latencies=true",
+        f"--exit-timeout-secs={DRAIN_S}"]
 
 
 def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inputs():
