@@ -377,12 +377,16 @@ class TritonServer:
                     pass
                 except ProcessLookupError:
                     pass
-            # Kill anything left in the group (the server, or orphaned python stubs).
+            # Kill anything left in the group (the server, or orphaned python stubs), and wait until the
+            # kernel has taken them: a SIGKILLed stub holding shared memory can take a moment to go.
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             code = process.wait() if code is None else code
+            deadline = time.monotonic() + 5.0
+            while group_members(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             remove_shared_memory(regions | shared_memory_regions(process.pid))
         if self._log_handle is not None:
             self._log_handle.close()

@@ -24,8 +24,13 @@ def _convert(value: str, like):
     return type(like)(value)
 
 
+DOC_PREFIXES = ("input.", "output.")  # config parameters that describe tensors to clients, not knobs
+
+
 def from_parameters(cls, parameters: dict[str, str], model: str):
-    """`cls` from `parameters`; `lm_runtime` and `dtype` must name values they can take (ensemble/engine/lm_choice.py)."""
+    """`cls` from `parameters` (the tensor descriptions aside); `lm_runtime` and `dtype` must name values they
+    can take (ensemble/engine/lm_choice.py)."""
+    parameters = {key: value for key, value in parameters.items() if not key.startswith(DOC_PREFIXES)}
     kwargs, known = {}, set()
     for f in fields(cls):
         default = _default(f)

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritone.ensemble import tensors as T
+from tritone.ensemble.engine.settings import DOC_PREFIXES
 
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
@@ -31,7 +32,6 @@ class Tensor:
     doc: str = ""  # what a client must know (unit, layout, range, default): config parameter `input.<name>`
 
 
-DOC_PREFIXES = ("input.", "output.")  # config parameters that describe tensors, not knobs of the model
 
 
 def knobs(parameters: dict[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import time
+import typing
 
 import av
 import httpx
@@ -15,6 +16,7 @@ import openai
 import pytest
 import soundfile as sf
 from openai import OpenAI
+from openai.types.audio import speech_create_params
 
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
@@ -165,6 +167,16 @@ def test_the_official_openai_client_streams_a_24_khz_wav(speech_settings):
             pieces = list(response.iter_bytes())
         audio, rate = sf.read(io.BytesIO(b"".join(pieces)))
         assert rate == RATE and len(audio) > 0 and len(audio) % FRAME == 0
+        formats = typing.get_args(typing.get_type_hints(speech_create_params.SpeechCreateParams)["response_format"])
+        assert set(formats) == {"mp3", "opus", "aac", "flac", "wav", "pcm"}  # every format the SDK offers
+        for fmt in formats:
+            data = client.audio.speech.create(model="tts-1", voice="alloy", input=FIRST, response_format=fmt,
+                                              extra_body={"temperature": 0}).content
+            if fmt == "pcm":
+                assert len(data) > 0 and len(data) % (2 * FRAME) == 0
+            else:
+                decoded, decoded_rate = decode(data)
+                assert len(decoded) > 0 and decoded_rate in (RATE, 48000), fmt  # Opus decodes at 48 kHz
         model = client.models.retrieve("tts-1")
         assert (model.id, model.object, model.owned_by, model.parent) == ("tts-1", "model", "tritone", "orpheus")
         assert "tts-1-hd" in {m.id for m in client.models.list()}
