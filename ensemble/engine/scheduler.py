@@ -413,6 +413,17 @@ class Engine:
 
     # --- emitter ------------------------------------------------------------------
     def _emit_all(self, items) -> None:
+        """Send what the decode loop queued: streams' first chunks first, decoded in a call of their own ahead
+        of a backlog of later chunks (time to first audio does not wait for running streams' audio), then the
+        rest; each stream's items keep their order."""
+        first = [item for item in items if item[1] == "chunk" and item[2][0].index == 0]
+        if first and len(first) < len(items):
+            self._emit_batch(first)
+            self._emit_batch([item for item in items if not (item[1] == "chunk" and item[2][0].index == 0)])
+        else:
+            self._emit_batch(items)
+
+    def _emit_batch(self, items) -> None:
         """Decode every live chunk in one call (the codec decoder batches them), then send in order."""
         live = [i for i, (stream, kind, _) in enumerate(items) if kind == "chunk" and not stream.cancelled()]
         wanted = [i for i in live if items[i][2][1].shape[1] > 0]  # an empty final chunk needs no decoding

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
+from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker, ChunkWindow
 from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.engine.sampling import sample
 from tritone.ensemble.engine.scheduler import AtCapacity, Engine, Slot
@@ -541,3 +541,37 @@ def test_a_prompt_that_is_all_prefix_still_feeds_its_last_token_and_pairs_of_row
 def test_a_prefix_longer_than_its_prompt_is_refused():
     with pytest.raises(ValueError, match="^a prefix of 3 tokens is longer than the 2-token prompt$"):
         Slot(ToyJob("bad", [1, 2], 2), 1, 4, Chunker(POLICY, 2), True, prompt_length=2, prefix=[1, 2, 3])
+
+
+def test_a_streams_first_chunk_is_decoded_and_sent_ahead_of_a_backlog_of_later_chunks():
+    """First audio first: with later chunks of running streams queued, a new stream's chunk 0 is decoded in a
+    call of its own and sent before them; each stream's own chunks stay in order."""
+    calls, sent = [], []
+
+    def decode(codes_list):
+        calls.append([int(codes[0, 0]) for codes in codes_list])
+        return [np.repeat(codes[0], FRAME).astype(np.float32) for codes in codes_list]
+
+    class Recorder(ListStream):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def send(self, chunk):
+            sent.append((self.name, chunk.index))
+            super().send(chunk)
+
+    engine = Engine(ToyFamily(), decode)
+    a, b = Recorder("a"), Recorder("b")
+    window = lambda index, frame, final=False: ChunkWindow(index, frame, frame + 1, frame, frame + 1, final)  # noqa: E731
+    code = lambda value: np.array([[value]], np.int64)  # noqa: E731
+    engine._emit_all([(a, "chunk", (window(3, 3), code(13), True, None)),
+                      (b, "chunk", (window(0, 0), code(20), True, None)),
+                      (a, "chunk", (window(4, 4, final=True), code(14), True, (2, 5)))])
+    assert calls == [[20], [13, 14]]  # b's first chunk alone, then the backlog in one batch
+    assert sent == [("b", 0), ("a", 3), ("a", 4)]
+    assert [c.usage for c in a.chunks] == [None, (2, 5)]
+
+    calls.clear()
+    engine._emit_all([(a, "chunk", (window(5, 5), code(15), True, None))])  # no first chunk: one call
+    assert calls == [[15]]
