@@ -144,7 +144,9 @@ def machine_line(results: dict) -> str:
     busy = max((v for v in (m.get("cpu_busy") or {}).values() if v is not None), default=None)
     busy = (f" (other work used {busy:.0%} of the CPU while it ran: numbers are pessimistic)"
             if busy is not None and busy > BUSY else "")
-    return (f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {num(m.get('memory_gib'))} GiB memory, "
+    flags = m.get("cpu_flags") or {}
+    shown = f" (flags: {', '.join(flag for flag, has in flags.items() if has) or 'none of avx2/avx512/amx'})" if flags else ""
+    return (f"{m.get('cpu_model', '?')}{shown}, {m.get('cores', '?')} cores, {num(m.get('memory_gib'))} GiB memory, "
             f"Triton {results.get('server', {}).get('triton_version', '?')}; commit {commit}; "
             f"{results.get('created', '')}{busy}")
 

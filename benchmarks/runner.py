@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from tritone.ensemble.engine.cpu_features import CpuFeatures
+from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.benchmarks import registry, report
 from tritone.ensemble.families import FAMILIES
 
@@ -80,6 +82,8 @@ def machine_info() -> dict:
     except OSError:
         pass
     info["cpu_model"] = info["cpu_model"] or platform.processor() or None
+    info["cpu_flags"] = CpuFeatures.detect().describe()["flags"]  # AVX2, AVX512-BF16, AMX: what the LM step can use
+    info["lm_auto"] = str(resolve_lm("auto", "cpu", "auto"))  # what `lm_runtime: auto, dtype: auto` runs here
     versions = {}
     for package in ("onnxruntime", "torch", "transformers", "numpy", "tritonclient", "nvidia-pytriton"):
         try:
