@@ -81,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                             help=f"{name}'s checkpoint to export (default: ${family.checkpoint_env}, else "
                                  f"{family.default_checkpoint})")
     parser.add_argument("--precision", default=os.environ.get("TRT_PRECISION", "fp16"))
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="prepare the model repository and exit (a Kubernetes init container), not serve")
     args = parser.parse_args(argv)
     args.checkpoints = {name: getattr(args, f"checkpoint_{name}") for name in FAMILIES}
     return args
@@ -89,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     prepare(args.target, args.repository, args.precision, args.checkpoints)
+    if args.prepare_only:
+        print(f"model repository ready in {args.repository}", flush=True)
+        return
     command = server_command(args.target, args.repository)
     print("starting:", " ".join(command), flush=True)
     os.execv(command[0], command)
