@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 import httpx
 import numpy as np
-from tritonclient.grpc import InferRequestedOutput
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferRequestedOutput, KeepAliveOptions
 from tritonclient.grpc import aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
@@ -29,6 +29,21 @@ from tritone.gateway.settings import Settings
 log = logging.getLogger("tritone.gateway")
 
 
+def channel_args() -> list[tuple]:
+    """tritonclient's channel defaults, with gRPC's round_robin balancing: every stream (one RPC) takes the next
+    connected address, so streams spread over every Triton the target names (`dns:///triton-headless:8001`
+    resolves to each ready pod of a headless Service; `ipv4:10.0.0.1:8001,10.0.0.2:8001` lists them); an
+    address that cannot be reached gets no new streams while it is down."""
+    keepalive = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.lb_policy_name", "round_robin")]
+
+
 @dataclass(frozen=True)
 class ModelState:
     name: str
@@ -40,7 +55,7 @@ class ModelState:
 class Triton:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.grpc = grpcaio.InferenceServerClient(settings.triton_grpc_url)
+        self.grpc = grpcaio.InferenceServerClient(settings.triton_grpc_url, channel_args=channel_args())
         self.http = httpx.AsyncClient(timeout=settings.triton_timeout_s)
         # told when a model's streams show it cannot serve (its stub died): (model, why); the ModelManager reloads it
         self.on_unhealthy: Callable[[str, str], None] = lambda model, reason: None
