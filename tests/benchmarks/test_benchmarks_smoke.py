@@ -91,8 +91,11 @@ def test_baselines_step_cost_and_ratios(smoke_results):
     assert step["transformers_eager"]["ms_per_step"] > 0 and step["engine_vs_eager_one_stream"] > 0
     targets = {t["name"]: t for t in results["targets"]}
     assert set(targets) == {"throughput_vs_sequential", "throughput_vs_static", "ttfa_p95_growth",
-                            "decode_step_vs_eager"}
+                            "decode_step_vs_eager", "served_vs_decode_only_1", "served_vs_decode_only_8"}
     assert all(t["value"] > 0 and t["passed"] in (True, False) for t in targets.values())
+    served = targets["served_vs_decode_only_1"]  # served throughput / the LM step's ceiling at one stream
+    level = next(r for r in results["tritone"]["levels"] if r["concurrency"] == 1)
+    assert served["value"] == level["audio_s_per_wall_s"] / step["engine"][0]["decode_audio_s_per_wall_s"]
 
 
 def test_readme_block_is_rewritten(smoke_results, tmp_path):
