@@ -53,7 +53,7 @@ def test_served_greedy_codes_equal_generate_for_concurrent_requests_joining_mid_
 ):
     url = triton_stack.grpc_url
     clip = clip_codes(30)
-    first = greedy(LONG_TEXT, 3.0, penalty=1.0)
+    first = greedy(LONG_TEXT, 10.0, penalty=1.0)  # long enough that the joiners arrive mid-generation anywhere
     joiners = [
         greedy("Hello there.", 0.6, voice="tara"),
         greedy("She sells sea shells.", 1.5, reference_text="A voice to clone.", reference_codes=clip),
