@@ -44,8 +44,9 @@ serve: export
 		--gateway-port $(GATEWAY_PORT) --drain-timeout $(DRAIN_S)
 
 # Debian packages the tests use: chromium (the web page, driven by Playwright, which downloads no
-# browser), docker-compose (validates docker-compose.yml without an engine), libb64-0d (perf_analyzer)
-TEST_DEBS := chromium docker-compose libb64-0d kubectl  # kubectl: renders deploy/ (kustomize) in the tests
+# browser), docker-compose (validates docker-compose.yml without an engine), libb64-0d (perf_analyzer),
+# postgresql (the job and voice stores' tests run on a real PostgreSQL too: tests/postgres.py)
+TEST_DEBS := chromium docker-compose libb64-0d kubectl postgresql  # kubectl: renders deploy/ (kustomize) in the tests
 system-packages:
 	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -103,12 +103,9 @@ class StreamLimiter:
     async def acquire(self, key: str) -> None:
         async with self._lock:
             if self.total is not None and self._active.total() >= self.total:
-                raise APIError(429, f"the server's {self.total} concurrent streams without an API key are all in use",
-                               type="rate_limit_error", code="too_many_anonymous_streams",
-                               headers={"Retry-After": RETRY_AFTER_S})
+                raise too_many_anonymous(self.total)
             if self._active[key] >= self.limit:
-                raise APIError(429, f"too many concurrent streams for this key (limit {self.limit})",
-                               type="rate_limit_error", code="too_many_streams", headers={"Retry-After": "1"})
+                raise too_many_streams(self.limit)
             self._active[key] += 1
 
     def release(self, key: str) -> None:
@@ -117,9 +114,29 @@ class StreamLimiter:
             del self._active[key]
 
 
-def limiter_for(settings: Settings) -> StreamLimiter:
-    """Keyed clients are limited per key; anonymous ones per client address and, together, by a global cap."""
-    return StreamLimiter(settings.max_streams_per_key, None if settings.api_keys else settings.max_anonymous_streams)
+def too_many_anonymous(total: int) -> APIError:
+    return APIError(429, f"the server's {total} concurrent streams without an API key are all in use",
+                    type="rate_limit_error", code="too_many_anonymous_streams", headers={"Retry-After": RETRY_AFTER_S})
+
+
+def too_many_streams(limit: int) -> APIError:
+    return APIError(429, f"too many concurrent streams for this key (limit {limit})", type="rate_limit_error",
+                    code="too_many_streams", headers={"Retry-After": "1"})
+
+
+def limiter_for(settings: Settings, database=None, replica: str | None = None):
+    """Keyed clients are limited per key; anonymous ones per client address and, together, by a global cap.
+
+    Counted in this process, or, when `database` is shared by several replicas (PostgreSQL), in it
+    (gateway/stream_slots.py), so that the limits hold across replicas.
+    """
+    total = None if settings.api_keys else settings.max_anonymous_streams
+    if database is not None and database.shared:
+        from tritone.gateway.stream_slots import SharedStreamLimiter
+
+        return SharedStreamLimiter(database, settings.max_streams_per_key, total, replica=replica,
+                                   ttl_s=settings.stream_slot_ttl_s)
+    return StreamLimiter(settings.max_streams_per_key, total)
 
 
 def served_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:

@@ -134,7 +134,14 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return APIError(exc.status_code, str(exc.detail), type=kind, headers=getattr(exc, "headers", None)).response()
 
 
+def _database_unavailable(request: Request, exc) -> JSONResponse:
+    return exc.api_error().response()  # 503 database_unavailable, Retry-After
+
+
 def install(app: FastAPI) -> None:
+    from tritone.gateway.database import DatabaseUnavailable  # it imports this module
+
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -2,37 +2,43 @@
 
 A speech job is its text's sentences (split as /v1/audio/speech splits them), `SPEECH_STREAMS_PER_JOB`
 streams at a time so the engine batches them, joined in order; each sentence's first and last sample
-make its caption (gateway/captions.py), stored beside the audio.
+make its caption (gateway/captions.py).
 
 A job longer than the music model's limit (its config's max_duration_s) is generated in windows: the
 first window is up to that limit; each later one continues from the last 10 s of codes generated so far
 (`prompt_codes`) and adds up to the limit less those 10 s. Cancelling a running job cancels its task,
 which closes the gRPC stream, so Triton frees the decode slot at its next step. A sweeper deletes jobs (and their audio) that ended
 more than `job_ttl_s` ago, at startup and every `job_sweep_interval_s`.
+
+Replicas: workers claim jobs with a lease (gateway/job_store.py) that a heartbeat renews every third of
+`job_lease_s`. Each finished music window (with its codes) and each spoken sentence is stored as a part
+the moment it finishes, so a job whose replica died is taken over by another once the lease expires and
+continues after its last stored part: nothing generated twice into the result, no finished audio lost.
+Every write carries the lease: a runner whose job was taken over gets LeaseLost and stops writing. A
+gateway that stops gracefully releases its jobs (queued again, their parts kept). A database that goes
+away mid-job stops the job here without a write; its lease expires and it is taken over (by this
+replica too) once the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
 
 from tritone.client import ClientError, MusicRequest, SpeechRequest
 from tritone.client.sentences import split_sentences
 from tritone.gateway import job_store as js
 from tritone.gateway import voices
-from tritone.gateway.captions import CaptionTrack
 from tritone.gateway.catalog import ModelCatalog
+from tritone.gateway.database import DatabaseUnavailable
 from tritone.gateway.errors import APIError, with_api_fields
 from tritone.gateway.generation import Generation
-from tritone.gateway.job_store import Job, JobStore
+from tritone.gateway.job_store import Job, JobStore, Lease, LeaseLost
 from tritone.gateway.metrics import GatewayMetrics
 from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.schemas import MUSIC_FIELDS, SPEECH_FIELDS
@@ -114,16 +120,23 @@ class JobRunner:
                          for i in range(self.settings.job_workers)]
 
     async def stop(self) -> None:
-        """Stop the workers; jobs they were generating go back to the queue (they restart from scratch)."""
+        """Stop the workers; jobs they were generating go back to the queue (continued after their finished parts)."""
         self._stopping = True
         running = dict(self._running)
         background = [*self._workers, *([self._sweeper] if self._sweeper else [])]
         for task in (*background, *running.values()):
             task.cancel()
         await asyncio.gather(*background, *running.values(), return_exceptions=True)
-        for job_id in running:
-            await asyncio.to_thread(self.store.requeue, job_id)
+        for lease in running:
+            await self._release(lease)
         self._workers = []
+
+    async def _release(self, lease: Lease) -> None:
+        try:
+            await asyncio.to_thread(self.store.release, lease)
+        except DatabaseUnavailable as error:  # its lease expires instead
+            log.warning("job %s: not released (%s); another replica takes it over when its lease expires",
+                        lease.job_id, error)
 
     def notify(self) -> None:
         """A job was queued."""
@@ -134,7 +147,7 @@ class JobRunner:
 
     async def cancel(self, job_id: str) -> None:
         """Stop generating `job_id` (already marked cancelled in the store) and wait until its stream is closed."""
-        task = self._running.get(job_id)
+        task = next((task for lease, task in self._running.items() if lease.job_id == job_id), None)
         if task is not None:
             task.cancel()
             await asyncio.wait([task], timeout=CANCEL_WAIT_S)
@@ -162,7 +175,11 @@ class JobRunner:
     async def _worker(self, index: int) -> None:
         while not self._stopping:
             self._wake.clear()
-            job = await asyncio.to_thread(self.store.claim_next)
+            try:
+                job = await asyncio.to_thread(self.store.claim_next)
+            except DatabaseUnavailable as error:  # polled again below until it is back
+                log.warning("claiming jobs: %s", error)
+                job = None
             if job is None:
                 # Also poll: a job queued by another process, or a wake-up another worker consumed. Not
                 # asyncio.wait_for: in 3.11 it swallows a cancellation that lands as the event fires, and
@@ -174,10 +191,11 @@ class JobRunner:
                     pass
                 continue
             if self._stopping:  # claimed as the gateway stops: it goes back to the queue
-                await asyncio.to_thread(self.store.requeue, job.id)
+                await self._release(job.lease)
                 return
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-            self._running[job.id] = task
+            self._running[job.lease] = task
+            heartbeat = asyncio.create_task(self._heartbeat(job.lease, task), name=f"job-{job.id}-heartbeat")
             self._wake.set()  # other idle workers look for more
             await self.refresh_gauge()
             try:
@@ -188,7 +206,25 @@ class JobRunner:
             except Exception:  # _run records its own failures; never let a worker die
                 log.exception("job %s: runner error", job.id)
             finally:
-                self._running.pop(job.id, None)
+                heartbeat.cancel()
+                self._running.pop(job.lease, None)
+
+    async def _heartbeat(self, lease: Lease, task: asyncio.Task) -> None:
+        """Renew the job's lease every third of job_lease_s; stop its task once the lease is lost or it ended."""
+        while True:
+            await asyncio.sleep(self.settings.job_lease_s / 3)
+            try:
+                status = await asyncio.to_thread(self.store.heartbeat, lease)
+            except DatabaseUnavailable as error:
+                log.warning("job %s: lease not renewed: %s", lease.job_id, error)
+                continue
+            except LeaseLost as lost:
+                log.warning("%s: stopping", lost)
+                task.cancel()
+                return
+            if status != js.RUNNING:  # cancelled or deleted through another replica
+                task.cancel()
+                return
 
     async def _run(self, job: Job) -> None:
         REQUEST_ID.set(job.id)  # this task's log lines and gRPC requests carry the job's id
@@ -199,17 +235,18 @@ class JobRunner:
         fields = SPEECH_FIELDS if job.type == "speech" else MUSIC_FIELDS
         try:
             if job.type == "speech":
-                audio, sample_rate, captions = await self._speak(job)
-                await asyncio.to_thread(self._save_captions, job.id, captions)
+                await self._speak(job)
             else:
-                audio, sample_rate = await self._generate(job)
-            await asyncio.to_thread(self._save, job.id, audio, sample_rate)
-            if await asyncio.to_thread(self.store.finish, job.id, js.SUCCEEDED):
+                await self._generate(job)
+            if await asyncio.to_thread(self.store.finish, job.lease, js.SUCCEEDED):
                 log.info("job %s: succeeded", job.id)
-            else:  # cancelled while the result was being written
-                self.store.result_path(job.id).unlink(missing_ok=True)
         except _Cancelled:
             log.info("job %s: cancelled", job.id)
+        except LeaseLost as lost:
+            log.warning("%s: stopped, nothing more written", lost)
+        except DatabaseUnavailable as error:
+            log.warning("job %s: stopped, the database is unavailable (%s); it is taken over once its lease "
+                        "expires", job.id, error)
         except asyncio.CancelledError:
             log.info("job %s: generation stopped (%s)", job.id, "shutdown" if self._stopping else "cancelled")
             raise
@@ -223,7 +260,10 @@ class JobRunner:
 
     async def _fail(self, job: Job, message: str) -> None:
         log.warning("job %s: failed: %s", job.id, message)
-        await asyncio.to_thread(self.store.finish, job.id, js.FAILED, message)
+        try:
+            await asyncio.to_thread(self.store.finish, job.lease, js.FAILED, message)
+        except (LeaseLost, DatabaseUnavailable) as error:
+            log.warning("job %s: its failure was not recorded: %s", job.id, error)
 
     async def _retrying(self, job: Job, attempt: Callable):
         """`await attempt()`, waiting and retrying while Triton is at capacity or unreachable."""
@@ -247,17 +287,24 @@ class JobRunner:
 
         return await self._retrying(job, attempt)
 
-    async def _speak(self, job: Job) -> tuple[np.ndarray, int, CaptionTrack]:
-        """The job's sentences, a few streams at a time, joined in order; each sentence's samples its caption."""
+    async def _save(self, job: Job, index: int, audio: np.ndarray, sample_rate: int, **fields) -> None:
+        """Store a finished window or sentence under the job's lease; a cancelled job stops here."""
+        status = await asyncio.to_thread(self.store.save_part, job.lease, index, audio, sample_rate, **fields)
+        if status != js.RUNNING:
+            raise _Cancelled(job.id)
+
+    async def _speak(self, job: Job) -> None:
+        """The job's sentences, a few streams at a time, each stored as it finishes (a replica taking the job over
+        speaks only those not stored yet); the parts, in order, are the audio and their sentences the captions."""
         params = job.params
         sentences = await asyncio.to_thread(split_sentences, params["input"], self.settings.speech_max_sentence_chars)
         model = await voices.speaker(self.settings, self.catalog, params["model"])
         fields = await voices.speech_fields(params.get("voice"), self.voice_store, self.settings, self.catalog, model,
                                             voices.voice_owner(self.settings, job.owner))
+        stored = {part.index for part in await asyncio.to_thread(self.store.parts, job.id)}
         total = sum(len(sentence) for sentence in sentences)
-        spoken: list[np.ndarray | None] = [None] * len(sentences)
-        rates: set[int] = set()
-        done_chars, started = 0, time.monotonic()
+        done_chars = sum(len(sentences[i]) for i in stored if i < len(sentences))
+        base, started = done_chars / total, time.monotonic()
         gate = asyncio.Semaphore(SPEECH_STREAMS_PER_JOB)
 
         async def say(i: int) -> None:
@@ -272,39 +319,46 @@ class JobRunner:
                     pieces = [chunk.audio async for chunk in generation.chunks()]
                 finally:
                     await generation.close()
-            rates.add(generation.sample_rate)
-            spoken[i] = np.concatenate([np.zeros(0, np.float32), *pieces])
+            audio = np.concatenate([np.zeros(0, np.float32), *pieces]).astype(np.float32, copy=False)
+            await self._save(job, i, audio, generation.sample_rate, text=sentences[i])
             done_chars += len(sentences[i])
-            await self._progress_of(job, done_chars / total, time.monotonic() - started)
+            await self._progress_of(job, done_chars / total, time.monotonic() - started, base)
 
-        tasks = [asyncio.create_task(say(i), name=f"job-{job.id}-sentence-{i}") for i in range(len(sentences))]
+        tasks = [asyncio.create_task(say(i), name=f"job-{job.id}-sentence-{i}")
+                 for i in range(len(sentences)) if i not in stored]
         try:
             await asyncio.gather(*tasks)
         finally:  # a failure or a cancel stops the other sentences' streams
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        (sample_rate,) = rates
-        captions = CaptionTrack(sample_rate)
-        for sentence, audio in zip(sentences, spoken):
-            captions.add(sentence, len(audio))
-        return np.concatenate(spoken).astype(np.float32, copy=False), sample_rate, captions
+        rates = {part.sample_rate for part in await asyncio.to_thread(self.store.parts, job.id)}
+        if len(rates) != 1:
+            raise ClientError(f"the sentences were spoken at different sample rates: {sorted(rates)}")
 
     async def _max_window(self, job: Job) -> float:
         """Seconds one request may hold (prompt + new audio): the music model's max_duration_s."""
         facts = await self._retrying(job, lambda: self.catalog.get(self.settings.music_model))
         return facts.number("max_duration_s") or job.duration
 
-    async def _generate(self, job: Job) -> tuple[np.ndarray, int]:
+    async def _generate(self, job: Job) -> None:
+        """The job's windows, each stored with its codes as it finishes; a replica taking the job over continues
+        after the stored ones, from their codes (window i's seed is seed + i wherever it runs)."""
         params = job.params
         plan = window_plan(job.duration, await self._max_window(job))
         seed = params.get("seed")
-        parts: list[np.ndarray] = []
-        codes: np.ndarray | None = None  # [codebooks, frames] of everything generated so far
-        generated_s, sample_rate = 0.0, 0
-        started = time.monotonic()
+        finished = await asyncio.to_thread(self.store.parts, job.id)
+        finished = finished[:next((n for n, part in enumerate(finished) if part.index != n), len(finished))]
+        codes_so_far = [part.codes for part in finished if part.codes is not None]
+        codes = np.concatenate(codes_so_far, axis=1) if codes_so_far else None  # [codebooks, frames] so far
+        generated_s = sum(part.seconds for part in finished)
+        base, started = generated_s / job.duration, time.monotonic()
         last_update = started
-        for i, window in enumerate(plan):
+        if finished:
+            log.info("job %s: continuing after window %d of %d (%.1f s stored)", job.id, len(finished), len(plan),
+                     generated_s)
+        for i in range(len(finished), len(plan)):
+            window = plan[i]
             fields = dict(text=params["prompt"], duration=window.new_s, temperature=params.get("temperature"),
                           top_k=params.get("top_k"), top_p=params.get("top_p"),
                           guidance_scale=params.get("guidance_scale"),
@@ -314,43 +368,40 @@ class JobRunner:
                 frames = max(1, round(window.prompt_s * codes.shape[1] / generated_s))
                 fields["prompt_codes"] = np.ascontiguousarray(codes[:, -frames:])
             generation = await self._open(job, MusicRequest(**fields))
-            sample_rate = generation.sample_rate
+            parts: list[np.ndarray] = []
+            window_codes: list[np.ndarray] = []
             try:
                 async for chunk in generation.chunks():
                     parts.append(chunk.audio)
                     if chunk.codes is not None:
-                        codes = chunk.codes if codes is None else np.concatenate([codes, chunk.codes], axis=1)
+                        window_codes.append(chunk.codes)
                     generated_s += chunk.seconds
                     now = time.monotonic()
                     if now - last_update >= PROGRESS_INTERVAL_S:
                         last_update = now
-                        await self._progress(job, generated_s, now - started)
+                        await self._progress(job, generated_s, now - started, base)
             finally:
                 await generation.close()
+            new_codes = np.concatenate(window_codes, axis=1) if window_codes else None
+            if new_codes is not None:
+                codes = new_codes if codes is None else np.concatenate([codes, new_codes], axis=1)
+            audio = np.concatenate([np.zeros(0, np.float32), *parts]).astype(np.float32, copy=False)
+            await self._save(job, i, audio, generation.sample_rate, codes=new_codes)
             if i + 1 < len(plan):
-                await self._progress(job, generated_s, time.monotonic() - started)
-        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return audio.astype(np.float32, copy=False), sample_rate
+                await self._progress(job, generated_s, time.monotonic() - started, base)
 
-    async def _progress(self, job: Job, generated_s: float, elapsed_s: float) -> None:
-        await self._progress_of(job, generated_s / job.duration, elapsed_s)
+    async def _progress(self, job: Job, generated_s: float, elapsed_s: float, base: float = 0.0) -> None:
+        await self._progress_of(job, generated_s / job.duration, elapsed_s, base)
 
-    async def _progress_of(self, job: Job, fraction: float, elapsed_s: float) -> None:
-        """`fraction` of the job done after `elapsed_s`: progress, an ETA at that pace, and a look for a cancel."""
-        eta = max(0.0, 1.0 - fraction) * elapsed_s / fraction if fraction > 0 and elapsed_s > 0 else None
-        status = await asyncio.to_thread(self.store.update_progress, job.id, 100.0 * fraction, eta)
+    async def _progress_of(self, job: Job, fraction: float, elapsed_s: float, base: float = 0.0) -> None:
+        """`fraction` of the job done, `base` of it before this replica started on it `elapsed_s` ago: progress, an
+        ETA at this replica's pace, and a look for a cancel. A database away for the moment skips one update."""
+        pace = (fraction - base) / elapsed_s if elapsed_s > 0 else 0.0
+        eta = max(0.0, 1.0 - fraction) / pace if pace > 0 else None
+        try:
+            status = await asyncio.to_thread(self.store.update_progress, job.lease, 100.0 * fraction, eta)
+        except DatabaseUnavailable as error:
+            log.warning("job %s: progress not recorded: %s", job.id, error)
+            return
         if status != js.RUNNING:
             raise _Cancelled(job.id)
-
-    def _save_captions(self, job_id: str, captions: CaptionTrack) -> None:
-        final = self.store.captions_path(job_id)
-        partial = final.with_suffix(".tmp.json")
-        partial.write_text(json.dumps(captions.to_dict()))
-        os.replace(partial, final)
-
-    def _save(self, job_id: str, audio: np.ndarray, sample_rate: int) -> None:
-        """float32 WAV, written to a temporary name and renamed, so a result file is always complete."""
-        final = self.store.result_path(job_id)
-        partial = final.with_suffix(".tmp.wav")
-        soundfile.write(partial, audio, sample_rate, subtype="FLOAT", format="WAV")
-        os.replace(partial, final)

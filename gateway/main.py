@@ -7,6 +7,7 @@ models' limits from Triton, and again whenever a model's limits change (a model 
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,8 +16,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from tritone.gateway import errors
 from tritone.gateway.auth import document_auth, limiter_for
 from tritone.gateway.catalog import ModelCatalog
+from tritone.gateway.database import Database
 from tritone.gateway.job_runner import JobRunner
-from tritone.gateway.job_store import JobStore
+from tritone.gateway.job_store import JobStore, replica_id
 from tritone.gateway.metrics import GatewayMetrics
 from tritone.gateway import tracing
 from tritone.gateway.middleware import REQUEST_ID, RequestCounter, RequestGuard, RequestId
@@ -52,6 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        database = Database.for_settings(settings)
+        try:
+            await asyncio.to_thread(database.migrate)  # DatabaseUnreachable: the gateway does not start
+        except BaseException:
+            database.close()
+            raise
+        app.state.database = database
         if not tracing.enabled():
             tracing.configure()  # on when OTEL_EXPORTER_OTLP_ENDPOINT is set
         app.state.triton = Triton(settings)
@@ -62,16 +71,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog.on_change = lambda: install_routes(app, dict(catalog.facts))
         app.state.models.on_loaded = lambda name: catalog.refresh((name,))
         await catalog.refresh()
-        app.state.jobs = JobStore(settings.data_dir)
-        app.state.voices = VoiceStore(settings.data_dir)
+        replica = settings.replica_id or replica_id()
+        app.state.jobs = JobStore(database, replica=replica, lease_s=settings.job_lease_s)
+        app.state.voices = VoiceStore(database)
+        if database.shared:  # per-key stream limits counted over every replica
+            app.state.limiter = limiter_for(settings, database, replica)
+            app.state.limiter.start()
         app.state.job_runner = JobRunner(app.state.jobs, app.state.triton, app.state.metrics, settings,
                                          ensure_ready=app.state.models.ensure_ready, catalog=catalog,
                                          voice_store=app.state.voices)
         await app.state.job_runner.start()
         yield
         await app.state.job_runner.stop()
+        if database.shared:
+            await app.state.limiter.stop()
         app.state.jobs.close()
         app.state.voices.close()
+        database.close()
         await app.state.models.stop()
         await app.state.triton.close()
         tracing.shutdown()  # the spans still batched are sent

@@ -69,7 +69,18 @@ class Settings(BaseSettings):
         default_factory=list, description="proxies (addresses or networks) whose X-Forwarded-For names the client; "
         "empty: trust none, the peer is the client")
 
-    data_dir: Path = Field(Path(".tritone"), description="job database and results")
+    data_dir: Path = Field(Path(".tritone"), description="the SQLite database (jobs, their audio, voices) when "
+                                                          "database_url is not set")
+    database_url: str | None = Field(
+        None, description="the database of jobs, job audio, voices and stream slots: postgresql://user:password@host:"
+                          "5432/name (shared by gateway replicas) or sqlite:///path; None: SQLite in data_dir "
+                          "(tritone.sqlite3). Migrated to the newest schema at start")
+    replica_id: str | None = Field(None, description="this gateway's name on job leases and stream slots; None: "
+                                                     "host-pid-random")
+    job_lease_s: float = Field(30.0, description="a running job's lease; renewed every third of it, taken over by "
+                                                 "another replica once it expires")
+    stream_slot_ttl_s: float = Field(30.0, description="a stream's slot in a shared database expires this long after "
+                                                       "its last renewal (renewed every third of it)")
     log_format: Literal["text", "json"] = Field("text", description="text (readable) or json (one object per "
                                                                    "line); every line carries the request id")
     max_queued_jobs: int = 16

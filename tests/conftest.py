@@ -71,3 +71,48 @@ def gateway_url(gateway_settings):
     """A real gateway (uvicorn on a free port) in front of the session's tritonserver."""
     with run_gateway(gateway_settings) as url:
         yield url
+
+
+# --- the gateway's database: SQLite and a real PostgreSQL (tests/postgres.py) -----------------------------------
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (about 1 s to start); stopped and removed at its end."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres) -> str:
+    return postgres.create_database("tritone_tests")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """The gateway's database on each backend, migrated and empty: SQLite in the data dir, or PostgreSQL (one
+    database for the session, its tables emptied for each test)."""
+    from sqlalchemy import text
+
+    from tritone.gateway.database import Database, default_url
+    from tritone.gateway.db_schema import metadata
+
+    if request.param == "sqlite":
+        db = Database(default_url(tmp_path), data_dir=tmp_path)
+        db.migrate()
+    else:
+        db = Database(request.getfixturevalue("postgres_url"))
+        db.migrate()
+        with db.transaction() as connection:
+            connection.execute(text(f"TRUNCATE {', '.join(metadata.tables)} RESTART IDENTITY"))
+    try:
+        yield db
+    finally:
+        db.close()

@@ -19,7 +19,6 @@ import asyncio
 import json
 from typing import Annotated, Literal
 
-import soundfile
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -30,7 +29,7 @@ from tritone.gateway.errors import APIError
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
 from tritone.gateway import voices
-from tritone.gateway.captions import FORMATS as CAPTION_FORMATS, MEDIA_TYPES as CAPTION_TYPES, CaptionTrack
+from tritone.gateway.captions import FORMATS as CAPTION_FORMATS, MEDIA_TYPES as CAPTION_TYPES
 from tritone.gateway.job_runner import speech_seconds_bound
 from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, Bodies, VoiceRef
 
@@ -139,12 +138,10 @@ async def job_audio(job_id: str, key: ClientKey, store: StoreDep, request: Reque
         raise APIError(409, f"job {job_id} is {job.status}; its audio is available once it has succeeded",
                        param="job_id", code="job_not_succeeded")
     fmt = format or job.response_format
-    path = store.result_path(job_id)
-    try:
-        audio, sample_rate = await asyncio.to_thread(soundfile.read, path, dtype="float32")
-    except (FileNotFoundError, soundfile.LibsndfileError):
-        raise APIError(500, f"the audio of job {job_id} is missing", type="server_error",
-                       code="job_audio_missing") from None
+    stored = await asyncio.to_thread(store.audio, job_id)  # its parts, joined
+    if stored is None:
+        raise APIError(500, f"the audio of job {job_id} is missing", type="server_error", code="job_audio_missing")
+    audio, sample_rate = stored
     data = await asyncio.to_thread(encode_audio, audio, sample_rate, fmt)
     return Response(data, media_type=content_type(fmt, sample_rate),
                     headers={"X-Sample-Rate": str(encoded_rate(fmt, sample_rate)),
@@ -165,11 +162,10 @@ async def job_captions(job_id: str, key: ClientKey, store: StoreDep, request: Re
         what = "a music job: it has no captions" if job.type != "speech" else f"{job.status}"
         raise APIError(409, f"job {job_id} is {what}; captions come with a succeeded speech job", param="job_id",
                        code="job_not_succeeded" if job.type == "speech" else "job_has_no_captions")
-    try:
-        track = CaptionTrack.from_dict(json.loads(await asyncio.to_thread(store.captions_path(job_id).read_text)))
-    except FileNotFoundError:
+    track = await asyncio.to_thread(store.captions, job_id)  # each stored sentence over its samples
+    if track is None:
         raise APIError(500, f"the captions of job {job_id} are missing", type="server_error",
-                       code="job_captions_missing") from None
+                       code="job_captions_missing")
     text = json.dumps(track.to_dict()) if format == "json" else track.render(format)
     return Response(text, media_type=CAPTION_TYPES[format],
                     headers={"Content-Disposition": f'attachment; filename="{job_id}.{format}"'})

@@ -1,5 +1,6 @@
 """Cloned voices: uploads checked from their headers before anything decodes them, encoded once through
-the (fake) codec encoder, stored in SQLite across restarts, and spoken with their codes and transcript."""
+the (fake) codec encoder, stored across restarts (in SQLite and in PostgreSQL), and spoken with their codes and
+transcript."""
 
 import io
 
@@ -33,8 +34,10 @@ def fake(serve):  # noqa: F811
 
 
 @pytest.fixture
-def settings(fake, tmp_path):
-    return Settings(triton_grpc_url=fake[1], data_dir=tmp_path / "gateway", job_workers=0)
+def settings(fake, tmp_path, database):
+    """On each backend (the `database` fixture): voices stored in SQLite or in a real PostgreSQL."""
+    return Settings(triton_grpc_url=fake[1], data_dir=tmp_path / "gateway", job_workers=0,
+                    database_url=database.url.render_as_string(hide_password=False))
 
 
 @pytest.fixture

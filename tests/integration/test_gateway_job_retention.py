@@ -9,7 +9,9 @@ import time
 import pytest
 
 from .stack import read_metrics
-from .test_gateway_jobs import error_of, gateway, has_status, running_job, submit, wait_for
+from tritone.gateway.job_store import JobStore
+
+from .test_gateway_jobs import error_of, gateway, has_status, running_job, stored_samples, submit, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +21,12 @@ def test_deleting_a_job_removes_its_audio_and_later_requests_get_404(triton_stac
         async with gateway(triton_stack, tmp_path) as client:
             job = await submit(client, duration=1.0, seed=1)
             await wait_for(client, job["id"], has_status("succeeded"))
-            audio_file = tmp_path / "results" / f"{job['id']}.wav"
-            existed = audio_file.exists()
+            existed = stored_samples(tmp_path, job["id"]) > 0
             deleted = await client.delete(f"/v1/jobs/{job['id']}")
             after = [await client.get(f"/v1/jobs/{job['id']}"), await client.get(f"/v1/jobs/{job['id']}/audio"),
                      await client.delete(f"/v1/jobs/{job['id']}")]
             listed = (await client.get("/v1/jobs")).json()["data"]
-            return job, existed, audio_file.exists(), deleted, after, listed
+            return job, existed, stored_samples(tmp_path, job["id"]) > 0, deleted, after, listed
 
     job, existed, exists, deleted, after, listed = asyncio.run(scenario())
     assert existed and not exists
@@ -48,7 +49,11 @@ def test_deleting_a_running_job_stops_its_generation_first(triton_stack, tmp_pat
 
     job, deleted, got = asyncio.run(scenario())
     assert deleted.status_code == 200 and got.status_code == 404
-    assert not list((tmp_path / "results").iterdir())
+    store = JobStore(tmp_path)
+    try:
+        assert store.stored_bytes() == 0  # no audio of it (nor of any job) is stored
+    finally:
+        store.close()
     deadline = time.monotonic() + 10
     while read_metrics(triton_stack)["tritone_decode_slots_active"] > 0:  # freed at the next decode step
         assert time.monotonic() < deadline
@@ -86,7 +91,7 @@ def test_a_finished_job_and_its_audio_expire_after_the_ttl(triton_stack, tmp_pat
 
     job, done, reply = asyncio.run(scenario())
     assert done["status"] == "succeeded" and reply.status_code == 404
-    assert not (tmp_path / "results" / f"{job['id']}.wav").exists()
+    assert stored_samples(tmp_path, job["id"]) == 0
 
 
 def test_a_job_past_the_disk_budget_is_507_insufficient_storage(triton_stack, tmp_path):

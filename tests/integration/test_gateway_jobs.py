@@ -11,6 +11,7 @@ import httpx
 import pytest
 import soundfile
 
+from tritone.gateway.job_store import JobStore
 from tritone.gateway.main import create_app
 from tritone.gateway.settings import Settings
 
@@ -58,6 +59,15 @@ async def running_job(client, duration: float = 20.0) -> dict:
     return await wait_for(client, job["id"], has_status("running"))
 
 
+def stored_samples(data_dir, job_id: str) -> int:
+    """Samples of a job's audio in the gateway's database (its stored windows or sentences)."""
+    store = JobStore(data_dir)
+    try:
+        return sum(part.samples for part in store.parts(job_id))
+    finally:
+        store.close()
+
+
 def error_of(response: httpx.Response) -> dict:
     return response.json()["error"]
 
@@ -89,7 +99,7 @@ def test_a_job_runs_to_succeeded_and_its_audio_downloads_as_wav_and_flac(triton_
     assert done["created_at"] <= done["started_at"] <= done["finished_at"]
     assert done["audio_url"] == f"/v1/jobs/{done['id']}/audio"
     assert listed["object"] == "list" and listed["data"] == [done]
-    assert (tmp_path / "jobs.sqlite3").exists() and (tmp_path / "results" / f"{done['id']}.wav").exists()
+    assert (tmp_path / "tritone.sqlite3").exists() and stored_samples(tmp_path, done["id"]) == 3 * SAMPLE_RATE
 
     assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
     audio, rate = soundfile.read(io.BytesIO(wav.content), dtype="float32")
@@ -133,7 +143,7 @@ def test_cancelling_a_running_job_cancels_its_grpc_stream_and_frees_the_decode_s
     assert again.status_code == 409 and error_of(again)["message"] == f"job {job['id']} is already cancelled"
     assert audio.status_code == 409
     assert error_of(audio)["message"] == f"job {job['id']} is cancelled; its audio is available once it has succeeded"
-    assert not (tmp_path / "results" / f"{job['id']}.wav").exists()
+    assert stored_samples(tmp_path, job["id"]) == 0
 
 
 def test_jobs_survive_a_gateway_restart(triton_stack, tmp_path):

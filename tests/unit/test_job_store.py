@@ -1,7 +1,11 @@
-"""The job store (SQLite) and the window plan of long jobs: pure, no Triton."""
+"""The job store, on SQLite and on a real PostgreSQL (the `database` fixture: one suite, two backends), its
+leases across replicas, and the window plan of long jobs: no Triton."""
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import pytest
 
 from tritone.gateway import job_store as js
@@ -15,8 +19,8 @@ def params(prompt: str = "lo-fi piano", duration: float = 8.0, **extra) -> dict:
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = JobStore(tmp_path)
+def store(database):
+    store = JobStore(database)
     yield store
     store.close()
 
@@ -36,10 +40,15 @@ def test_create_get_and_the_api_object(store):
     assert store.get(job.id, owner="bob") is None and store.get(job.id, owner="alice") == job
 
 
-def test_the_database_is_in_wal_mode_under_the_data_dir(store, tmp_path):
-    assert store.path == tmp_path / "jobs.sqlite3"
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.result_path("job_x") == tmp_path / "results" / "job_x.wav"
+def test_the_default_database_is_sqlite_in_wal_mode_under_the_data_dir(tmp_path):
+    store = JobStore(tmp_path)
+    try:
+        assert store.db.url.database == str(tmp_path / "tritone.sqlite3")
+        with store.db.transaction() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert store.db.revision() == "0002"  # Alembic's head
+    finally:
+        store.close()
 
 
 def test_list_is_newest_first_and_per_owner(store):
@@ -56,7 +65,7 @@ def test_queue_positions_follow_submission_order_and_move_up(store):
     assert [store.get(job.id).queue_position for job in jobs] == [1, 2, 3]
     claimed = store.claim_next()
     assert claimed.id == jobs[0].id and claimed.status == js.RUNNING and claimed.started_at is not None
-    assert claimed.queue_position is None
+    assert claimed.queue_position is None and claimed.lease == js.Lease(claimed.id, store.replica, 1)
     assert [store.get(job.id).queue_position for job in jobs] == [None, 1, 2]
     store.cancel(jobs[1].id)
     assert store.get(jobs[2].id).queue_position == 1
@@ -67,21 +76,21 @@ def test_queue_positions_follow_submission_order_and_move_up(store):
 
 def test_progress_and_finish(store):
     job, _ = store.create("k", params())
-    store.claim_next()
-    assert store.update_progress(job.id, 42.0, 3.5) == js.RUNNING
+    lease = store.claim_next().lease
+    assert store.update_progress(lease, 42.0, 3.5) == js.RUNNING
     running = store.get(job.id)
     assert (running.progress, running.eta_s) == (42.0, 3.5)
-    assert store.finish(job.id, js.SUCCEEDED)
+    assert store.finish(lease, js.SUCCEEDED)
     done = store.get(job.id).to_dict()
     assert done["status"] == "succeeded" and done["progress"] == 100 and done["eta_s"] == 0
     assert done["audio_url"] == f"/v1/jobs/{job.id}/audio" and done["finished_at"] is not None
-    assert not store.finish(job.id, js.FAILED)  # only a running job finishes
+    assert not store.finish(lease, js.FAILED)  # only a running job finishes
 
 
 def test_failure_keeps_its_message(store):
     job, _ = store.create("k", params())
-    store.claim_next()
-    assert store.finish(job.id, js.FAILED, "generation failed: boom")
+    lease = store.claim_next().lease
+    assert store.finish(lease, js.FAILED, "generation failed: boom")
     failed = store.get(job.id)
     assert failed.status == js.FAILED and failed.error == "generation failed: boom"
     assert failed.to_dict()["audio_url"] is None
@@ -91,11 +100,14 @@ def test_cancel_queued_running_and_finished(store):
     queued, _ = store.create("k", params("q"))
     running, _ = store.create("k", params("r"))
     store.cancel(queued.id)  # no longer first in line
-    assert store.claim_next().id == running.id
+    lease = store.claim_next().lease
+    assert lease.job_id == running.id
     cancelled, before = store.cancel(running.id)
     assert before == js.RUNNING and cancelled.status == js.CANCELLED and cancelled.finished_at is not None
-    assert store.update_progress(running.id, 50, 1) == js.CANCELLED  # the runner sees it and stops
-    assert not store.finish(running.id, js.SUCCEEDED)  # a cancel beats a late finish
+    assert store.update_progress(lease, 50, 1) == js.CANCELLED  # the runner sees it and stops
+    assert store.save_part(lease, 0, np.zeros(4, np.float32), 32000) == js.CANCELLED  # and writes no audio
+    assert store.parts(running.id) == []
+    assert not store.finish(lease, js.SUCCEEDED)  # a cancel beats a late finish
     with pytest.raises(js.JobFinished) as finished:
         store.cancel(running.id)
     assert finished.value.job.status == js.CANCELLED
@@ -127,32 +139,119 @@ def test_a_full_queue_refuses_new_jobs_but_not_idempotent_retries(store):
     store.create("k", params("c"), max_queued=2)
 
 
-def test_restart_requeues_running_jobs_from_scratch_in_their_original_order(tmp_path):
-    store = JobStore(tmp_path)
+def test_restart_requeues_running_jobs_in_their_original_order_once_their_lease_expired(database):
+    clock = Clock()
+    store = JobStore(database, clock=clock)
     old, _ = store.create("k", params("old"))
     done, _ = store.create("k", params("done"))
     waiting, _ = store.create("k", params("waiting"))
-    store.claim_next()
-    store.update_progress(old.id, 60, 2)
-    store.claim_next()
-    store.finish(done.id, js.SUCCEEDED)
-    partial = store.results_dir / f"{old.id}.tmp.wav"
-    partial.write_bytes(b"half a file")
+    lease = store.claim_next().lease
+    store.update_progress(lease, 60, 2)
+    store.finish(store.claim_next().lease, js.SUCCEEDED)
     store.close()  # the gateway stops with `old` running
 
-    reopened = JobStore(tmp_path)
+    reopened = JobStore(database, clock=clock)
     try:
         assert reopened.get(old.id).status == js.RUNNING
+        assert reopened.recover() == []  # its lease still runs: its replica may be alive
+        clock.now += js.LEASE_S + 1
         assert reopened.recover() == [old.id]
         requeued = reopened.get(old.id)
         assert (requeued.status, requeued.progress, requeued.started_at, requeued.eta_s) == (js.QUEUED, 0, None, None)
         assert requeued.queue_position == 1 and reopened.get(waiting.id).queue_position == 2
         assert reopened.get(done.id).status == js.SUCCEEDED
-        assert not partial.exists()
-        assert reopened.claim_next().id == old.id
-        assert reopened.requeue(old.id) and reopened.get(old.id).status == js.QUEUED  # graceful stop does the same
+        lease = reopened.claim_next().lease
+        assert lease.job_id == old.id and lease.token == 2
+        assert reopened.release(lease) and reopened.get(old.id).status == js.QUEUED  # graceful stop does the same
+        with pytest.raises(js.LeaseLost):  # and the released lease writes nothing more
+            reopened.update_progress(lease, 70, 1)
     finally:
         reopened.close()
+
+
+# --- leases: two replicas on one database --------------------------------------------------------------------
+
+
+def window(i: int, samples: int = 8) -> np.ndarray:
+    return np.full(samples, i, np.float32)
+
+
+def test_a_replica_takes_over_an_expired_lease_and_continues_from_the_last_finished_window(database):
+    clock = Clock()
+    a = JobStore(database, clock=clock, replica="replica-a")
+    b = JobStore(database, clock=clock, replica="replica-b")
+    job, _ = a.create("k", params(duration=40.0))
+    lease_a = a.claim_next().lease
+    assert lease_a == js.Lease(job.id, "replica-a", 1)
+    for i in range(2):  # windows 0 and 1 finish on replica a, with the codes the next window continues from
+        assert a.save_part(lease_a, i, window(i), 32000, codes=np.full((4, 3), i)) == js.RUNNING
+    assert b.claim_next() is None  # a's lease holds
+    clock.now += js.LEASE_S - 1
+    assert a.heartbeat(lease_a) == js.RUNNING  # renewed: another LEASE_S from now
+    clock.now += js.LEASE_S - 1
+    assert b.claim_next() is None
+    clock.now += 2  # replica a stopped renewing (it died, or hangs): its lease expires
+
+    taken = b.claim_next()
+    assert taken.id == job.id and taken.status == js.RUNNING and taken.lease == js.Lease(job.id, "replica-b", 2)
+    parts = b.parts(job.id)
+    assert [part.index for part in parts] == [0, 1]  # b continues with window 2
+    np.testing.assert_array_equal(parts[1].codes, np.full((4, 3), 1))
+    assert parts[1].seconds == 8 / 32000
+
+    # fencing: replica a's writes are refused, with an exception naming who holds the job now
+    with pytest.raises(js.LeaseLost) as lost:
+        a.save_part(lease_a, 2, window(99), 32000)
+    assert str(lost.value) == (f"job {job.id}: replica replica-a no longer holds its lease (token 1); "
+                               "replica replica-b took it over (token 2)")
+    for write in (lambda: a.update_progress(lease_a, 99, 0), lambda: a.heartbeat(lease_a),
+                  lambda: a.finish(lease_a, js.SUCCEEDED), lambda: a.finish(lease_a, js.FAILED, "x")):
+        with pytest.raises(js.LeaseLost):
+            write()
+    assert not a.release(lease_a)
+    assert [part.index for part in b.parts(job.id)] == [0, 1] and b.get(job.id).status == js.RUNNING
+
+    assert b.save_part(taken.lease, 2, window(2), 32000) == js.RUNNING
+    assert b.finish(taken.lease, js.SUCCEEDED)
+    audio, rate = b.audio(job.id)
+    assert rate == 32000
+    np.testing.assert_array_equal(audio, np.concatenate([window(0), window(1), window(2)]))
+    assert a.save_part(lease_a, 3, window(3), 32000) == js.SUCCEEDED  # nor after the job ended: it stops
+    assert len(b.parts(job.id)) == 3
+
+
+def test_replicas_claiming_at_once_take_different_jobs(database):
+    stores = [JobStore(database, replica=f"replica-{i}") for i in range(2)]
+    created = {stores[0].create("k", params(str(i)))[0].id for i in range(12)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claim(store):
+        while (job := store.claim_next()) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=claim, args=(stores[i % 2],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(claimed) == sorted(created)  # each job once
+    assert {job.status for job in stores[0].list()} == {js.RUNNING}
+
+
+def test_a_speech_job_keeps_each_finished_sentence_and_its_caption(store):
+    job, _ = store.create("k", {"type": "speech", "input": "One. Two. Three.", "estimated_s": 3.0})
+    lease = store.claim_next().lease
+    for i in (2, 0):  # sentences finish out of order (several stream at once)
+        store.save_part(lease, i, window(i, 24 * (i + 1)), 24000, text=["One.", "Two.", "Three."][i])
+    assert [(part.index, part.text, part.samples) for part in store.parts(job.id)] == [(0, "One.", 24), (2, "Three.", 72)]
+    store.save_part(lease, 1, window(1, 48), 24000, text="Two.")
+    store.finish(lease, js.SUCCEEDED)
+    captions = store.captions(job.id).to_dict()
+    assert [(c["text"], c["start_sample"], c["end_sample"]) for c in captions["captions"]] == \
+        [("One.", 0, 24), ("Two.", 24, 72), ("Three.", 72, 144)]
+    assert len(store.audio(job.id)[0]) == 144
 
 
 # --- retention: delete, expiry, disk budget -----------------------------------------------------------------
@@ -168,28 +267,29 @@ class Clock:
         return self.now
 
 
-def finished_job(store, owner="k", status=js.SUCCEEDED, audio=b"RIFF audio") -> js.Job:
-    """A job run to `status` (its result file written when it succeeded)."""
+def finished_job(store, owner="k", status=js.SUCCEEDED, samples=4) -> js.Job:
+    """A job run to `status` (its audio, `samples` float32 samples, stored when it succeeded)."""
     job, _ = store.create(owner, params())
-    assert store.claim_next().id == job.id
+    claimed = store.claim_next()
+    assert claimed.id == job.id
     if status == js.SUCCEEDED:
-        store.result_path(job.id).write_bytes(audio)
-    store.finish(job.id, status, None if status == js.SUCCEEDED else "boom")
+        store.save_part(claimed.lease, 0, np.zeros(samples, np.float32), 32000)
+    store.finish(claimed.lease, status, None if status == js.SUCCEEDED else "boom")
     return store.get(job.id)
 
 
 def test_delete_removes_the_job_and_its_audio_and_only_for_its_owner(store):
     job = finished_job(store, owner="alice")
     assert not store.delete(job.id, owner="bob")
-    assert store.get(job.id) is not None and store.result_path(job.id).exists()
+    assert store.get(job.id) is not None and store.audio(job.id) is not None
     assert store.delete(job.id, owner="alice")
-    assert store.get(job.id) is None and not store.result_path(job.id).exists()
+    assert store.get(job.id) is None and store.audio(job.id) is None
     assert not store.delete(job.id) and not store.delete("job_missing")
 
 
-def test_expire_deletes_jobs_that_ended_before_the_cutoff_and_their_audio(tmp_path):
+def test_expire_deletes_jobs_that_ended_before_the_cutoff_and_their_audio(database):
     clock = Clock()
-    store = JobStore(tmp_path, clock=clock)
+    store = JobStore(database, clock=clock)
     try:
         old = finished_job(store)
         failed = finished_job(store, status=js.FAILED)
@@ -197,9 +297,9 @@ def test_expire_deletes_jobs_that_ended_before_the_cutoff_and_their_audio(tmp_pa
         recent = finished_job(store)
         waiting, _ = store.create("k", params("waiting"))  # never ended: never expires
         assert store.expire(before=clock.now - 50) == [old.id, failed.id]
-        assert store.get(old.id) is None and not store.result_path(old.id).exists()
+        assert store.get(old.id) is None and store.audio(old.id) is None
         assert store.get(failed.id) is None
-        assert store.get(recent.id).status == js.SUCCEEDED and store.result_path(recent.id).exists()
+        assert store.get(recent.id).status == js.SUCCEEDED and store.audio(recent.id) is not None
         assert store.expire(before=clock.now + 1) == [recent.id]
         assert store.get(waiting.id).status == js.QUEUED
     finally:
@@ -207,7 +307,7 @@ def test_expire_deletes_jobs_that_ended_before_the_cutoff_and_their_audio(tmp_pa
 
 
 def test_a_job_past_the_disk_budget_is_refused_counting_stored_and_pending_audio(store):
-    finished_job(store, audio=bytes(1_000_000))  # 0.95 MiB stored
+    finished_job(store, samples=250_000)  # 0.95 MiB stored
     store.create("k", params(duration=10.0))  # queued: 1.22 MiB reserved
     budget = js.StorageLimits(budget_bytes=3 * 2**20)
     store.create("k", params(duration=5.0), storage=budget)  # 0.61 MiB more: 2.78 MiB in all, within
@@ -220,7 +320,10 @@ def test_a_job_past_the_disk_budget_is_refused_counting_stored_and_pending_audio
     assert len(store.list()) == 3  # nothing was added
 
 
-def test_a_job_that_would_leave_too_little_free_disk_is_refused(store):
+def test_a_job_that_would_leave_too_little_free_disk_is_refused_on_sqlite(store):
+    if not store.db.is_sqlite:  # PostgreSQL: the database server's disk is not the gateway's to measure
+        assert store.create("k", params(), storage=js.StorageLimits(min_free_bytes=2**62))[1]
+        return
     with pytest.raises(js.StorageFull) as full:
         store.create("k", params(), storage=js.StorageLimits(min_free_bytes=2**62))
     assert str(full.value).startswith("the disk is almost full: ") and "(TRITONE_JOB_MIN_FREE_BYTES)" in str(full.value)
