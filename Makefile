@@ -17,7 +17,7 @@ DRAIN_S ?= 15
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test export render venv system-packages clean
+.PHONY: serve test export render venv system-packages llamacpp clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,18 @@ system-packages:
 
 test: venv system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# llama.cpp's llama-server for the speech benchmark's `--llamacpp` phase, built from the source the
+# llama-cpp-python sdist vendors into .cache/llamacpp/ (benchmarks/orpheus/llamacpp_build.py);
+# the benchmark builds it itself when it is missing. BENCH_DEBS: what the build needs.
+BENCH_DEBS := cmake build-essential
+llamacpp: venv
+	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the llama.cpp build: $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(BIN)/python -m tritone.benchmarks.orpheus.llamacpp_build --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from tritone.benchmarks.orpheus import LABEL
 from tritone.benchmarks.report import (
-    MARKDOWN_FILE, compare_levels, compare_table, levels_table, machine_line, make_target, num,
-    perf_analyzer_section, plot_series, plot_title, streaming_targets, target_table, throughput_plot, ttfa_plot,
+    MARKDOWN_FILE, by_concurrency, compare_levels, compare_table, levels_table, machine_line, make_target, millis, num,
+    perf_analyzer_section, plot_series, plot_title, ratio, streaming_targets, target_table, throughput_plot, ttfa_plot,
 )
+from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
 SECTION = LABEL  # results.json keeps its run under "speech"
 PLOTS = {
@@ -24,10 +25,41 @@ def find(results: dict) -> dict | None:
 
 
 def evaluate(speech: dict) -> None:
-    """tritone against both baselines per voice and level, and the targets."""
+    """tritone against both baselines per voice and level, beside llama.cpp, and the targets."""
     for voice in (speech.get("voices") or {}).values():
         voice["comparisons"] = compare_levels(voice["tritone"]["levels"], voice.get("baseline"))
+    llamacpp = speech.get("llamacpp") or {}
+    for mode, theirs in (llamacpp.get("voices") or {}).items():
+        ours = ((speech.get("voices") or {}).get(mode) or {}).get("tritone", {}).get("levels", [])
+        theirs["comparisons"] = compare_llamacpp(ours, theirs["levels"], llamacpp.get("frame_s"))
     speech["targets"] = evaluate_speech_targets(speech)
+
+
+def tritone_tokens_per_s(level: dict, frame_s: float | None) -> float | None:
+    """tritone's answer tokens per wall second: its audio rate in frames, 7 tokens a frame."""
+    audio = level.get("audio_s_per_wall_s")
+    return audio / frame_s * TOKENS_PER_FRAME if audio is not None and frame_s else None
+
+
+def compare_llamacpp(ours: list[dict], theirs: list[dict], frame_s: float | None) -> list[dict]:
+    """Per level both systems ran: tritone's throughput over llama.cpp's, and llama.cpp's time to
+    first audio p95 over tritone's (> 1: tritone first). Published side by side, no target."""
+    by_n = by_concurrency(ours)
+    rows = []
+    for level in theirs:
+        n = level["concurrency"]
+        mine = by_n.get(n)
+        if mine is None:
+            continue
+        rows.append({
+            "concurrency": n,
+            "tritone_tokens_per_s": tritone_tokens_per_s(mine, frame_s),
+            "llamacpp_tokens_per_s": level.get("tokens_per_s"),
+            "throughput_tritone_over_llamacpp": ratio(mine.get("audio_s_per_wall_s"), level.get("audio_s_per_wall_s")),
+            "ttfa_p95_llamacpp_over_tritone": ratio(level["time_to_first_audio_s"]["p95"],
+                                                    mine["time_to_first_audio_s"]["p95"]),
+        })
+    return rows
 
 
 def evaluate_speech_targets(speech: dict) -> list[dict]:
@@ -127,6 +159,7 @@ def markdown(speech: dict) -> list[str]:
             lines += ["", f"Same output: tritone's streamed codes equal generate()'s for {same['identical']} of "
                           f"{same['requests']} requests (greedy; ONNX Runtime and torch round differently, so "
                           f"near-ties may resolve apart)."]
+    lines += ["", "## Speech: llama.cpp beside tritone", "", *llamacpp_lines(speech, full=True)]
     lines += [
         "",
         "## Speech: a long voice prompt beside running streams (chunked prefill)",
@@ -171,6 +204,8 @@ def readme(speech: dict, rel) -> list[str]:
                       f"{_prompt_tokens(voice)} tokens):", "", *levels_table(voice["tritone"]["levels"], True)]
         if seq:
             lines += ["", f"transformers one request at a time: {num(seq['audio_s_per_wall_s'])} audio s per wall s."]
+    if speech.get("llamacpp"):
+        lines += ["", *llamacpp_lines(speech, full=False)]
     stall = speech.get("prefill_stall") or {}
     if stall and not stall.get("error"):
         lines += ["", f"Prefill of a {num(stall['reference_s'])} s voice prompt ({stall['prefill_tokens']} tokens, "
@@ -179,4 +214,58 @@ def readme(speech: dict, rel) -> list[str]:
                       f"{num(stall['gap_before_s']['max'])} s before."]
     lines += ["", f"![speech throughput]({rel}/{PLOTS['speech_throughput']}) "
                   f"![speech ttfa]({rel}/{PLOTS['speech_ttfa']})", ""]
+    return lines
+
+
+def llamacpp_lines(speech: dict, full: bool) -> list[str]:
+    """llama.cpp's llama-server beside tritone per voice and level (`full`: with how it was run and
+    what differs; else the README's table)."""
+    llamacpp = speech.get("llamacpp")
+    if not llamacpp:
+        return ["(not measured in this run: `--llamacpp`)"] if full else []
+    if llamacpp.get("status") != "ok":
+        return [f"llama.cpp beside tritone: not measured: step `{llamacpp.get('step', '?')}` failed: "
+                f"{llamacpp.get('reason', '?')}"]
+    server, gguf = llamacpp.get("server") or {}, llamacpp.get("gguf") or {}
+    build = llamacpp.get("build") or {}
+    how = (f"llama.cpp's `llama-server` (from llama-cpp-python {build.get('llama_cpp_python', '?')}'s source, "
+           f"GGML_NATIVE) on the same weights as {gguf.get('type', '?')} GGUF, `--parallel {server.get('parallel')}` "
+           f"with continuous batching, {server.get('threads')} threads, the same prompts as token ids, greedy "
+           f"(samplers {' then '.join(server.get('samplers') or [])} 1) with the same repetition penalty over the "
+           f"whole prompt and answer, `cache_prompt` on; SNAC decode in the client, time to first audio = first "
+           f"{server.get('first_chunk_frames')} frames' tokens + their decode")
+    lines = [f"{how}." if full else f"Beside llama.cpp ({how}):"]
+    if full:
+        lines += ["", "What differs: llama.cpp samples without the Orpheus grammar (its GBNF names single token ids, "
+                      "not ranges), so on random weights most of its tokens are not the audio code of their frame "
+                      "position; each is taken as one (folded into its position's codes) so the codec decodes as "
+                      "much audio as the tokens paid for: the cost is measured, not the speech. It stops at "
+                      "end_of_speech wherever it comes (no grammar holds it to a frame's end) or at the same "
+                      "frame limit; tritone's streams stop where the grammar lets end_of_speech win."]
+    frame_s = llamacpp.get("frame_s")
+    for mode, theirs in (llamacpp.get("voices") or {}).items():
+        ours = by_concurrency(((speech.get("voices") or {}).get(mode) or {}).get("tritone", {}).get("levels", []))
+        lines += ["", f"{VOICE_TITLES.get(mode, mode).capitalize()}:", "",
+                  "| Streams | tokens/s: tritone / llama.cpp | audio s/s: tritone / llama.cpp (tritone ÷ llama.cpp) "
+                  "| TTFA p50 / p95 (ms): tritone | TTFA p50 / p95 (ms): llama.cpp | llama.cpp first token p50 / first-chunk decode p50 "
+                  "(ms) | llama.cpp audio per request (s), stops, valid codes, prompt tokens cached |",
+                  "|---|---|---|---|---|---|---|"]
+        for level in theirs["levels"]:
+            n = level["concurrency"]
+            mine = ours.get(n) or {}
+            t_ours, t_theirs = mine.get("time_to_first_audio_s") or {}, level["time_to_first_audio_s"]
+            per_request = level.get("audio_s_per_request") or {}
+            stops = ", ".join(f"{k} {v}" for k, v in (level.get("stop_types") or {}).items()) or "-"
+            cached = f"{level.get('prompt_tokens_cached', 0)} of {level.get('prompt_tokens', 0)}"
+            valid = level.get("grammar_valid")
+            lines.append(
+                f"| {n} | {num(tritone_tokens_per_s(mine, frame_s))} / {num(level.get('tokens_per_s'))} | "
+                f"{num(mine.get('audio_s_per_wall_s'))} / {num(level.get('audio_s_per_wall_s'))} "
+                f"({num(ratio(mine.get('audio_s_per_wall_s'), level.get('audio_s_per_wall_s')))}x) | "
+                f"{millis(t_ours.get('p50'))} / {millis(t_ours.get('p95'))} | "
+                f"{millis(t_theirs['p50'])} / {millis(t_theirs['p95'])} | "
+                f"{millis(level['time_to_first_token_s']['p50'])} / {millis(level['first_chunk_decode_s']['p50'])} | "
+                f"{num(per_request.get('min'))}-{num(per_request.get('max'))}, {stops}, "
+                f"{'-' if valid is None else f'{valid:.0%}'}, {cached} |"
+                + (f" errors: {'; '.join(level['errors'])[:120]}" if level.get("errors") else ""))
     return lines

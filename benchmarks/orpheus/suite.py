@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from tritone.benchmarks.load import SEED, StreamRecord, run_levels
+from tritone.benchmarks.orpheus.llamacpp import GGUF_TYPES
 from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.client import SpeechRequest, stream_speech
 from tritone.client.metrics import read_engine_metrics
@@ -62,6 +63,11 @@ def add_arguments(group) -> list[argparse.Action]:
         group.add_argument("--clone-levels", type=level_list, help="the cloned voice's levels (default: every level)"),
         group.add_argument("--stall-streams", type=int,
                            help="running streams while a 30 s voice prompt is prefilled (default 2; 0 skips it)"),
+        group.add_argument("--llamacpp", action="store_true", default=None,
+                           help="also measure llama.cpp's llama-server on the same weights and prompts (built "
+                                "into .cache/llamacpp/ first if needed: benchmarks/orpheus/llamacpp.py)"),
+        group.add_argument("--llamacpp-gguf-type", choices=GGUF_TYPES,
+                           help="llama.cpp's weights: auto (default: tritone's CPU LM dtype here), f32, bf16, f16"),
     ]
 
 
@@ -81,6 +87,8 @@ class Config(Configurable):
     stall_streams: int = 2  # running streams of the prefill-stall measurement (0: skip it)
     stall_reference_s: float = 30.0  # the long voice prompt prefilled beside them
     repetition_penalty: float = 1.3  # Orpheus' default
+    llamacpp: bool = False  # llama.cpp's llama-server beside tritone (benchmarks/orpheus/llamacpp.py)
+    llamacpp_gguf_type: str = "auto"  # its weights' type; auto: the dtype tritone's CPU LM runs in here
     threads: int = field(default_factory=cores)
     perf_analyzer: bool = True
     perf_analyzer_smoke: bool = False  # the recipes' smoke settings in a full run (a CPU-sized subset)
@@ -403,4 +411,15 @@ def run(
             voices[mode]["same_codes"] = same_codes(records[mode].get(first, []), codes) if first else None
         del baseline
     results["voices"] = voices
+
+    if config.llamacpp:
+        from tritone.benchmarks.orpheus.llamacpp import run_llamacpp
+
+        with bench.phase("llamacpp"):
+            say(f"llama.cpp's llama-server on the same weights and prompts ({config.threads} threads) ...")
+            results["llamacpp"] = run_llamacpp(
+                repository, repository.parent, workloads, {mode: config.levels_for(mode) for mode in config.voices},
+                duration=config.duration, repetition_penalty=config.repetition_penalty, rounds=config.rounds,
+                min_requests=config.min_requests, threads=config.threads, gguf_type=config.llamacpp_gguf_type,
+                log=say)
     return bench.finish(results, out_dir)
