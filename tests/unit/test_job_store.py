@@ -355,3 +355,62 @@ def test_a_shorter_model_limit_gives_shorter_windows_on_a_third_of_a_window_of_c
 def test_window_plan_refuses_nothing_to_generate():
     with pytest.raises(ValueError):
         window_plan(0, max_window=30)
+
+
+# --- a data dir of a gateway from before the shared database ----------------------------------------------------
+
+OLD_JOBS_SCHEMA = """
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+    idempotency_key TEXT, body_hash TEXT NOT NULL, params TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, progress REAL NOT NULL DEFAULT 0, eta_s REAL, error TEXT);
+"""
+
+
+def test_jobs_and_results_of_the_old_single_file_store_are_imported(tmp_path):
+    import json
+    import sqlite3
+
+    import soundfile
+
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    db.executescript(OLD_JOBS_SCHEMA)
+    rows = [("job_music", params(duration=1.0), "succeeded"), ("job_speech", {"type": "speech", "input": "A. B.",
+             "estimated_s": 1.0, "model": "orpheus"}, "succeeded"), ("job_running", params(duration=2.0), "running")]
+    for i, (job_id, body, status) in enumerate(rows):
+        db.execute("INSERT INTO jobs (id, owner, idempotency_key, body_hash, params, status, created_at, started_at, "
+                   "finished_at, progress) VALUES (?, 'k', ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (job_id, "key-1" if i == 0 else None, js.body_hash(body), json.dumps(body), status, 10.0 + i,
+                    11.0 + i, None if status == "running" else 12.0 + i, 100 if status == "succeeded" else 40))
+    db.commit()
+    db.close()
+    (tmp_path / "results").mkdir()
+    music = np.linspace(-1, 1, 320, dtype=np.float32)
+    soundfile.write(tmp_path / "results" / "job_music.wav", music, 32000, subtype="FLOAT")
+    speech = np.linspace(-1, 1, 240, dtype=np.float32)
+    soundfile.write(tmp_path / "results" / "job_speech.wav", speech, 24000, subtype="FLOAT")
+    (tmp_path / "results" / "job_speech.captions.json").write_text(json.dumps({"sample_rate": 24000, "captions": [
+        {"text": "A.", "start_sample": 0, "end_sample": 100}, {"text": "B.", "start_sample": 100, "end_sample": 240}]}))
+
+    store = JobStore(tmp_path)
+    try:
+        assert [(job.id, job.status) for job in store.list()] == [
+            ("job_running", js.QUEUED), ("job_speech", js.SUCCEEDED), ("job_music", js.SUCCEEDED)]
+        audio, rate = store.audio("job_music")
+        assert rate == 32000
+        np.testing.assert_array_equal(audio, music)
+        audio, rate = store.audio("job_speech")
+        assert rate == 24000
+        np.testing.assert_array_equal(audio, speech)
+        assert [(c.text, c.start_sample, c.end_sample) for c in store.captions("job_speech").captions] == \
+            [("A.", 0, 100), ("B.", 100, 240)]
+        requeued = store.get("job_running")
+        assert (requeued.progress, requeued.started_at, requeued.queue_position) == (0, None, 1)
+        assert store.create("k", params(duration=1.0), idempotency_key="key-1")[0].id == "job_music"  # its key holds
+        assert store.claim_next().id == "job_running"
+    finally:
+        store.close()
+    reopened = JobStore(tmp_path)  # imported once: nothing doubles
+    try:
+        assert len(reopened.list()) == 3
+    finally:
+        reopened.close()
