@@ -46,7 +46,7 @@ def test_every_overlay_renders_and_every_object_validates_strictly(overlay):
     objects = render(overlay)
     kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
     assert kinds == ["ConfigMap/prometheus-adapter-tritone-rules", "Deployment/gateway", "Deployment/triton",
-                     "HorizontalPodAutoscaler/triton", "PersistentVolumeClaim/gateway-data",
+                     "HorizontalPodAutoscaler/triton",
                      "PodDisruptionBudget/gateway", "PodDisruptionBudget/triton", "Service/gateway",
                      "Service/postgres", "Service/triton-headless", "Service/triton-metrics", "StatefulSet/postgres"]
     for obj in objects:
@@ -81,6 +81,10 @@ def test_the_manifests_use_the_shared_names(overlay):
     env = {e["name"]: e.get("value") for e in front["env"]}
     assert set(env) >= set(FACTS["gateway-env"])
     assert env["TRITONE_TRITON_GRPC_URL"] == f"triton-headless:{ports['triton-grpc']}"
+    # stateless replicas on the shared database: no volume, its URL from a Secret that must exist
+    assert gateway["spec"]["replicas"] == 2 and "volumes" not in gateway["spec"]["template"]["spec"]
+    database = next(e for e in front["env"] if e["name"] == "TRITONE_DATABASE_URL")
+    assert database["valueFrom"]["secretKeyRef"] == {"name": "tritone-database", "key": "url"}
     headless = find(objects, "Service", "triton-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]}["grpc"] == ports["triton-grpc"]
