@@ -54,7 +54,11 @@ LEASE_S = 30.0  # a claim holds a job this long; the runner renews it every thir
 
 
 class QueueFull(Exception):
-    pass
+    """The queue holds `max_queued` jobs (`per_key`: that many of this owner's)."""
+
+    def __init__(self, queued: int, per_key: bool = False):
+        super().__init__(queued)
+        self.queued, self.per_key = queued, per_key
 
 
 class IdempotencyConflict(Exception):
@@ -328,10 +332,12 @@ class JobStore:
     # -- writes ----------------------------------------------------------------------------------
 
     def create(self, owner: str, params: dict[str, Any], *, idempotency_key: str | None = None,
-               max_queued: int | None = None, storage: StorageLimits | None = None) -> tuple[Job, bool]:
+               max_queued: int | None = None, max_queued_per_owner: int | None = None,
+               storage: StorageLimits | None = None) -> tuple[Job, bool]:
         """(job, created). The same idempotency key and body returns the existing job with created False.
 
-        Raises IdempotencyConflict (key reused with another body), QueueFull or StorageFull.
+        Raises IdempotencyConflict (key reused with another body), QueueFull (`max_queued` jobs queued in all, or
+        `max_queued_per_owner` of this owner's: counted in the database, so over every replica) or StorageFull.
         """
         digest = body_hash(params)
         seconds = float(params.get("duration") or params.get("estimated_s") or 0.0)
@@ -348,6 +354,11 @@ class JobStore:
                 queued = connection.execute(select(func.count()).where(jobs.c.status == QUEUED)).scalar()
                 if queued >= max_queued:
                     raise QueueFull(queued)
+            if max_queued_per_owner is not None:
+                mine = connection.execute(select(func.count()).where(jobs.c.status == QUEUED,
+                                                                     jobs.c.owner == owner)).scalar()
+                if mine >= max_queued_per_owner:
+                    raise QueueFull(mine, per_key=True)
             if storage is not None:
                 self._check_storage(connection, seconds, storage)
             job_id = "job_" + uuid.uuid4().hex

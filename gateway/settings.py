@@ -83,7 +83,9 @@ class Settings(BaseSettings):
                                                        "its last renewal (renewed every third of it)")
     log_format: Literal["text", "json"] = Field("text", description="text (readable) or json (one object per "
                                                                    "line); every line carries the request id")
-    max_queued_jobs: int = 16
+    max_queued_jobs: int = Field(16, description="queued jobs in all (every replica on the database together)")
+    max_queued_jobs_per_key: int = Field(8, description="queued jobs of one key (or client without keys), over every "
+                                                        "replica; a key past it gets 429 while others still queue")
     max_job_duration_s: float = Field(300.0, description="longest job; beyond the music model's max_duration_s a job "
                                                          "is generated in windows")
     job_workers: int = Field(2, description="jobs generating at once")

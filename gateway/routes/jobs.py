@@ -199,11 +199,17 @@ def router(bodies: Bodies) -> APIRouter:
         try:
             job, created = await asyncio.to_thread(store.create, key, params, idempotency_key=idempotency_key,
                                                    max_queued=settings.max_queued_jobs,
+                                                   max_queued_per_owner=settings.max_queued_jobs_per_key,
                                                    storage=_storage_limits(settings))
         except js.IdempotencyConflict:
             raise APIError(409, f"Idempotency-Key {idempotency_key!r} was already used with a different request body",
                            param="Idempotency-Key", code="idempotency_key_reused") from None
-        except js.QueueFull:
+        except js.QueueFull as full:
+            if full.per_key:
+                raise APIError(429, f"this key's job queue is full ({full.queued} waiting, "
+                                    "TRITONE_MAX_QUEUED_JOBS_PER_KEY); retry once one of them has started",
+                               type="rate_limit_error", code="job_queue_full_for_key",
+                               headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None
             raise APIError(429, f"the job queue is full ({settings.max_queued_jobs} jobs waiting); retry later",
                            type="rate_limit_error", code="job_queue_full",
                            headers={"Retry-After": QUEUE_FULL_RETRY_AFTER_S}) from None

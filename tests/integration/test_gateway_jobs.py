@@ -210,6 +210,25 @@ def test_a_full_queue_is_429_with_retry_after_and_queue_positions_move_up(triton
     assert moved["queue_position"] == 1 and third["queue_position"] == 2
 
 
+def test_a_key_past_its_own_queue_limit_is_429_while_another_key_still_queues(triton_stack, tmp_path):
+    alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
+
+    async def scenario():
+        async with gateway(triton_stack, tmp_path, job_workers=0, api_keys=["alice", "bob"],
+                           max_queued_jobs_per_key=1) as client:
+            await submit(client, duration=1.0, headers=alice)
+            full = await client.post("/v1/jobs", json={"prompt": "one more", "duration": 1.0}, headers=alice)
+            other = await submit(client, duration=1.0, headers=bob)
+            return full, other
+
+    full, other = asyncio.run(scenario())
+    assert full.status_code == 429 and full.headers["retry-after"] == "10"
+    assert full.json() == {"error": {
+        "message": "this key's job queue is full (1 waiting, TRITONE_MAX_QUEUED_JOBS_PER_KEY); retry once one of "
+                   "them has started", "type": "rate_limit_error", "param": None, "code": "job_queue_full_for_key"}}
+    assert other["status"] == "queued" and other["queue_position"] == 2
+
+
 def test_an_idempotent_submit_returns_the_same_job(triton_stack, tmp_path):
     async def scenario():
         async with gateway(triton_stack, tmp_path, job_workers=0) as client:

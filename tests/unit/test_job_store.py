@@ -139,6 +139,19 @@ def test_a_full_queue_refuses_new_jobs_but_not_idempotent_retries(store):
     store.create("k", params("c"), max_queued=2)
 
 
+def test_a_key_past_its_own_queue_limit_is_refused_across_replicas_while_others_still_queue(database):
+    a, b = JobStore(database, replica="replica-a"), JobStore(database, replica="replica-b")
+    a.create("alice", params("1"), max_queued_per_owner=2)
+    b.create("alice", params("2"), max_queued_per_owner=2)  # through another replica: the same count
+    for store in (a, b):
+        with pytest.raises(js.QueueFull) as full:
+            store.create("alice", params("3"), max_queued_per_owner=2)
+        assert (full.value.queued, full.value.per_key) == (2, True)
+    assert b.create("bob", params("1"), max_queued_per_owner=2)[1]
+    a.claim_next()  # alice's first runs: no longer queued
+    assert b.create("alice", params("3"), max_queued_per_owner=2)[1]
+
+
 def test_restart_requeues_running_jobs_in_their_original_order_once_their_lease_expired(database):
     clock = Clock()
     store = JobStore(database, clock=clock)
