@@ -12,12 +12,10 @@ Revision ID: 0002
 Revises: 0001
 """
 
-import io
 import json
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import soundfile
 import sqlalchemy as sa
 from alembic import op
