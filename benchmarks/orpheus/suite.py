@@ -14,7 +14,9 @@ Against a running server with `snac_encoder`, `snac_decoder` and `orpheus` loade
    step's time before and during (engine metrics);
 
 then, with the server stopped, transformers' LlamaForCausalLM.generate() + SNAC decode on the same
-weights and prompts (baseline.py here), one request at a time and statically batched.
+weights and prompts (baseline.py here), one request at a time and statically batched; with
+`--llamacpp`, llama.cpp's llama-server on the same weights and prompts at the same levels
+(llamacpp.py here).
 
 Speech stops at end_of_speech, so every system decodes greedily (top-k 1; the served sampler's
 argmax equals generate()'s do_sample=False) with the same repetition penalty and `max_duration`,
@@ -416,6 +418,7 @@ def run(
         from tritone.benchmarks.orpheus.llamacpp import run_llamacpp
 
         with bench.phase("llamacpp"):
+            bench.check_quiet("before llama.cpp")  # its threads' barriers suffer most from other work on the cores
             say(f"llama.cpp's llama-server on the same weights and prompts ({config.threads} threads) ...")
             results["llamacpp"] = run_llamacpp(
                 repository, repository.parent, workloads, {mode: config.levels_for(mode) for mode in config.voices},
