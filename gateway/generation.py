@@ -25,6 +25,19 @@ from tritone.gateway.triton import Triton
 log = logging.getLogger("tritone.gateway")
 
 
+# refusals of one replica that another may not share: unreachable (down, or its connection lost), stopping
+# (draining before exit), every decode slot busy and its queue full
+RETRIED = frozenset({"triton_unavailable", "triton_stopping", "server_at_capacity"})
+
+
+class _Refused(Exception):
+    """A stream refused before its first chunk, in a way worth one more try on another replica."""
+
+    def __init__(self, error: APIError):
+        super().__init__(error.message)
+        self.error = error
+
+
 def _failure(triton: Triton, model: str, error: ClientError, metrics: GatewayMetrics) -> APIError:
     """`error` as an HTTP error, counted; a model that cannot serve any more (its stub died) is reported."""
     api_error = from_client_error(error)
@@ -48,6 +61,20 @@ class Generation:
     @classmethod
     async def open(cls, triton: Triton, model: str, request: MusicRequest | SpeechRequest,
                    metrics: GatewayMetrics) -> "Generation":
+        """The stream, its first chunk received. A stream refused before its first chunk by a replica that cannot
+        take it now (unreachable, stopping, at capacity) is opened once more: with round_robin the new stream goes
+        to the next replica. Nothing has been sent to the HTTP client yet, so the retry is invisible to it."""
+        try:
+            return await cls._open(triton, model, request, metrics, retry=True)
+        except _Refused as refused:
+            log.warning("%s stream refused before its first chunk (%s: %s); opening it again on the next replica",
+                        model, refused.error.code, refused.error.message)
+            metrics.streams_retried.labels(refused.error.code).inc()
+        return await cls._open(triton, model, request, metrics, retry=False)
+
+    @classmethod
+    async def _open(cls, triton: Triton, model: str, request: MusicRequest | SpeechRequest,
+                    metrics: GatewayMetrics, retry: bool) -> "Generation":
         stats = StreamStats()
         span = tracing.start(f"triton stream {model}", **{"tritone.model": model, "tritone.request_id": REQUEST_ID.get()})
         try:
@@ -68,6 +95,8 @@ class Generation:
             tracing.mark_error(span, str(error))
             span.end()
             if isinstance(error, ClientError):
+                if retry and (refused := from_client_error(error)).code in RETRIED:
+                    raise _Refused(refused) from None
                 raise _failure(triton, model, error, metrics) from None
             raise
         if stats.time_to_first_audio is not None:

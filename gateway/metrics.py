@@ -39,6 +39,10 @@ class GatewayMetrics:
             "tritone_gateway_streams_failed_total",
             "HTTP streams that failed after their first byte: audio aborted without its end, SSE ended by an error event",
             registry=self.registry)
+        self.streams_retried = Counter(
+            "tritone_gateway_streams_retried_total",
+            "Streams refused by a Triton replica before their first chunk and opened once more (the next replica), "
+            "by the refusal's code", ["kind"], registry=self.registry)
         self.model_reloads = Counter("tritone_gateway_model_reloads_total",
                                      "Reloads of a model the gateway found unhealthy, by outcome",
                                      ["model", "outcome"], registry=self.registry)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tritone.gateway.triton_replicas import TargetError, parse_target
 
 # OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
 # OpenAI has 13 voices and Orpheus 8, so some speakers stand in for two. An alias applies to a model
@@ -44,10 +46,14 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
-    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_grpc_url: str = Field(
+        "127.0.0.1:8001", description="Triton's gRPC target: host:port, or several replicas, each stream taking the "
+        "next (round_robin): dns:///triton-headless:8001 (every address of the name) or ipv4:10.0.0.1:8001,10.0.0.2:8001")
     triton_http_url: str = "http://127.0.0.1:8000"
     triton_metrics_url: str = "http://127.0.0.1:8002/metrics"
     triton_timeout_s: float = Field(5.0, description="connect/health timeout; an unreachable Triton is a 503, not a hang")
+    triton_replica_check_timeout_s: float = Field(
+        1.0, description="/readyz asks each Triton replica of triton_grpc_url whether it is ready, waiting this long")
     model_load_timeout_s: float = Field(300.0, description="how long a load or unload may take")
     stream_timeout_s: float = Field(600.0, description="deadline of one generation stream")
     stream_stall_s: float = Field(
@@ -112,3 +118,12 @@ class Settings(BaseSettings):
     voice_max_bytes: int = Field(10 * 2**20, description="largest voice clip upload (413 beyond)")
     voice_min_sample_rate: int = Field(16000, description="clips recorded at a lower rate are refused")
     encode_timeout_s: float = Field(120.0, description="how long encoding a voice clip may take")
+
+    @field_validator("triton_grpc_url")
+    @classmethod
+    def _readable_target(cls, target: str) -> str:
+        try:
+            parse_target(target)
+        except TargetError as error:
+            raise ValueError(str(error)) from None
+        return target

@@ -25,8 +25,12 @@ from tritone.gateway.errors import APIError, triton_unavailable
 from tritone.gateway import tracing
 from tritone.gateway.middleware import REQUEST_ID
 from tritone.gateway.settings import Settings
+from tritone.gateway.triton_replicas import ReplicaHealth
 
 log = logging.getLogger("tritone.gateway")
+
+
+RECONNECT_BACKOFF_MAX_MS = 5000
 
 
 def channel_args() -> list[tuple]:
@@ -41,7 +45,11 @@ def channel_args() -> list[tuple]:
             ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
             ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
-            ("grpc.lb_policy_name", "round_robin")]
+            ("grpc.lb_policy_name", "round_robin"),
+            # a replica that went down is retried after 1 s, doubling up to 5 s (gRPC's default cap is 120 s):
+            # once it is back it takes streams again within seconds; while down, round_robin skips it
+            ("grpc.initial_reconnect_backoff_ms", 1000),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS)]
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,14 @@ class Triton:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.grpc = grpcaio.InferenceServerClient(settings.triton_grpc_url, channel_args=channel_args())
+        self.replicas = ReplicaHealth(settings.triton_grpc_url, settings.triton_replica_check_timeout_s)  # /readyz
         self.http = httpx.AsyncClient(timeout=settings.triton_timeout_s)
         # told when a model's streams show it cannot serve (its stub died): (model, why); the ModelManager reloads it
         self.on_unhealthy: Callable[[str, str], None] = lambda model, reason: None
 
     async def close(self) -> None:
         await self.grpc.close()
+        await self.replicas.close()
         await self.http.aclose()
 
     async def _call(self, coroutine, timeout_s: float | None = None):

@@ -20,15 +20,21 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Triton is reachable and the music and speech models are ready and healthy "
-                               "(503 otherwise, with the reason: Triton unreachable or stopping, a model unloading, "
-                               "unloaded or being reloaded)")
-async def readyz(settings: SettingsDep, request: Request):
-    reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
+@router.get("/readyz", summary="At least one Triton replica is ready, and the music and speech models are ready and "
+                               "healthy (503 otherwise, with the reason: no replica ready, Triton stopping, a model "
+                               "unloading, unloaded or being reloaded); `triton_replicas` counts the target's ready "
+                               "replicas")
+async def readyz(settings: SettingsDep, triton: TritonDep, request: Request):
+    replicas = await triton.replicas.count()
+    if replicas.ready == 0:
+        reason = f"no Triton replica is ready (0 of {replicas.total} at {settings.triton_grpc_url})"
+    else:
+        reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
     if reason is not None:
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
-                            headers={"Retry-After": RETRY_AFTER_S})
-    return {"status": "ready", "music_model": settings.music_model, "speech_models": list(settings.speech_models)}
+        return JSONResponse({"status": "unavailable", "reason": reason, "triton_replicas": replicas.as_json()},
+                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    return {"status": "ready", "music_model": settings.music_model, "speech_models": list(settings.speech_models),
+            "triton_replicas": replicas.as_json()}
 
 
 @router.get("/metrics", dependencies=[REQUIRE_ADMIN], summary="Gateway metrics in Prometheus format (an admin key)")

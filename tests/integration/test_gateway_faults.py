@@ -164,7 +164,8 @@ def test_an_unloaded_model_is_a_503_saying_how_to_load_it(tiny_model_repository,
         assert refused.json()["error"] == {"message": reason, "type": "server_error", "param": None,
                                            "code": "model_unavailable"}
         ready = httpx.get(f"{url}/readyz", timeout=10)
-        assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "reason": reason})
+        assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "reason": reason,
+                                                     "triton_replicas": {"ready": 1, "total": 1}})
         # a gateway that unloads idle models loads it again for the next request
         on_demand = Settings(triton_grpc_url=server.grpc_url, triton_metrics_url=server.metrics_url,
                              data_dir=tmp_path / "on-demand", idle_unload_s=3600)
