@@ -1,6 +1,8 @@
 """A stream refused before its first chunk is opened once more, on the next replica (round_robin), and only then:
 a real gateway (uvicorn) in front of two fake Tritons named by one `ipv4:` target."""
 
+import logging
+
 import httpx
 import numpy as np
 import pytest
@@ -31,15 +33,29 @@ def retried(url: str, kind: str) -> float:
         return 0.0
 
 
-def test_a_replica_at_capacity_costs_one_retry_on_the_other(serve, tmp_path):  # noqa: F811
-    full, full_url = serve(at_capacity)
+STOPPING = "Server is stopping, scheduler for model has stopped accepting new inference requests"
+
+
+@pytest.mark.parametrize(("refusal", "kind"), [(AT_CAPACITY, "server_at_capacity"), (STOPPING, "triton_stopping")])
+def test_a_replica_that_refuses_costs_one_retry_on_the_other(serve, tmp_path, refusal, kind):  # noqa: F811
+    full, full_url = serve(lambda text, fake: [refusal])
     free, free_url = serve(speak)
+    lines: list[str] = []
+    handler = logging.Handler()  # the gateway's logger does not propagate (serving/log_format.py)
+    handler.emit = lambda record: lines.append(record.getMessage())
     with run_gateway(gateway_for(tmp_path, full_url, free_url)) as url:
-        replies = [httpx.post(f"{url}/v1/audio/speech", json=BODY, timeout=30) for _ in range(8)]
+        logging.getLogger("tritone.gateway").addHandler(handler)
+        try:
+            replies = [httpx.post(f"{url}/v1/audio/speech", json=BODY, timeout=30) for _ in range(8)]
+        finally:
+            logging.getLogger("tritone.gateway").removeHandler(handler)
         assert [reply.status_code for reply in replies] == [200] * 8
         assert {len(reply.content) for reply in replies} == {2 * len(BODY["input"]) * SAMPLES_PER_CHAR}
         assert len(free.texts) == 8 and len(full.texts) >= 3  # round_robin: about every other first try
-        assert retried(url, "server_at_capacity") == len(full.texts)  # each refusal retried, once
+        assert retried(url, kind) == len(full.texts)  # each refusal retried, once
+    message = refusal.removeprefix("UNAVAILABLE: ")
+    said = f"orpheus stream refused before its first chunk ({kind}: {message}); opening it again on the next replica"
+    assert lines.count(said) == len(full.texts), lines
 
 
 def test_both_replicas_refusing_is_429_after_one_retry(serve, tmp_path):  # noqa: F811
