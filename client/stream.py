@@ -148,8 +148,9 @@ def stream_music(
     request_id: str | None = None,
     timeout: float | None = None,
     stats: StreamStats | None = None,
+    target: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> AsyncIterator[AudioChunk]:
     """Send a musicgen `request` and yield its audio chunks in arrival order (see `stream_chunks`)."""
     return stream_chunks(url, model, build_inputs(request), expect_codes=request.return_codes,
-                         request_id=request_id, timeout=timeout, stats=stats, headers=headers)
+                         request_id=request_id, timeout=timeout, stats=stats, target=target, headers=headers)

@@ -146,7 +146,8 @@ class Triton:
                                  request_id=request_id, timeout=self.settings.stream_timeout_s, stats=stats,
                                  target=self.settings.triton_grpc_url, headers=headers)
         return stream_music(self.grpc, request, model=model, request_id=request_id,
-                            timeout=self.settings.stream_timeout_s, stats=stats, headers=headers)
+                            timeout=self.settings.stream_timeout_s, stats=stats,
+                            target=self.settings.triton_grpc_url, headers=headers)
 
     async def encode_voice(self, encoder: str, audio: np.ndarray) -> np.ndarray:
         """A clip (mono float32 at the codec's rate) -> its codes [rows, frames], through the codec `encoder`."""
