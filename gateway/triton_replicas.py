@@ -4,7 +4,9 @@ The target is a gRPC name (gateway/triton.py balances each stream over what it r
 - `ipv4:10.0.0.1:8001,10.0.0.2:8001` or `ipv6:[::1]:8001,[::2]:8001`: the listed addresses;
 - `dns:///triton-headless:8001` (or `dns://authority/host:port`, `dns:host:port`): the host's addresses, looked
   up when asked, as a Kubernetes headless Service resolves to every ready pod;
-- anything else (`host:port`, `unix:...`): one replica, the target itself.
+- `host:port` without a scheme: gRPC resolves it by DNS too (every address of the name, each a replica: a
+  headless Service's name works bare), so it is looked up here as well; an IP address is one replica;
+- another scheme (`unix:/path`, ...): one replica, the target itself.
 Each replica is asked `ServerReady` on a channel of its own (kept while the replica stays in the target), with a
 short timeout, so a dead or unresponsive replica counts as not ready without holding the probe up.
 """
@@ -12,6 +14,7 @@ short timeout, so a dead or unresponsive replica counts as not ready without hol
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from tritonclient.grpc import aio as grpcaio
 log = logging.getLogger("tritone.gateway")
 
 DEFAULT_PORT = 443  # gRPC's default when a target names no port
+OTHER_SCHEMES = frozenset({"unix", "unix-abstract", "vsock", "xds", "google-c2p"})  # one target, not looked up
 
 
 class TargetError(ValueError):
@@ -77,7 +81,14 @@ def parse_target(target: str) -> Target:
                 raise TargetError(f"triton_grpc_url: {target!r} is not dns:///host:port")
         host, port = _split_host_port(rest, "triton_grpc_url")
         return Target(dns=True, host=host, port=port)
-    return Target(addresses=(target,))
+    if colon and scheme in OTHER_SCHEMES:
+        return Target(addresses=(target,))
+    host, port = _split_host_port(target, "triton_grpc_url")  # no scheme: gRPC's default, dns
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return Target(dns=True, host=host, port=port)
+    return Target(addresses=(_address(host, port),))
 
 
 async def resolve(target: Target) -> list[str]:

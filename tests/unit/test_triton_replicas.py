@@ -18,7 +18,9 @@ from tritone.serving.triton import free_port
 
 @pytest.mark.parametrize(("target", "parsed"), [
     ("127.0.0.1:8001", Target(addresses=("127.0.0.1:8001",))),
-    ("triton:8001", Target(addresses=("triton:8001",))),
+    ("[::1]:8001", Target(addresses=("[::1]:8001",))),
+    ("triton-headless:8001", Target(dns=True, host="triton-headless", port=8001)),  # gRPC's default scheme: dns
+    ("triton", Target(dns=True, host="triton", port=443)),
     ("ipv4:127.0.0.1:8001,127.0.0.1:8002", Target(addresses=("127.0.0.1:8001", "127.0.0.1:8002"))),
     ("ipv4:10.0.0.1:8001, 10.0.0.2", Target(addresses=("10.0.0.1:8001", "10.0.0.2:443"))),
     ("ipv6:[::1]:8001,[fe80::2]:9000", Target(addresses=("[::1]:8001", "[fe80::2]:9000"))),
@@ -41,6 +43,7 @@ def test_every_target_form_names_its_replicas(target, parsed):
     ("ipv6:[::1:8001", "triton_grpc_url: '[::1:8001' is not [ipv6-address]:port"),
     ("dns://10.0.0.10", "triton_grpc_url: 'dns://10.0.0.10' is not dns:///host:port"),
     ("dns:///triton:0", "triton_grpc_url: 'triton:0' has no valid port (1-65535)"),
+    ("triton:http", "triton_grpc_url: 'triton:http' has no valid port (1-65535)"),
 ])
 def test_a_target_that_cannot_be_read_names_the_setting(target, message):
     with pytest.raises(TargetError) as raised:
