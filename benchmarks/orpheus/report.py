@@ -228,13 +228,13 @@ def llamacpp_lines(speech: dict, full: bool) -> list[str]:
                 f"{llamacpp.get('reason', '?')}"]
     server, gguf = llamacpp.get("server") or {}, llamacpp.get("gguf") or {}
     build = llamacpp.get("build") or {}
-    how = (f"llama.cpp's `llama-server` (from llama-cpp-python {build.get('llama_cpp_python', '?')}'s source, "
+    how = (f"`llama-server` (llama.cpp from llama-cpp-python {build.get('llama_cpp_python', '?')}'s source, "
            f"GGML_NATIVE) on the same weights as {gguf.get('type', '?')} GGUF, `--parallel {server.get('parallel')}` "
            f"with continuous batching, {server.get('threads')} threads, the same prompts as token ids, greedy "
            f"(samplers {' then '.join(server.get('samplers') or [])} 1) with the same repetition penalty over the "
            f"whole prompt and answer, `cache_prompt` on; SNAC decode in the client, time to first audio = first "
            f"{server.get('first_chunk_frames')} frames' tokens + their decode")
-    lines = [f"{how}." if full else f"Beside llama.cpp ({how}):"]
+    lines = [f"{how}." if full else f"Beside llama.cpp: {how}."]
     if full:
         lines += ["", "What differs: llama.cpp samples without the Orpheus grammar (its GBNF names single token ids, "
                       "not ranges), so on random weights most of its tokens are not the audio code of their frame "

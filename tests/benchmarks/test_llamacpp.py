@@ -123,7 +123,10 @@ def test_the_report_sets_llamacpp_beside_tritone_or_names_the_step_that_failed()
         "concurrency": 1, "tritone_tokens_per_s": pytest.approx(35.0), "llamacpp_tokens_per_s": 20.5,
         "throughput_tritone_over_llamacpp": 2.0, "ttfa_p95_llamacpp_over_tritone": 0.5}]
     lines = speech_report.llamacpp_lines(speech, full=True)
-    assert "bf16 GGUF, `--parallel 8`" in lines[0] and "first 6 frames' tokens + their decode" in lines[0]
+    assert lines[0].startswith("`llama-server` (llama.cpp from llama-cpp-python 0.3.36's source, GGML_NATIVE) on the "
+                               "same weights as bf16 GGUF, `--parallel 8` with continuous batching, 2 threads")
+    assert lines[0].endswith("time to first audio = first 6 frames' tokens + their decode.")
+    assert speech_report.llamacpp_lines(speech, full=False)[0].startswith("Beside llama.cpp: `llama-server` (")
     assert "| 1 | 35 / 20.5 | 0.5 / 0.25 (2x) | 500 / 1000 | 250 / 500 | 100 / 50 | 1-2, limit 4, 25%, 80 of 120 |" \
         in lines
     failed = {"llamacpp": {"status": "failed", "step": "build", "reason": "cmake not found"}}
