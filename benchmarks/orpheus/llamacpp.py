@@ -194,6 +194,7 @@ class CompletionRecord:
 
     index: int
     sent: float
+    end_token: int | None = None  # end_of_speech: what a stream stopped by an end-of-generation token ends with
     tokens: list[int] = field(default_factory=list)
     first_token: float | None = None  # perf_counter of the first generated token's event
     token_times: list[float] = field(default_factory=list)
@@ -209,12 +210,15 @@ class CompletionRecord:
     error: str | None = None
 
     def feed(self, event: dict, now: float) -> None:
-        """Apply one event. A token held back by the server (its text an incomplete UTF-8
-        character) never comes in an event of its own: `tokens_predicted` counts it, and it is
-        counted as missing (and as code 0 of its position, to keep the frames aligned)."""
+        """Apply one event. A token whose text ends in an incomplete UTF-8 character is never
+        streamed (llama-server holds its text back, and the next event carries only its own
+        token; the last event carries none): `tokens_predicted` counts it, and it stands as -1
+        (missing) in its place, so that the frames stay aligned. A stream stopped by an
+        end-of-generation token ends with `end_token`, whether that token came or not."""
         predicted = int(event.get("tokens_predicted", self.predicted))
         tokens = [int(t) for t in event.get("tokens") or []]
-        gap = predicted - self.predicted - len(tokens) if tokens else 0
+        stop = bool(event.get("stop"))
+        gap = predicted - len(self.tokens) - len(tokens) if tokens or stop else 0
         if gap > 0:
             self.missing += gap
             self.tokens += [-1] * gap
@@ -225,9 +229,13 @@ class CompletionRecord:
             self.tokens += tokens
             self.token_times += [now] * len(tokens)
         self.predicted = max(self.predicted, predicted)
-        if event.get("stop"):
+        if stop:
             self.stop_type = event.get("stop_type")
             self.timings = event.get("timings") or {}
+            if self.stop_type == "eos" and self.tokens and self.end_token is not None \
+                    and self.tokens[-1] != self.end_token:
+                self.missing -= self.tokens[-1] == -1
+                self.tokens[-1] = self.end_token
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -276,7 +284,7 @@ async def stream_completion(client, url: str, index: int, body: dict, frame_limi
     the rest when it ends."""
     fmt, policy = speaker.fmt, speaker.policy
     needed = first_window(policy, frame_limit) * TOKENS_PER_FRAME
-    record = CompletionRecord(index, time.perf_counter())
+    record = CompletionRecord(index, time.perf_counter(), end_token=fmt.end_of_speech)
     first_task = None
 
     async def decode_first(tokens: list[int]):

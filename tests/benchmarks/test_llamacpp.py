@@ -40,6 +40,18 @@ def test_events_become_a_record_with_its_first_token_time_and_a_held_back_token_
     assert record.stop_type == "limit" and record.timings["cache_n"] == 8
 
 
+def test_a_stream_stopped_at_end_of_generation_ends_with_end_of_speech_though_its_last_tokens_were_held_back():
+    record = CompletionRecord(index=0, sent=0.0, end_token=FMT.end_of_speech)
+    record.feed({"tokens": [128266], "tokens_predicted": 1, "stop": False}, 0.1)
+    record.feed({"tokens": [], "tokens_predicted": 4, "stop": True, "stop_type": "eos"}, 0.3)
+    assert record.tokens == [128266, -1, -1, FMT.end_of_speech] and record.missing == 2 and record.predicted == 4
+    sent = CompletionRecord(index=1, sent=0.0, end_token=FMT.end_of_speech)  # the end token itself came
+    sent.feed({"tokens": [128266], "tokens_predicted": 1, "stop": False}, 0.1)
+    sent.feed({"tokens": [FMT.end_of_speech], "tokens_predicted": 2, "stop": False}, 0.2)
+    sent.feed({"tokens": [], "tokens_predicted": 2, "stop": True, "stop_type": "eos"}, 0.2)
+    assert sent.tokens == [128266, FMT.end_of_speech] and sent.missing == 0
+
+
 def test_grammar_free_tokens_become_whole_frames_of_codes_folded_into_their_positions():
     valid = FMT.codes_to_tokens(np.array([[1], [2], [3], [4], [5], [6], [7]])).tolist()
     codes, count = grammar_free_codes(FMT, valid)
