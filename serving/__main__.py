@@ -36,7 +36,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also run the HTTP gateway (python -m tritone.gateway) on this port once Triton is ready; 0: no")
     parser.add_argument("--drain-timeout", type=int, default=15,
                         help="seconds a stop gives running streams before they are cut (idle: a stop takes ~3 s)")
+    parser.add_argument("--grpc-max-connection-age", type=int, default=0,
+                        help="seconds after which Triton closes a client's gRPC connection (the client reconnects and "
+                             "resolves Triton's name again: new replicas get streams); 0: never")
+    parser.add_argument("--grpc-max-connection-age-grace", type=int, default=0,
+                        help="seconds the streams of a closing connection still get (make it longer than a stream)")
     return parser.parse_args(argv)
+
+
+def connection_age_args(args: argparse.Namespace) -> list[str]:
+    """tritonserver's flags for --grpc-max-connection-age(-grace), in its milliseconds."""
+    flags = []
+    if args.grpc_max_connection_age > 0:
+        flags.append(f"--grpc-max-connection-age={args.grpc_max_connection_age * 1000}")
+    if args.grpc_max_connection_age_grace > 0:
+        flags.append(f"--grpc-max-connection-age-grace={args.grpc_max_connection_age_grace * 1000}")
+    return flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             log_verbose=args.log_verbose,
             log_file=args.log_file,
             exit_timeout_s=args.drain_timeout,
+            extra_args=connection_age_args(args),
         )
 
     with server:

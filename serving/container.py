@@ -59,15 +59,24 @@ def prepare(target: str, repository: Path, precision: str, checkpoints: dict[str
 
 
 DRAIN_S = 15  # a stop (SIGTERM) lets running streams end this long; compose's stop_grace_period is above it
+# Triton closes each client's gRPC connection after CONNECTION_AGE_S, the streams on it getting CONNECTION_AGE_GRACE_S
+# (beyond a stream's deadline, the gateway's TRITONE_STREAM_TIMEOUT_S, 600 s). A gateway then connects again, and gRPC
+# resolves a headless Service's name again (its DNS resolver looks only when a connection closes), so Triton pods
+# the autoscaler adds get streams within about a minute.
+CONNECTION_AGE_S = 60
+CONNECTION_AGE_GRACE_S = 660
 
 
 def server_command(target: str, repository: Path) -> list[str]:
     common = ["--model-control-mode=explicit", "--load-model=*", METRICS_CONFIG]
     if target == "gpu":
-        return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common, f"--exit-timeout-secs={DRAIN_S}"]
+        return [CONTAINER_TRITONSERVER, f"--model-repository={repository}", *common, f"--exit-timeout-secs={DRAIN_S}",
+                f"--grpc-max-connection-age={CONNECTION_AGE_S * 1000}",
+                f"--grpc-max-connection-age-grace={CONNECTION_AGE_GRACE_S * 1000}"]
     return [sys.executable, "-m", "tritone.serving", "--model-repository", str(repository), "--host", "0.0.0.0",
-            "--model-config-name", "cpu", "--model-control-mode", "explicit", "--load-model", "*",
-            "--drain-timeout", str(DRAIN_S)]
+            "--grpc-max-connection-age", str(CONNECTION_AGE_S), "--grpc-max-connection-age-grace",
+            str(CONNECTION_AGE_GRACE_S), "--model-config-name", "cpu", "--model-control-mode", "explicit",
+            "--load-model", "*", "--drain-timeout", str(DRAIN_S)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,6 +10,9 @@ gateway processes (`python -m tritone.gateway`, uvicorn), each gateway's Triton 
 5. SIGKILL one Triton while 8 music streams run: the streams it ran end visibly failed (an audio body cut off
    without its chunked end, SSE with an `error` event), the others complete; every new stream succeeds on the
    other Triton, and /readyz reports 1 of 2 replicas.
+
+Each Triton closes every gRPC connection after 2 s (--grpc-max-connection-age; the streams on it get a grace), so
+the gateways reconnect, as they must to find new replicas by DNS, and all of the above holds across it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ LEASE_S = 3.0
 JOB_S = 60.0  # three windows of MusicGen's 30 s: 30 s, then 20 s and 10 s on 10 s of context
 STREAM_KEYS = [f"k{i}" for i in range(1, 7)]  # 6 keys x 2 streams: the 12 concurrent streams
 KEYS = ["limited", *STREAM_KEYS]
+# Each Triton closes a gateway's connection every 2 s (the containers: every 60 s, serving/container.py), its streams
+# running on: everything below runs over connections replaced under it
+CONNECTION_AGE = ["--grpc-max-connection-age=2000", "--grpc-max-connection-age-grace=600000"]
 
 
 def auth(key: str) -> dict[str, str]:
@@ -90,6 +96,18 @@ class Gateway:
                 self.process.wait()
 
 
+def client_ports(port: int) -> set[int]:
+    """The client-side ports of the established TCP connections to `port` on this machine (Linux's tables; gRPC's
+    sockets are IPv6 ones, dual-stack, even to 127.0.0.1)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while not (result := condition()):
@@ -117,7 +135,7 @@ def test_two_gateways_and_two_tritons_on_one_postgresql(tiny_model_repository, p
         for i, server in enumerate(tritons):  # both load at once
             server.start(tiny_model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                          model_config_name="cpu", model_control_mode="explicit", load_models=["*"],
-                         log_file=tmp_path / f"tritonserver-{i}.log")
+                         log_file=tmp_path / f"tritonserver-{i}.log", extra_args=CONNECTION_AGE)
         target = "ipv4:" + ",".join(f"127.0.0.1:{server.grpc_port}" for server in tritons)
         for server in tritons:
             server.wait_ready(timeout=240)
@@ -126,6 +144,7 @@ def test_two_gateways_and_two_tritons_on_one_postgresql(tiny_model_repository, p
         for gateway in gateways:
             ready = wait_until(gateway.ready, 120, f"gateway {gateway.name} ready")
             assert ready["triton_replicas"] == {"ready": 2, "total": 2}
+        first_connections = client_ports(tritons[1].grpc_port)
         timings["start"] = time.monotonic() - started
 
         # 1. a voice stored through a speaks through b, with the same stored codes
@@ -273,6 +292,8 @@ def test_two_gateways_and_two_tritons_on_one_postgresql(tiny_model_repository, p
         after_kill = [speak(survivor.url, STREAM_KEYS[i % len(STREAM_KEYS)]) for i in range(6)]
         assert [reply.status_code for reply in after_kill] == [200] * 6
         assert completed(alive, T.ORPHEUS) - before == 6
+        connections = client_ports(alive.grpc_port)  # every connection the test began with was replaced
+        assert first_connections and connections and not first_connections & connections
         timings["triton kill"] = time.monotonic() - step
     finally:
         for gateway in gateways:

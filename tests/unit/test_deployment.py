@@ -20,6 +20,7 @@ from tritone.ensemble.families import FAMILIES
 from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
 from tritone.ensemble.musicgen.text_conditioning import BUCKETS
 from tritone.export.tensorrt import keep_fp32, plan_facts, profile_for
+from tritone.serving.__main__ import connection_age_args, parse_args as parse_serving_args
 from tritone.serving.container import DRAIN_S, parse_args, prepare, server_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +143,11 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
     assert server_command("gpu", volume) == [
         "/opt/tritonserver/bin/tritonserver", f"--model-repository={volume}",
         "--model-control-mode=explicit", "--load-model=*", "--metrics-config=summary_latencies=true",
-        f"--exit-timeout-secs={DRAIN_S}"]
+        f"--exit-timeout-secs={DRAIN_S}", "--grpc-max-connection-age=60000", "--grpc-max-connection-age-grace=660000"]
+    # the CPU image's Triton closes connections as the GPU one does (new replicas get streams: README, cluster)
+    ages = parse_serving_args(command[3:])
+    assert (ages.grpc_max_connection_age, ages.grpc_max_connection_age_grace) == (60, 660)
+    assert connection_age_args(ages) == ["--grpc-max-connection-age=60000", "--grpc-max-connection-age-grace=660000"]
 
 
 def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inputs():
