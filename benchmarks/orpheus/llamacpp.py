@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -360,6 +361,9 @@ def summarize_level(concurrency: int, records: list[CompletionRecord], started: 
         "prompt_tokens": sum(int(r.timings.get("prompt_n", 0)) + int(r.timings.get("cache_n", 0)) for r in done),
         "prompt_tokens_cached": sum(int(r.timings.get("cache_n", 0)) for r in done),
         "server_tokens_per_s_per_stream": percentiles(rates),
+        # ours are llama-server's threads and the client's decodes; more is other work, which llama.cpp's
+        # spinning thread barriers suffer badly from (a step waits for a descheduled thread's time slice)
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -241,7 +241,10 @@ def llamacpp_lines(speech: dict, full: bool) -> list[str]:
                       "position; each is taken as one (folded into its position's codes) so the codec decodes as "
                       "much audio as the tokens paid for: the cost is measured, not the speech. It stops at "
                       "end_of_speech wherever it comes (no grammar holds it to a frame's end) or at the same "
-                      "frame limit; tritone's streams stop where the grammar lets end_of_speech win."]
+                      "frame limit; tritone's streams stop where the grammar lets end_of_speech win. llama.cpp's "
+                      "threads meet at a spinning barrier after every operation, so other work on the cores slows "
+                      "it far more than its share (each level's 1-minute load average is in results.json): "
+                      "measure it on a quiet machine."]
     frame_s = llamacpp.get("frame_s")
     for mode, theirs in (llamacpp.get("voices") or {}).items():
         ours = by_concurrency(((speech.get("voices") or {}).get(mode) or {}).get("tritone", {}).get("levels", []))
