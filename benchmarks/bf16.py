@@ -37,6 +37,7 @@ import numpy as np
 from tritone.benchmarks.runner import cores, level_list
 from tritone.benchmarks.step_timing import time_decode_steps
 from tritone.ensemble.engine.cpu_features import CpuFeatures
+from tritone.ensemble.engine.decode_thread import run_on_decode_thread
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.families import FAMILIES
 
@@ -191,6 +192,13 @@ def agreement(reference: list[np.ndarray], other: list[np.ndarray]) -> dict:
 
 def measure_family(name: str, repository: Path, streams: list[int], repeats: int, steps: int, warmup: int,
                    prompts: int, log=print) -> dict:
+    """Every variant loaded and stepped on one thread, as served (ensemble/engine/decode_thread.py)."""
+    return run_on_decode_thread(f"{name}-bf16", _measure_family, name, repository, streams, repeats, steps, warmup,
+                                prompts, log)
+
+
+def _measure_family(name: str, repository: Path, streams: list[int], repeats: int, steps: int, warmup: int,
+                    prompts: int, log, decode_thread) -> dict:
     part = family_part(name)
     slots = max(max(streams), prompts)
     pipes, marks = {}, {}
@@ -199,7 +207,7 @@ def measure_family(name: str, repository: Path, streams: list[int], repeats: int
         marks[key] = []
         started = time.perf_counter()
         pipes[key] = part.pipeline(repository, runtime, dtype, slots, lambda stats, m=marks[key]: m.append(
-            time.perf_counter()))
+            time.perf_counter()), decode_thread)
         log(f"{name}: {key} loaded in {time.perf_counter() - started:.1f}s ({pipes[key].lm})")
     keys = list(pipes)
     runs = {key: {str(n): [] for n in streams} for key in keys}  # each repeat's median ms

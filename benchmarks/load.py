@@ -32,7 +32,8 @@ from tritone.client import GenerationError
 from tritone.client.metrics import read_engine_metrics
 
 SEED = 1000  # request i of a workload uses seed SEED + i, for every system
-METRICS = ("tritone_decode_steps_total", "tritone_decode_request_steps_total", "tritone_decode_batch_requests_max")
+METRICS = ("tritone_decode_steps_total", "tritone_decode_request_steps_total", "tritone_decode_batch_requests_max",
+           "tritone_decode_step_seconds_sum")
 
 
 # --- one stream -----------------------------------------------------------------------
@@ -153,6 +154,7 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
     wall = ended - started
     steps = after.get(METRICS[0], 0.0) - before.get(METRICS[0], 0.0)
     request_steps = after.get(METRICS[1], 0.0) - before.get(METRICS[1], 0.0)
+    step_seconds = after.get(METRICS[3], 0.0) - before.get(METRICS[3], 0.0)
     rtfs = [r.real_time_factor for r in done if r.real_time_factor is not None]
     return {
         "concurrency": concurrency,
@@ -179,6 +181,9 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
             "request_steps": request_steps,
             "occupancy": request_steps / steps if steps else None,  # mean requests per decode step
             "batch_requests_max": after.get(METRICS[2]),  # since the server started
+            # the served LM step (engine histogram), to set against the same step timed alone (step cost)
+            "ms_per_step": step_seconds / steps * 1e3 if steps else None,
+            "steps_per_wall_s": steps / wall if wall > 0 else None,
         },
     }
 

@@ -26,14 +26,14 @@ def prompt(i: int) -> str:
     return PROMPTS[i] if i < n else f"{PROMPTS[i % n]}, {PROMPTS[(i // n + i) % n]}"
 
 
-def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step) -> MusicgenPipeline:
+def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step, decode_thread=None) -> MusicgenPipeline:
     parameters = {**spec.PIPELINE.targets["cpu"].parameters,  # the CPU target's knobs, but:
                   "lm_runtime": lm_runtime, "dtype": dtype, "max_slots": str(slots), "max_queue": str(slots)}
     hop = MusicgenMetadata.load(Path(repository) / T.MUSICGEN / "1").hop_length
     return MusicgenPipeline(
         Path(repository), PipelineSettings.from_parameters(parameters),
         decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w in windows],  # codec not timed
-        on_step=on_step)
+        on_step=on_step, decode_thread=decode_thread)
 
 
 def steps_per_audio_second(pipe: MusicgenPipeline) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from tritone.benchmarks.musicgen.load import Sampling, workload
 from tritone.benchmarks.step_timing import time_decode_steps
+from tritone.ensemble.engine.decode_thread import run_on_decode_thread
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.musicgen.metadata import MusicgenMetadata
@@ -54,7 +55,14 @@ def _settings(max_slots: int) -> PipelineSettings:
 
 def engine_step_cost(repository: Path, streams: list[int], *, steps: int = 20, warmup: int = 3,
                      sampling: Sampling = Sampling(), log=print) -> list[dict]:
-    """ms per decode step of the local engine with N = each of `streams` requests in the batch."""
+    """ms per decode step of the local engine with N = each of `streams` requests in the batch, loaded
+    and stepped on one thread as the served engine is (ensemble/engine/decode_thread.py)."""
+    return run_on_decode_thread("step-cost", _engine_step_cost, repository, streams, steps=steps, warmup=warmup,
+                                sampling=sampling, log=log)
+
+
+def _engine_step_cost(repository: Path, streams: list[int], *, steps: int, warmup: int, sampling: Sampling, log,
+                      decode_thread) -> list[dict]:
     marks: list[float] = []
     hop = MusicgenMetadata.load(Path(repository) / T.MUSICGEN / "1").hop_length
     pipeline = MusicgenPipeline(
@@ -62,6 +70,7 @@ def engine_step_cost(repository: Path, streams: list[int], *, steps: int = 20, w
         _settings(max(streams)),
         decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w in windows],  # codec not timed
         on_step=lambda stats: marks.append(time.perf_counter()),
+        decode_thread=decode_thread,
     )
     engine, model = pipeline.engine, pipeline.model
     duration = (steps + warmup + 8) / model.frame_rate  # long enough that nobody finishes while timed

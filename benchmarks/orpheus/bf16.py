@@ -23,14 +23,14 @@ def sentence(i: int) -> str:
     return SENTENCES[i] if i < n else f"{SENTENCES[i % n]} {SENTENCES[(i // n + i) % n]}"
 
 
-def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step) -> OrpheusPipeline:
+def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step, decode_thread=None) -> OrpheusPipeline:
     parameters = {**spec.PIPELINE.targets["cpu"].parameters,  # the CPU target's knobs, but:
                   "lm_runtime": lm_runtime, "dtype": dtype, "max_slots": str(slots), "max_queue": str(slots)}
     return OrpheusPipeline(
         Path(repository), OrpheusSettings.from_parameters(parameters),
         encode_audio=lambda audio: None,  # built-in voices only: no reference clip to encode
         decode_codes=lambda windows: [np.zeros(w.shape[1] * spec.FRAME_SAMPLES, np.float32) for w in windows],
-        on_step=on_step)
+        on_step=on_step, decode_thread=decode_thread)
 
 
 def steps_per_audio_second(pipe: OrpheusPipeline) -> float:

@@ -1,6 +1,7 @@
 """In-flight batched generation, for any codec-LM family.
 
-One engine thread owns the decode loop. Each iteration it
+One engine thread owns the decode loop (the pipeline's DecodeThread, which loaded the LM: see
+ensemble/engine/decode_thread.py for why). Each iteration it
   1. drops streams whose client went away (their slot is free before the next step),
   2. admits waiting requests into free decode slots (they join the running batch),
   3. plans ONE language-model step for every active row at once, rows at different positions:
@@ -40,6 +41,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker, ChunkWindow
+from tritone.ensemble.engine.decode_thread import DecodeThread
 from tritone.ensemble.engine.kv_cache import BatchKVCache
 from tritone.ensemble.engine.prefix_cache import PrefixCache, prefix_key
 from tritone.ensemble.engine.step_plan import StepBudget, StepPlan, plan_step
@@ -165,8 +167,10 @@ class Engine:
         on_step: Callable[[EngineStats], None] | None = None,
         prefix_cache: PrefixCache | None = None,
         model_identity: str = "",
+        decode_thread: DecodeThread | None = None,
     ):
         self.family = family
+        self.decode_thread = decode_thread  # the thread that loaded the family's LM (one of its own when None)
         self.decode_codes = decode_codes  # [codes [K, T], ...] -> [audio [T * frame_samples], ...]
         self.max_slots = max_slots
         self.max_queue = max_queue
@@ -185,7 +189,7 @@ class Engine:
         if self.prefix_cache is not None:  # keys + values of one token, one row, where the LM runs
             self._entry_bytes_per_token = 2 * int(np.prod(family.kv_layout)) * int(family.zeros((1,)).nbytes)
         self._running = False
-        self._threads: list[threading.Thread] = []
+        self._emitter: threading.Thread | None = None
 
     # --- capacity -----------------------------------------------------------------
     def submit(self, job) -> None:
@@ -202,24 +206,22 @@ class Engine:
     # --- threads ------------------------------------------------------------------
     def start(self) -> None:
         self._running = True
-        self._threads = [
-            threading.Thread(target=self._decode_loop, name=f"{self.family.name}-decode", daemon=True),
-            threading.Thread(target=self._emit_loop, name=f"{self.family.name}-emit", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        if self.decode_thread is None:
+            self.decode_thread = DecodeThread(f"{self.family.name}-decode")
+        self.decode_thread.start(self._decode_loop)
+        self._emitter = threading.Thread(target=self._emit_loop, name=f"{self.family.name}-emit", daemon=True)
+        self._emitter.start()
 
     def stop(self) -> None:
-        """Stop the decode loop, let the emitter send what the loop posted, fail whoever is left."""
+        """Stop the decode loop (its thread ends), let the emitter send what the loop posted, fail whoever is left."""
         with self._wake:
             self._running = False
             self._wake.notify_all()
-        decode, emit = self._threads or (None, None)
-        if decode is not None:
-            decode.join(timeout=10)  # its last step may post chunks: they go out before the emitter stops
+        if self.decode_thread is not None:
+            self.decode_thread.close(timeout=10)  # its last step may post chunks: they go out before the emitter stops
         self._outbox.put(None)
-        if emit is not None:
-            emit.join(timeout=10)
+        if self._emitter is not None:
+            self._emitter.join(timeout=10)
         stopping = RuntimeError(f"{self.family.name} is shutting down (unloaded, or the server is stopping)")
         for slot in self.active:
             slot.stream.fail(stopping)

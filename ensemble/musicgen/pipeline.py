@@ -26,6 +26,7 @@ from tritone.ensemble.musicgen.request import GenerationParams, Limits, validate
 from tritone.ensemble.engine.onnx_runtime import OnnxCodecDecoder
 from tritone.ensemble.musicgen.onnx_lm import OnnxLanguageModel, OnnxTextEncoder
 from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
+from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
 from tritone.ensemble.engine.lm_choice import resolve_lm
@@ -62,6 +63,7 @@ class MusicgenPipeline:
         condition_text: TextConditioner | None = None,
         decode_codes: CodecDecoder | None = None,
         on_step=None,
+        decode_thread: DecodeThread | None = None,
     ):
         repository = Path(repository)
         version = repository / T.MUSICGEN / "1"
@@ -73,9 +75,11 @@ class MusicgenPipeline:
             OnnxTextEncoder(repository / T.MUSICGEN_TEXT_ENCODER / "1" / T.ONNX_FILE))
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.MUSICGEN_CODEC_DECODER / "1" / T.ONNX_FILE).each
-        self.family = MusicgenFamily(self._language_model(version), self.model, settings.policy)
+        # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
+        self.decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.MUSICGEN}-decode", self._language_model, version)
+        self.family = MusicgenFamily(lm, self.model, settings.policy)
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             on_step=on_step)
+                             on_step=on_step, decode_thread=self.decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

@@ -28,6 +28,7 @@ from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.step_plan import StepBudget
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
@@ -102,6 +103,7 @@ class OrpheusPipeline:
         encode_audio: AudioEncoder | None = None,
         decode_codes: CodecDecoder | None = None,
         on_step=None,
+        decode_thread: DecodeThread | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -120,12 +122,14 @@ class OrpheusPipeline:
         self.references = ReferenceCache(encode_audio, settings.reference_cache)
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.SNAC_DECODER / "1" / T.ONNX_FILE).each
-        self.family = OrpheusFamily(self._language_model(version), self.model, settings.policy)
+        # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
+        self.decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.ORPHEUS}-decode", self._language_model, version)
+        self.family = OrpheusFamily(lm, self.model, settings.policy)
         prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
         identity = self.family.lm.identity() if prefixes is not None else ""  # a digest of the LM's files
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
-                             prefix_cache=prefixes, model_identity=identity)
+                             prefix_cache=prefixes, model_identity=identity, decode_thread=self.decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings
