@@ -3,6 +3,7 @@
 python -m tritone.benchmarks readme
 python -m tritone.benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
 python -m tritone.benchmarks bf16 --repository DIR [--family FAMILY] [--streams 1,8,16]   (benchmarks/bf16.py)
+python -m tritone.benchmarks decode-thread --repository DIR [--family FAMILY]   (benchmarks/decode_thread.py)
 
 FAMILY is a registered family (ensemble/families.py) or its label: musicgen or music (the
 default), orpheus or speech. `run` exports the family's model into a work directory if needed
@@ -43,6 +44,10 @@ def main(argv=None) -> int:
         from tritone.benchmarks.bf16 import main as bf16
 
         return bf16(argv[1:])
+    if argv[:1] == ["decode-thread"]:
+        from tritone.benchmarks.decode_thread import main as decode_thread
+
+        return decode_thread(argv[1:])
     from tritone.benchmarks import registry
     from tritone.benchmarks.runner import level_list
     from tritone.ensemble.families import FAMILIES

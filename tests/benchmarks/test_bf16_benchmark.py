@@ -60,3 +60,19 @@ def orpheus_repository(tmp_path_factory):
     repository = tmp_path_factory.mktemp("speech-repo")
     export_orpheus("tiny-random", repository)
     return repository
+
+
+def test_the_decode_thread_recipe_times_both_placements_in_fresh_processes(orpheus_repository, tmp_path):
+    from tritone.benchmarks import decode_thread
+
+    out = tmp_path / "decode_thread"
+    assert decode_thread.main(["--repository", str(orpheus_repository), "--family", "orpheus", "--streams", "1,2",
+                               "--repeats", "1", "--steps", "2", "--warmup", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [row["streams"] for row in results["table"]] == [1, 2]
+    for placement in decode_thread.PLACEMENTS:
+        assert len(results["runs"][placement]) == 1
+        assert all(ms > 0 for run in results["runs"][placement] for ms in run.values())
+    row = results["table"][0]
+    assert row["ratio"] == pytest.approx(row["loaded_elsewhere_ms"] / row["one_thread_ms"])
+    assert "| 2 |" in (out / "results.md").read_text()
