@@ -12,6 +12,8 @@ from tritone.gateway.errors import APIError, unavailable
 from tritone.gateway.metrics import GatewayMetrics
 from tritone.gateway.triton import ModelState, Triton
 
+TRITON_UNREACHABLE = "Triton is not reachable"
+TRITON_NOT_READY = "Triton is not ready (starting, shutting down, or another model is not ready)"
 log = logging.getLogger("tritone.gateway")
 
 
@@ -78,11 +80,11 @@ class ModelManager:
         try:
             states = {model.name: model for model in await self.triton.models()}
         except APIError:
-            return "Triton is not reachable"
+            return TRITON_UNREACHABLE
         if reason := next((reason for name in names if (reason := self.problem(name, states.get(name)))), None):
             return reason
         if not await self.triton.server_ready():  # also while any other model is not ready
-            return "Triton is not ready (starting, shutting down, or another model is not ready)"
+            return TRITON_NOT_READY
         return None
 
     # -- recovery ------------------------------------------------------------------------

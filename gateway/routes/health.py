@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tritone.gateway.auth import REQUIRE_ADMIN
 from tritone.gateway.dependencies import MetricsDep, SettingsDep, TritonDep
 from tritone.gateway.errors import RETRY_AFTER_S, APIError
+from tritone.gateway.model_manager import TRITON_NOT_READY, TRITON_UNREACHABLE
 
 router = APIRouter(tags=["operations"])
 
@@ -26,10 +27,9 @@ async def healthz():
                                "replicas")
 async def readyz(settings: SettingsDep, triton: TritonDep, request: Request):
     replicas = await triton.replicas.count()
-    if replicas.ready == 0:
+    reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
+    if replicas.ready == 0 and reason in (None, TRITON_UNREACHABLE, TRITON_NOT_READY):  # a model's own reason first
         reason = f"no Triton replica is ready (0 of {replicas.total} at {settings.triton_grpc_url})"
-    else:
-        reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason, "triton_replicas": replicas.as_json()},
                             status_code=503, headers={"Retry-After": RETRY_AFTER_S})
