@@ -96,29 +96,30 @@ def _record_threads(pipeline_cls, monkeypatch) -> dict:
     return threads
 
 
-def test_musicgen_loads_its_lm_on_the_thread_that_steps_it(tiny_repository, monkeypatch):
-    threads = _record_threads(MusicgenPipeline, monkeypatch)
-    pipeline = MusicgenPipeline(tiny_repository, PipelineSettings(lm_runtime="torch", device="cpu", dtype="float32"))
+def _musicgen(repository):
+    pipeline = MusicgenPipeline(repository, PipelineSettings(lm_runtime="torch", device="cpu", dtype="float32"))
+    stream = ListStream()
+    return pipeline, stream, lambda: pipeline.submit(
+        [(pipeline.validate({T.TEXT: "lo-fi piano", T.DURATION: 0.2, T.TOP_K: 1}), stream)])
+
+
+def _orpheus(repository):
+    pipeline = OrpheusPipeline(repository, OrpheusSettings(lm_runtime="torch", device="cpu", dtype="float32"))
+    stream = ListStream()
+    return pipeline, stream, lambda: pipeline.submit(
+        pipeline.validate({T.TEXT: "Hello there.", T.MAX_DURATION: 0.3, T.TOP_K: 1}), stream)
+
+
+@pytest.mark.parametrize("family, make, repository", [("musicgen", _musicgen, "tiny_repository"),
+                                                      ("orpheus", _orpheus, "orpheus_repository")])
+def test_a_pipeline_loads_its_lm_on_the_thread_that_steps_it(family, make, repository, request, monkeypatch):
+    threads = _record_threads(MusicgenPipeline if family == "musicgen" else OrpheusPipeline, monkeypatch)
+    pipeline, stream, submit = make(request.getfixturevalue(repository))
     pipeline.engine.start()
     try:
-        stream = ListStream()
-        pipeline.submit([(pipeline.validate({T.TEXT: "lo-fi piano", T.DURATION: 0.2, T.TOP_K: 1}), stream)])
+        submit()
         assert _ended(stream) and not stream.failed
     finally:
         pipeline.engine.stop()
-    assert threads == {"load": {"musicgen-decode"}, "step": {"musicgen-decode"}}
+    assert threads == {"load": {f"{family}-decode"}, "step": {f"{family}-decode"}}
     assert not pipeline.decode_thread.alive  # stopping the engine ends it
-
-
-def test_orpheus_loads_its_lm_on_the_thread_that_steps_it(orpheus_repository, monkeypatch):
-    threads = _record_threads(OrpheusPipeline, monkeypatch)
-    pipeline = OrpheusPipeline(orpheus_repository, OrpheusSettings(lm_runtime="torch", device="cpu", dtype="float32"))
-    pipeline.engine.start()
-    try:
-        stream = ListStream()
-        pipeline.submit(pipeline.validate({T.TEXT: "Hello there.", T.MAX_DURATION: 0.3, T.TOP_K: 1}), stream)
-        assert _ended(stream) and not stream.failed
-    finally:
-        pipeline.engine.stop()
-    assert threads == {"load": {"orpheus-decode"}, "step": {"orpheus-decode"}}
-    assert not pipeline.decode_thread.alive
