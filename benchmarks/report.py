@@ -123,6 +123,35 @@ def streaming_targets(levels: list[dict], baseline: dict | None, prefix: str = "
 # --- markdown --------------------------------------------------------------------------------
 
 
+SERVED_SHARE = 0.85  # served throughput should keep this share of what the LM step alone would give
+SERVED_LEVELS = (1, 8)
+
+
+def served_vs_decode_only(levels: list[dict], step_rows: list[dict]) -> dict[int, float]:
+    """Per stream count: served audio s per wall s / the decode-only ceiling at that batch (the engine's step
+    timed alone): what everything around the step costs (sampling, codec windows, the emitter, BLS, gRPC)."""
+    served = {level["concurrency"]: level.get("audio_s_per_wall_s") for level in levels}
+    return {row["streams"]: served[row["streams"]] / row["decode_audio_s_per_wall_s"] for row in step_rows
+            if served.get(row["streams"]) and row.get("decode_audio_s_per_wall_s")}
+
+
+def served_share_targets(share: dict[int, float], what: str = "") -> list[dict]:
+    return [make_target(f"served_vs_decode_only_{n}", f"{what}served audio s per wall s at {n} stream{'s' * (n > 1)} "
+                        f">= {SERVED_SHARE:.0%} of decode-only (the LM step alone)", share.get(n), SERVED_SHARE, True)
+            for n in SERVED_LEVELS]
+
+
+def step_rows_table(rows: list[dict], share: dict[int, float], rows_label: str = "rows") -> list[str]:
+    """The engine's step timed alone per batch, and served / decode-only where the level was served."""
+    lines = [f"| Streams in the batch ({rows_label}) | ms per step p50 | ms per request-step | "
+             "Decode-only audio s per wall s | Served / decode-only |", "|---|---|---|---|---|"]
+    for row in rows:
+        served = f"{share[row['streams']]:.0%}" if row["streams"] in share else "-"
+        lines.append(f"| {row['streams']} ({row['rows']}) | {num(row['ms_per_step']['p50'])} | "
+                     f"{num(row['ms_per_request_step'])} | {num(row['decode_audio_s_per_wall_s'])} | {served} |")
+    return lines
+
+
 def num(value, digits: int = 3, suffix: str = "") -> str:
     if value is None:
         return "-"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tritone.benchmarks.report import (
     MARKDOWN_FILE, compare_levels, compare_table, finish_plot, levels_table, machine_line, make_target, num,
-    perf_analyzer_section, plot_series, plot_title, streaming_targets, target_table, throughput_plot, ttfa_plot,
+    perf_analyzer_section, plot_series, plot_title, served_share_targets, served_vs_decode_only, step_rows_table,
+    streaming_targets, target_table, throughput_plot, ttfa_plot,
 )
 
 SECTION = None  # results.json's top level
@@ -35,29 +36,17 @@ def comparisons(results: dict) -> list[dict]:
     return compare_levels(results["tritone"]["levels"], results.get("baseline"))
 
 
-SERVED_SHARE = 0.85  # served throughput should keep this share of what the LM step alone would give
-SERVED_LEVELS = (1, 8)
-
-
-def served_vs_decode_only(results: dict) -> dict[int, float]:
-    """Per stream count: served audio s per wall s / the decode-only ceiling at that batch (the cost around the
-    step: sampling, codec windows, the emitter, BLS and gRPC)."""
-    served = {level["concurrency"]: level.get("audio_s_per_wall_s") for level in results["tritone"]["levels"]}
-    rows = (results.get("step_cost") or {}).get("engine") or []
-    return {row["streams"]: served[row["streams"]] / row["decode_audio_s_per_wall_s"] for row in rows
-            if served.get(row["streams"]) and row.get("decode_audio_s_per_wall_s")}
+def served_share(results: dict) -> dict[int, float]:
+    return served_vs_decode_only(results["tritone"]["levels"], (results.get("step_cost") or {}).get("engine") or [])
 
 
 def evaluate_targets(results: dict) -> list[dict]:
     step = results.get("step_cost") or {}
-    share = served_vs_decode_only(results)
     return [
         *streaming_targets(results["tritone"]["levels"], results.get("baseline")),
         make_target("decode_step_vs_eager", "a single stream's decode step no slower than transformers' eager step",
                     step.get("engine_vs_eager_one_stream"), 1.0, False),
-        *(make_target(f"served_vs_decode_only_{n}", f"served audio s per wall s at {n} stream{'s' * (n > 1)} >= "
-                      f"{SERVED_SHARE:.0%} of decode-only (the LM step alone)", share.get(n), SERVED_SHARE, True)
-          for n in SERVED_LEVELS),
+        *served_share_targets(served_share(results)),
     ]
 
 
@@ -73,13 +62,7 @@ def step_table(results: dict) -> list[str]:
     step = results.get("step_cost")
     if not step:
         return ["(step cost not measured)"]
-    share = served_vs_decode_only(results)
-    lines = ["| Streams in the batch (rows) | ms per step p50 | ms per request-step | Decode-only audio s per wall s | "
-             "Served / decode-only |", "|---|---|---|---|---|"]
-    for row in step["engine"]:
-        served = f"{share[row['streams']]:.0%}" if row["streams"] in share else "-"
-        lines.append(f"| {row['streams']} ({row['rows']}) | {num(row['ms_per_step']['p50'])} | "
-                     f"{num(row['ms_per_request_step'])} | {num(row['decode_audio_s_per_wall_s'])} | {served} |")
+    lines = step_rows_table(step["engine"], served_share(results))
     eager = step.get("transformers_eager")
     if eager:
         lines += ["", f"transformers eager decode step, 1 request with guidance ({eager['rows']} rows): "

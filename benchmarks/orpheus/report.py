@@ -9,7 +9,8 @@ from pathlib import Path
 from tritone.benchmarks.orpheus import LABEL
 from tritone.benchmarks.report import (
     MARKDOWN_FILE, by_concurrency, compare_levels, compare_table, levels_table, machine_line, make_target, millis, num,
-    perf_analyzer_section, plot_series, plot_title, ratio, streaming_targets, target_table, throughput_plot, ttfa_plot,
+    perf_analyzer_section, plot_series, plot_title, ratio, served_share_targets, served_vs_decode_only,
+    step_rows_table, streaming_targets, target_table, throughput_plot, ttfa_plot,
 )
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
@@ -73,11 +74,29 @@ def evaluate_speech_targets(speech: dict) -> list[dict]:
     if "cloned" in voices:
         targets += streaming_targets(voices["cloned"]["tritone"]["levels"], voices["cloned"].get("baseline"),
                                      "cloned_", "cloned voice: ")[:1]
+        targets += served_share_targets(served_share(speech), "built-in voice: ")
     stall = speech.get("prefill_stall") or {}
     targets.append(make_target(
         "prefill_stall", f"running streams' largest inter-chunk gap while a {num(stall.get('reference_s'))} s voice "
                          "prompt is prefilled <= 2x their largest gap before", stall.get("stall_ratio"), 2.0, False))
     return targets
+
+
+def served_share(speech: dict) -> dict[int, float]:
+    """The built-in voice's served throughput against the step timed alone (a cloned voice adds prefill)."""
+    builtin = (speech.get("voices") or {}).get("builtin")
+    rows = (speech.get("step_cost") or {}).get("engine") or []
+    return served_vs_decode_only(builtin["tritone"]["levels"], rows) if builtin else {}
+
+
+def step_lines(speech: dict) -> list[str]:
+    rows = (speech.get("step_cost") or {}).get("engine")
+    if not rows:
+        return ["(step cost not measured)"]
+    return [*step_rows_table(rows, served_share(speech), "rows"), "",
+            f"The engine driven locally with built-in voices (no Triton, codec stubbed), LM {rows[0]['lm']}; "
+            "served / decode-only sets the built-in voice's served audio s per wall s against N streams' decode-only "
+            "ceiling."]
 
 
 VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}
@@ -159,6 +178,7 @@ def markdown(speech: dict) -> list[str]:
             lines += ["", f"Same output: tritone's streamed codes equal generate()'s for {same['identical']} of "
                           f"{same['requests']} requests (greedy; ONNX Runtime and torch round differently, so "
                           f"near-ties may resolve apart)."]
+    lines += ["", "## Speech: cost of a decode step against the batch", "", *step_lines(speech)]
     lines += ["", "## Speech: llama.cpp beside tritone", "", *llamacpp_lines(speech, full=True)]
     lines += [
         "",

@@ -89,13 +89,14 @@ class Config(Configurable):
     stall_streams: int = 2  # running streams of the prefill-stall measurement (0: skip it)
     stall_reference_s: float = 30.0  # the long voice prompt prefilled beside them
     repetition_penalty: float = 1.3  # Orpheus' default
+    step_steps: int = 20  # decode steps timed per batch size in the step-cost phase
     llamacpp: bool = False  # llama.cpp's llama-server beside tritone (benchmarks/orpheus/llamacpp.py)
     llamacpp_gguf_type: str = "auto"  # its weights' type; auto: the dtype tritone's CPU LM runs in here
     threads: int = field(default_factory=cores)
     perf_analyzer: bool = True
     perf_analyzer_smoke: bool = False  # the recipes' smoke settings in a full run (a CPU-sized subset)
 
-    SMOKE = dict(duration=1.0, min_requests=2, sequential_requests=2)
+    SMOKE = dict(duration=1.0, min_requests=2, sequential_requests=2, step_steps=3)
 
     def levels_for(self, mode: str) -> list[int]:
         return list(self.clone_levels or self.concurrency) if mode == "cloned" else list(self.concurrency)
@@ -399,6 +400,12 @@ def run(
 
     bench.go_local(stop_server)
     from tritone.benchmarks.orpheus.baseline import load_speech_baseline, run_speech_baselines
+    from tritone.benchmarks.orpheus.step_cost import engine_step_cost
+
+    with bench.phase("engine_step_cost"):  # before transformers: this process's torch stays on one thread meanwhile
+        levels = config.levels_for(VOICE_MODES[0])
+        say(f"engine decode step (local, no Triton) with {levels} streams ...")
+        results["step_cost"] = engine_step_cost(repository, levels, steps=config.step_steps, log=say)
 
     with bench.phase("transformers_baselines"):
         say(f"transformers speech baselines on {repository / T.ORPHEUS / '1'} ({config.threads} threads) ...")

@@ -49,12 +49,14 @@ def test_smoke_run_writes_the_speech_files(smoke):
         assert key in speech, key
     assert speech["family"] == "speech" and speech["smoke"] is True
     assert set(speech["voices"]) == {"builtin", "cloned"}
-    for phase in ("perf_analyzer", "tritone_load", "prefill_stall", "transformers_baselines", "total"):
+    for phase in ("perf_analyzer", "tritone_load", "prefill_stall", "engine_step_cost", "transformers_baselines",
+                  "total"):
         assert speech["phases_s"][phase] >= 0, phase
     markdown = (out / report.MARKDOWN_FILE).read_text()
     for heading in ("# Speech (`orpheus`): tiny-random", "## Speech, built-in voice: tritone streaming over gRPC",
                     "## Speech, cloned voice: against transformers generate() + SNAC decode",
-                    "## Speech: a long voice prompt beside running streams", "## Speech: perf_analyzer"):
+                    "## Speech: a long voice prompt beside running streams", "## Speech: perf_analyzer",
+                    "## Speech: cost of a decode step against the batch"):
         assert heading in markdown, heading
 
 
@@ -137,8 +139,23 @@ def test_speech_targets_are_evaluated(smoke):
     _, results, _ = smoke
     targets = {t["name"]: t for t in results["targets"]}
     assert set(targets) == {"throughput_vs_sequential", "throughput_vs_static", "ttfa_p95_growth",
-                            "cloned_throughput_vs_sequential", "prefill_stall"}
+                            "cloned_throughput_vs_sequential", "prefill_stall", "served_vs_decode_only_1",
+                            "served_vs_decode_only_8"}
     assert all(t["value"] > 0 and t["passed"] in (True, False) for t in targets.values())
+
+
+def test_the_speech_step_cost_sets_served_throughput_against_the_step_alone(smoke):
+    _, results, _ = smoke
+    rows = results["step_cost"]["engine"]
+    assert [row["streams"] for row in rows] == LEVELS and all(row["steps_timed"] == 3 for row in rows)
+    served = {level["concurrency"]: level["audio_s_per_wall_s"] for level in results["voices"]["builtin"]["tritone"]["levels"]}
+    targets = {t["name"]: t for t in results["targets"]}
+    for row in rows:
+        step_s = row["ms_per_step"]["p50"] / 1e3
+        assert row["decode_audio_s_per_wall_s"] == pytest.approx(row["streams"] / (step_s * 7 * 24000 / 2048))  # tokens/s
+        if row["streams"] in (1, 8):
+            assert targets[f"served_vs_decode_only_{row['streams']}"]["value"] == pytest.approx(
+                served[row["streams"]] / row["decode_audio_s_per_wall_s"])
 
 
 def test_each_family_keeps_the_others_section(smoke, tmp_path):
