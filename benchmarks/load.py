@@ -146,6 +146,12 @@ async def run_level(
     return summarize_level(concurrency, records, started, ended, before, after)
 
 
+def level_counts(concurrency: int, records: list, done: list) -> dict:
+    """What every level's summary starts with: its streams, the requests sent and completed, their errors."""
+    return {"concurrency": concurrency, "requests": len(records), "completed": len(done),
+            "errors": sorted({r.error for r in records if r.error})}
+
+
 def summarize_level(concurrency: int, records: list[StreamRecord], started: float, ended: float,
                     before: dict[str, float], after: dict[str, float]) -> dict:
     done = [r for r in records if r.error is None and r.arrivals]
@@ -157,10 +163,7 @@ def summarize_level(concurrency: int, records: list[StreamRecord], started: floa
     step_seconds = after.get(METRICS[3], 0.0) - before.get(METRICS[3], 0.0)
     rtfs = [r.real_time_factor for r in done if r.real_time_factor is not None]
     return {
-        "concurrency": concurrency,
-        "requests": len(records),
-        "completed": len(done),
-        "errors": sorted({r.error for r in records if r.error}),
+        **level_counts(concurrency, records, done),
         "time_to_first_audio_s": percentiles([r.time_to_first_audio for r in done]),
         "real_time_factor": percentiles(rtfs),  # per stream: wall / audio, lower is better
         "x_real_time_per_stream_p50": (1.0 / float(np.median(rtfs))) if rtfs else None,

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tritone.benchmarks.musicgen.load import Sampling, workload
-from tritone.benchmarks.step_timing import time_decode_steps
+from tritone.benchmarks.step_timing import step_row, time_decode_steps
 from tritone.ensemble.engine.decode_thread import run_on_decode_thread
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble import tensors as T
@@ -93,21 +93,9 @@ def _engine_step_cost(repository: Path, streams: list[int], *, steps: int, warmu
         errors = [str(s.error) for s in sinks if s.error is not None]
         if errors:
             raise RuntimeError(f"the engine failed a request: {errors[0]}")
-        ms = np.asarray(times) * 1e3
-        step_s = float(np.median(ms)) / 1e3
-        result = {
-            "streams": n,
-            "rows": n * (2 if sampling.guidance_scale > 1 else 1),
-            "ms_per_step": {"p50": float(np.median(ms)), "mean": float(ms.mean()), "min": float(ms.min()),
-                            "max": float(ms.max())},
-            "ms_per_request_step": float(np.median(ms)) / n,
-            "steps_timed": steps,
-            "positions": [position - steps, position],
-            # decode-only ceiling: audio seconds per wall second if the LM step were all there is
-            "decode_audio_s_per_wall_s": n / (step_s * model.frame_rate),
-        }
-        log(f"  engine step with {n} streams: {result['ms_per_step']['p50']:.1f} ms "
-            f"({result['ms_per_request_step']:.1f} ms per request)")
+        result = step_row(n, n * (2 if sampling.guidance_scale > 1 else 1), np.asarray(times) * 1e3, model.frame_rate,
+                          log)
+        result["positions"] = [position - steps, position]
         results.append(result)
     return results
 

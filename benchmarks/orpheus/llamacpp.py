@@ -58,7 +58,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritone.benchmarks.load import percentiles
+from tritone.benchmarks.load import level_counts, percentiles
 from tritone.benchmarks.orpheus.llamacpp_build import Build, BuildFailed, build
 from tritone.ensemble.engine.chunker import ChunkPolicy, Chunker
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat
@@ -341,10 +341,7 @@ def summarize_level(concurrency: int, records: list[CompletionRecord], started: 
     answer_tokens = sum(r.frames * TOKENS_PER_FRAME for r in done)
     rates = [r.timings.get("predicted_per_second") for r in done if r.timings.get("predicted_per_second")]
     return {
-        "concurrency": concurrency,
-        "requests": len(records),
-        "completed": len(done),
-        "errors": sorted({r.error for r in records if r.error}),
+        **level_counts(concurrency, records, done),
         "time_to_first_token_s": percentiles([r.time_to_first_token for r in done]),
         "time_to_first_audio_s": percentiles([r.time_to_first_audio for r in done]),
         "first_chunk_decode_s": percentiles([r.first_decode_s for r in done]),

@@ -123,13 +123,13 @@ class OrpheusPipeline:
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.SNAC_DECODER / "1" / T.ONNX_FILE).each
         # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
-        self.decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.ORPHEUS}-decode", self._language_model, version)
+        decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.ORPHEUS}-decode", self._language_model, version)
         self.family = OrpheusFamily(lm, self.model, settings.policy)
         prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
         identity = self.family.lm.identity() if prefixes is not None else ""  # a digest of the LM's files
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
-                             prefix_cache=prefixes, model_identity=identity, decode_thread=self.decode_thread)
+                             prefix_cache=prefixes, model_identity=identity, decode_thread=decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

@@ -122,4 +122,4 @@ def test_a_pipeline_loads_its_lm_on_the_thread_that_steps_it(family, make, repos
     finally:
         pipeline.engine.stop()
     assert threads == {"load": {f"{family}-decode"}, "step": {f"{family}-decode"}}
-    assert not pipeline.decode_thread.alive  # stopping the engine ends it
+    assert not pipeline.engine.decode_thread.alive  # stopping the engine ends it
