@@ -26,6 +26,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[export,test,bench]'
 	# only the tritonserver binary and python backend are used from this wheel
 	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	# Chatterbox's reference package (model definitions, export, parity, its baseline): it pins
+	# torch 2.6 and gradio, so it comes without its dependencies (the ones it uses are in [export])
+	$(BIN)/pip install --quiet --no-deps chatterbox-tts==0.1.7 s3tokenizer==0.3.0 conformer==0.3.2 resemble-perth==1.0.1
 	touch $@
 
 venv: $(BIN)/.installed
