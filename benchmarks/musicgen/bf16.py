@@ -32,7 +32,7 @@ def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step,
     hop = MusicgenMetadata.load(Path(repository) / T.MUSICGEN / "1").hop_length
     return MusicgenPipeline(
         Path(repository), PipelineSettings.from_parameters(parameters),
-        decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w in windows],  # codec not timed
+        decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w, in windows],  # codec not timed
         on_step=on_step, decode_thread=decode_thread)
 
 

@@ -68,7 +68,7 @@ def _engine_step_cost(repository: Path, streams: list[int], *, steps: int, warmu
     pipeline = MusicgenPipeline(
         Path(repository),
         _settings(max(streams)),
-        decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w in windows],  # codec not timed
+        decode_codes=lambda windows: [np.zeros(w.shape[1] * hop, np.float32) for w, in windows],  # codec not timed
         on_step=lambda stats: marks.append(time.perf_counter()),
         decode_thread=decode_thread,
     )

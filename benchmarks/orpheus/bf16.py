@@ -29,7 +29,7 @@ def pipeline(repository: Path, lm_runtime: str, dtype: str, slots: int, on_step,
     return OrpheusPipeline(
         Path(repository), OrpheusSettings.from_parameters(parameters),
         encode_audio=lambda audio: None,  # built-in voices only: no reference clip to encode
-        decode_codes=lambda windows: [np.zeros(w.shape[1] * spec.FRAME_SAMPLES, np.float32) for w in windows],
+        decode_codes=lambda windows: [np.zeros(w.shape[1] * spec.FRAME_SAMPLES, np.float32) for w, in windows],
         on_step=on_step, decode_thread=decode_thread)
 
 

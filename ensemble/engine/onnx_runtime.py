@@ -28,9 +28,9 @@ class OnnxCodecDecoder:
         # [B, K, T] -> [B, T * hop]
         return self._session.run([T.AUDIO], {T.AUDIO_CODES: audio_codes})[0]
 
-    def each(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """The engine's decode_codes: [codes [K, T], ...] -> [audio [T * hop], ...], one call each."""
-        return [self(codes[None])[0] for codes in windows]
+    def each(self, windows: list[tuple[np.ndarray]]) -> list[np.ndarray]:
+        """The engine's decode_codes: [(codes [K, T],), ...] -> [audio [T * hop], ...], one call each."""
+        return [self(codes[None])[0] for codes, in windows]
 
 
 class OnnxAudioEncoder:

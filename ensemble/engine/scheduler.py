@@ -102,7 +102,9 @@ class Slot:
     with other requests (empty: none); only the first `prompt_length - 1` of them can be skipped,
     since the prompt's last token gives the first logits. `tokens_in` (the LM's input tokens: the
     prompt, unless the family says otherwise) and `tokens_out` (tokens it sampled, counted by the
-    family's `consume`) are the request's usage, sent with its final chunk."""
+    family's `consume`) are the request's usage, sent with its final chunk. `codec_inputs(window)`:
+    what the codec decoder needs beside a window's codes (a voice's conditioning, the noise of a
+    seeded request at that window's position); nothing for a codec that reads codes alone."""
 
     _serials = itertools.count()
 
@@ -126,6 +128,9 @@ class Slot:
             raise ValueError(f"a prefix of {self.prefix.size} tokens is longer than the {prompt_length}-token prompt")
         self.prefix_store: tuple | None = None  # its prefix's cache key while it is to store it once prefilled
         self.prefix_wait: tuple | None = None  # that key while it waits for another slot's prefill of it
+
+    def codec_inputs(self, window: ChunkWindow) -> tuple[np.ndarray, ...]:
+        return ()
 
     @property
     def started(self) -> bool:
@@ -159,7 +164,7 @@ class Engine:
     def __init__(
         self,
         family: Family,
-        decode_codes: Callable[[list[np.ndarray]], list[np.ndarray]],
+        decode_codes: Callable[[list[tuple[np.ndarray, ...]]], list[np.ndarray]],
         *,
         max_slots: int = 8,
         max_queue: int = 32,
@@ -171,7 +176,8 @@ class Engine:
     ):
         self.family = family
         self.decode_thread = decode_thread  # the thread that loaded the family's LM (one of its own when None)
-        self.decode_codes = decode_codes  # [codes [K, T], ...] -> [audio [T * frame_samples], ...]
+        # [(codes [K, T], *slot.codec_inputs(window)), ...] -> [audio [T * frame_samples], ...]
+        self.decode_codes = decode_codes
         self.max_slots = max_slots
         self.max_queue = max_queue
         self.budget = budget
@@ -405,7 +411,7 @@ class Engine:
                 continue
             for window, codes in slot.ready:
                 usage = (slot.tokens_in, slot.tokens_out) if window.final else None
-                self._post(slot.stream, "chunk", (window, codes, slot.return_codes, usage))
+                self._post(slot.stream, "chunk", (window, (codes, *slot.codec_inputs(window)), slot.return_codes, usage))
             slot.ready.clear()
             if slot.finished:
                 self.active.remove(slot)
@@ -428,7 +434,7 @@ class Engine:
     def _emit_batch(self, items) -> None:
         """Decode every live chunk in one call (the codec decoder batches them), then send in order."""
         live = [i for i, (stream, kind, _) in enumerate(items) if kind == "chunk" and not stream.cancelled()]
-        wanted = [i for i in live if items[i][2][1].shape[1] > 0]  # an empty final chunk needs no decoding
+        wanted = [i for i in live if items[i][2][1][0].shape[1] > 0]  # an empty final chunk needs no decoding
         audio = {i: np.zeros(0, np.float32) for i in live}
         decode_error = None
         if wanted:
@@ -446,7 +452,7 @@ class Engine:
                 elif decode_error is not None and i in wanted:
                     stream.fail(decode_error)
                 elif i in audio:
-                    window, codes, return_codes, usage = payload
+                    window, (codes, *_), return_codes, usage = payload
                     own = codes[:, window.start - window.window_start : window.end - window.window_start]
                     chunk_audio = window.trim(audio[i], self.family.frame_samples).astype(np.float32)
                     stream.send(Chunk(window.index, chunk_audio, own if return_codes else None, window.final, usage))

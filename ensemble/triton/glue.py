@@ -175,11 +175,11 @@ class BlsModel:
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         return self.loop.run(self.infer(*arrays))
 
-    def each(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        """One request per item, all in flight at once; item [..] -> output [0] of a batch of one."""
+    def each(self, items: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        """One request per item, all in flight at once; item (input arrays [..], ...) -> output [0] of a batch of one."""
 
         async def gather():
-            return await asyncio.gather(*(self.infer(item[None]) for item in items))
+            return await asyncio.gather(*(self.infer(*(array[None] for array in item)) for item in items))
 
         return [output[0] for output in self.loop.run(gather())]
 

@@ -59,7 +59,7 @@ class ToyParams:
 
 class ToyPipeline:
     def __init__(self, repository: Path, settings: ToySettings,
-                 decode_codes: Callable[[list[np.ndarray]], list[np.ndarray]], on_step=None):
+                 decode_codes: Callable[[list[tuple[np.ndarray, ...]]], list[np.ndarray]], on_step=None):
         version = Path(repository) / PIPELINE_NAME / "1"
         self.model = ToyMetadata(**json.loads((version / METADATA_FILE).read_text()))
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, PIPELINE_NAME)

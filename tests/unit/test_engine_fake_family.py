@@ -126,7 +126,7 @@ class ToyFamily:
 
 
 def decode_codes(codes_list):
-    return [np.repeat(codes[0], FRAME).astype(np.float32) for codes in codes_list]
+    return [np.repeat(codes[0], FRAME).astype(np.float32) for codes, in codes_list]
 
 
 def make_engine(**kwargs):
@@ -549,8 +549,8 @@ def test_a_streams_first_chunk_is_decoded_and_sent_ahead_of_a_backlog_of_later_c
     calls, sent = [], []
 
     def decode(codes_list):
-        calls.append([int(codes[0, 0]) for codes in codes_list])
-        return [np.repeat(codes[0], FRAME).astype(np.float32) for codes in codes_list]
+        calls.append([int(codes[0, 0]) for codes, in codes_list])
+        return [np.repeat(codes[0], FRAME).astype(np.float32) for codes, in codes_list]
 
     class Recorder(ListStream):
         def __init__(self, name):
@@ -564,7 +564,7 @@ def test_a_streams_first_chunk_is_decoded_and_sent_ahead_of_a_backlog_of_later_c
     engine = Engine(ToyFamily(), decode)
     a, b = Recorder("a"), Recorder("b")
     window = lambda index, frame, final=False: ChunkWindow(index, frame, frame + 1, frame, frame + 1, final)  # noqa: E731
-    code = lambda value: np.array([[value]], np.int64)  # noqa: E731
+    code = lambda value: (np.array([[value]], np.int64),)  # noqa: E731
     engine._emit_all([(a, "chunk", (window(3, 3), code(13), True, None)),
                       (b, "chunk", (window(0, 0), code(20), True, None)),
                       (a, "chunk", (window(4, 4, final=True), code(14), True, (2, 5)))])
