@@ -1,4 +1,4 @@
-"""Turning logits into tokens, for any family: repetition penalty, temperature, top-k, top-p, drawn
+"""Turning logits into tokens, for any family: repetition penalty, temperature, top-k, min-p, top-p, drawn
 from the request's own seeded generator (so a seeded request samples the same whatever shares its
 steps). Family-specific rules (MusicGen's guidance, Orpheus's grammar) stay in the family."""
 
@@ -15,8 +15,10 @@ def repetition_penalty(scores: np.ndarray, seen: np.ndarray, penalty: float) -> 
     return np.where(seen, np.where(scores < 0, scores * penalty, scores / penalty), scores)
 
 
-def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> np.ndarray:
-    """logits: [K, V] -> tokens [K]. Greedy when top_k == 1 or temperature == 0."""
+def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator,
+           min_p: float = 0.0) -> np.ndarray:
+    """logits: [K, V] -> tokens [K]. Greedy when top_k == 1 or temperature == 0. `min_p` > 0 drops the
+    tokens less likely than min_p times the likeliest one (after temperature, before top-p)."""
     if top_k == 1 or temperature == 0.0:
         return np.argmax(logits, axis=-1)
     scores = logits.astype(np.float64) / temperature
@@ -26,6 +28,9 @@ def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng
         scores = np.where(scores < kth, -np.inf, scores)
     probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
+    if min_p > 0.0:
+        probs = np.where(probs < min_p * probs.max(axis=-1, keepdims=True), 0.0, probs)
+        probs /= probs.sum(axis=-1, keepdims=True)
     if top_p < 1.0:
         order = np.argsort(-probs, axis=-1)
         sorted_probs = np.take_along_axis(probs, order, axis=-1)

@@ -48,6 +48,24 @@ def test_top_p_smaller_than_the_best_token_keeps_only_the_best():
     assert {int(sample(logits, 1.0, 0, 0.2, rng)[0]) for _ in range(500)} == {1}
 
 
+def test_min_p_drops_tokens_below_its_share_of_the_best():
+    # probs 0.5, 0.3, 0.15, 0.05; min_p 0.2 keeps p >= 0.1: the first three (transformers' MinPLogitsWarper rule)
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    rng = np.random.default_rng(0)
+    drawn = [int(sample(logits, 1.0, 0, 1.0, rng, min_p=0.2)[0]) for _ in range(4000)]
+    assert set(drawn) == {0, 1, 2}
+    # the survivors keep their relative odds: 0.5 / 0.95 of the draws for the best
+    assert abs(drawn.count(0) / len(drawn) - 0.5 / 0.95) < 0.03
+
+
+def test_min_p_applies_after_temperature():
+    # temperature 0.5 squares the odds: 0.5, 0.3, 0.15, 0.05 -> 0.25 : 0.09 : 0.0225 : 0.0025 (relative);
+    # min_p 0.2 keeps p >= 0.05 (relative): the first two only
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    rng = np.random.default_rng(0)
+    assert {int(sample(logits, 0.5, 0, 1.0, rng, min_p=0.2)[0]) for _ in range(2000)} == {0, 1}
+
+
 def test_sampled_tokens_are_in_the_vocabulary():
     logits = random_logits(4)
     rng = np.random.default_rng(5)
