@@ -4,9 +4,9 @@ They reuse the weights of transformers' `LlamaForCausalLM` and of `snac.SNAC`, a
 what those compute, rearranged for serving:
 
 - `OrpheusLmStep`: one step of the decoder-only LM in which every row feeds `width` tokens from
-  its own position. One graph serves chunked prefill (width 16..64) and decode (width 1), and
-  rows at different positions share a call (in-flight batching). The cache is padded to the
-  longest row and masked by each row's position; keys are cached after the rotary embedding.
+  its own position: token embedding + the shared Llama step (ensemble/llama_step.py) + lm_head.
+  One graph serves chunked prefill (width 16..64) and decode (width 1), and rows at different
+  positions share a call (in-flight batching).
 - `SnacEncoder`: waveform -> codes in the Orpheus frame layout (reference clips for cloning).
 - `SnacDecoder`: codes in the frame layout -> waveform, with SNAC's noise injection off
   (`deterministic_decoder`), so that a stream decoded in overlapping windows equals a one-shot
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tritone.ensemble.llama_step import LlamaStep
 from tritone.ensemble.orpheus.format import FRAME_LEVELS, FRAME_OFFSETS, LEVEL_CODES, TOKENS_PER_FRAME
 
 # Frames of context a window of SNAC (24 kHz) codes needs on each side for its middle to equal
@@ -38,84 +39,32 @@ class OrpheusLmStep(nn.Module):
     """input_ids [R, W], positions [R], logit_index [R], past_* [L, R, KVH, P, Dh]
     -> logits [R, V], new_keys / new_values [L, R, KVH, W, Dh].
 
-    Row r feeds tokens at positions[r] .. positions[r] + W - 1. It attends to its cache entries
-    t < positions[r] (the rest of the padded cache is masked) and causally to its own new tokens.
-    A row with fewer than W tokens is padded on the right by the caller: padding comes after
-    the valid tokens, so it never affects them, and its outputs are ignored. Only the hidden
-    state of token logit_index[r] goes through the final norm and lm_head, so the graph never
-    builds a [R, W, vocab] tensor (vocab is 156940 for Orpheus).
+    The token embedding, then the shared Llama step (ensemble/llama_step.py: per-row positions, the
+    padded cache masked by position, keys cached after the rotary embedding, grouped-query attention,
+    only token logit_index[r] through the final norm), then lm_head: the graph never builds a
+    [R, W, vocab] tensor (vocab is 156940 for Orpheus).
 
     Tied embeddings (Orpheus 3B, as Llama 3.2): the graph holds the matrix once, as lm_head's
     [hidden, vocab] operand, and embeds by gathering its columns. Used as-is, the exporter
     would fold lm_head's transpose into a second copy (+1.9 GB for Orpheus 3B).
-
-    Grouped-query attention: the query heads are grouped under their key/value head
-    ([R, KVH, G * W, Dh]) rather than the cache repeated G times per layer, which is the same
-    arithmetic as transformers' `repeat_kv` without copying the cache at every step.
     """
 
     def __init__(self, model):
         super().__init__()
         llama = model.model
-        config = model.config
-        self.layers = llama.layers
-        self.norm = llama.norm
-        self.rotary_emb = llama.rotary_emb  # cos/sin from position ids, llama3 scaling included
+        self.llama = LlamaStep(llama, model.config)
         if model.lm_head.weight is llama.embed_tokens.weight:
             self.embed_tokens = self.lm_head = None
             # a view of the shared weight, [hidden, vocab]: no copy in torch, one initializer in ONNX
             self.output_embedding = nn.Parameter(llama.embed_tokens.weight.t(), requires_grad=False)
         else:
             self.embed_tokens, self.lm_head, self.output_embedding = llama.embed_tokens, model.lm_head, None
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
     def forward(self, input_ids, positions, logit_index, past_keys, past_values):
         rows, width = input_ids.shape
-        kv_heads, dh = self.num_kv_heads, self.head_dim
-        groups = self.num_heads // kv_heads
-        device = input_ids.device
-
         hidden = self._embed(input_ids, rows, width)  # [R, W, D]
-        steps = torch.arange(width, device=device)
-        position_ids = positions[:, None] + steps[None, :]  # [R, W]
-        cos, sin = self.rotary_emb(hidden, position_ids)  # [R, W, Dh]
-        cos, sin = cos[:, None], sin[:, None]  # [R, 1, W, Dh]
-
-        past = torch.arange(past_keys.shape[3], device=device)
-        past_valid = (past[None, :] < positions[:, None])[:, None, :].expand(rows, width, -1)  # [R, W, P]
-        causal = (steps[None, :] <= steps[:, None])[None].expand(rows, -1, -1)  # [R, W, W]
-        valid = torch.cat([past_valid, causal], dim=2)  # [R, W, P + W]
-        bias = torch.where(valid, 0.0, torch.finfo(hidden.dtype).min)[:, None, None]  # [R, 1, 1, W, P + W]
-
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            normed = layer.input_layernorm(hidden)
-            query = attn.q_proj(normed).view(rows, width, self.num_heads, dh).transpose(1, 2)  # [R, H, W, Dh]
-            key = attn.k_proj(normed).view(rows, width, kv_heads, dh).transpose(1, 2)  # [R, KVH, W, Dh]
-            value = attn.v_proj(normed).view(rows, width, kv_heads, dh).transpose(1, 2)
-            query = query * cos + _rotate_half(query) * sin
-            key = key * cos + _rotate_half(key) * sin
-            new_keys.append(key)
-            new_values.append(value)
-
-            keys = torch.cat([past_keys[i], key], dim=2)  # [R, KVH, P + W, Dh]
-            values = torch.cat([past_values[i], value], dim=2)
-            grouped = query.reshape(rows, kv_heads, groups * width, dh)  # head h = kv head h // G
-            scores = torch.matmul(grouped, keys.transpose(2, 3)) * attn.scaling  # [R, KVH, G * W, P + W]
-            scores = scores.view(rows, kv_heads, groups, width, -1) + bias
-            weights = torch.softmax(scores.float(), dim=-1).to(query.dtype).view(rows, kv_heads, groups * width, -1)
-            out = torch.matmul(weights, values).view(rows, self.num_heads, width, dh)  # [R, H, W, Dh]
-            out = out.transpose(1, 2).reshape(rows, width, self.num_heads * dh)
-            hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-
-        index = logit_index[:, None, None].expand(rows, 1, hidden.shape[-1])
-        last = hidden.gather(1, index)[:, 0]  # [R, D]: RMSNorm is per token, so gather first
-        logits = self._lm_head(self.norm(last)).float()  # [R, V]
-        return logits, torch.stack(new_keys), torch.stack(new_values)
+        last, new_keys, new_values = self.llama(hidden, positions, logit_index, past_keys, past_values)
+        return self._lm_head(last).float(), new_keys, new_values  # logits [R, V]
 
     def _embed(self, input_ids, rows, width):
         if self.output_embedding is None:
@@ -131,11 +80,6 @@ class OrpheusLmStep(nn.Module):
         if self.output_embedding is None:
             return self.lm_head(hidden)
         return torch.matmul(hidden, self.output_embedding)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 # --- SNAC -------------------------------------------------------------------------------
