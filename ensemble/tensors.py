@@ -74,3 +74,13 @@ LOGIT_INDEX = "logit_index"  # INT64 [rows] which of the row's `width` tokens to
 # outputs: LOGITS [rows, vocab]; NEW_KEYS/NEW_VALUES [layers, rows, kv_heads, width, head_dim]
 
 ONNX_FILE = "model.onnx"  # a stateless model's graph in its version folder
+
+# --- chatterbox ---------------------------------------------------------------------
+# chatterbox LM step (T3): as orpheus' lm_step, with the row's input embeddings in place of ids (the family
+# embeds: text / speech tables + learned position tables, conditioning embeddings); LOGITS [rows, 8194]
+INPUTS_EMBEDS = "inputs_embeds"  # FP32 [rows, width, hidden]
+# chatterbox LM conditioning (T3.prepare_conditioning): speaker, speech prompt, emotion -> COND_EMBEDS
+SPEAKER_EMB = "speaker_emb"  # FP32 [batch, 256] the voice encoder's speaker embedding
+PROMPT_SPEECH_TOKENS = "prompt_speech_tokens"  # INT64 [batch, prompt] the voice's speech tokens (<= 150)
+EXAGGERATION = "exaggeration"  # FP32 [batch, 1] emotion exaggeration
+COND_EMBEDS = "cond_embeds"  # FP32 [batch, 34, hidden] speaker token, 32 perceiver tokens, emotion token
