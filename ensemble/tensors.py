@@ -13,6 +13,11 @@ MUSICGEN_CODEC_DECODER = "musicgen_codec_decoder"  # codes -> waveform       [dy
 ORPHEUS = "orpheus"  # text (+ a voice) to streamed speech (decoupled)
 SNAC_ENCODER = "snac_encoder"  # reference audio -> SNAC codes [dynamic batching]
 SNAC_DECODER = "snac_decoder"  # SNAC codes -> waveform         [dynamic batching]
+CHATTERBOX = "chatterbox"  # text (+ a voice) to streamed speech: T3 LM, flow matching, HiFT (decoupled)
+CHATTERBOX_VOICE = "chatterbox_voice"  # reference audio -> a voice's conditioning arrays [dynamic batching]
+CHATTERBOX_FLOW = "chatterbox_flow"  # speech tokens + the voice's prompt -> mel   [dynamic batching]
+CHATTERBOX_VOCODER = "chatterbox_vocoder"  # mel -> waveform (HiFT)              [dynamic batching]
+CHATTERBOX_CODEC = "chatterbox_codec"  # ensemble: chatterbox_flow -> chatterbox_vocoder (a chunk's audio)
 
 # --- musicgen pipeline: request inputs -----------------------------------------
 TEXT = "text"  # BYTES [1]   UTF-8 prompt
@@ -32,6 +37,9 @@ REFERENCE_AUDIO = "reference_audio"  # FP32 [samples] optional: the clip, mono a
 REFERENCE_CODES = "reference_codes"  # INT64 [7, frames] optional: the clip already encoded (stored voices)
 MAX_DURATION = "max_duration"  # FP32 [1]   optional: stop after this many seconds of speech
 REPETITION_PENALTY = "repetition_penalty"  # FP32 [1] optional, 1.0 disables
+# chatterbox's own (also EXAGGERATION, below): classifier-free guidance weight, min-p sampling
+CFG_WEIGHT = "cfg_weight"  # FP32 [1] optional, 0 disables guidance
+MIN_P = "min_p"  # FP32 [1] optional, 0 disables
 
 # --- musicgen pipeline: streamed outputs (one response per audio chunk) ---------
 AUDIO = "audio"  # FP32 [samples]  mono PCM in [-1, 1] (also the codec decoder's output)

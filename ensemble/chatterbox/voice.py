@@ -1,0 +1,54 @@
+"""A Chatterbox voice: what a reference clip becomes once, and every request in that voice reuses.
+
+T3 reads the speaker embedding (the voice encoder's, 256) and a speech-token prompt (the clip's first
+6 s as S3 tokens, at most 150); the flow reads the clip's tokens, its mel spectrogram (2 frames per
+token) and its x-vector (192): it continues the clip's mel, so the new speech sounds like it.
+`chatterbox_voice` (a Triton model) computes them from a clip; a checkpoint's built-in voice is
+stored as the same arrays (`voices/<name>.npz`).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("speaker_embedding", "prompt_speech_tokens", "prompt_tokens", "prompt_mel", "xvector")
+
+
+@dataclass(frozen=True, eq=False)
+class Voice:
+    speaker_embedding: np.ndarray  # float32 [256]: T3's speaker token
+    prompt_speech_tokens: np.ndarray  # int64 [<= 150]: T3's speech prompt
+    prompt_tokens: np.ndarray  # int64 [Tp]: the flow's prompt tokens
+    prompt_mel: np.ndarray  # float32 [2 * Tp, 80]: the flow's prompt mel
+    xvector: np.ndarray  # float32 [192]: the flow's speaker embedding
+
+    def __post_init__(self):
+        if self.prompt_mel.shape[0] != 2 * self.prompt_tokens.shape[0]:
+            raise ValueError(f"a voice's prompt mel has {self.prompt_mel.shape[0]} frames for "
+                             f"{self.prompt_tokens.shape[0]} prompt tokens (2 per token expected)")
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Voice":
+        types = (np.float32, np.int64, np.int64, np.float32, np.float32)
+        return cls(*(np.ascontiguousarray(np.asarray(arrays[name]), dtype) for name, dtype in zip(FIELDS, types)))
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: getattr(self, name) for name in FIELDS})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Voice":
+        with np.load(io.BytesIO(data)) as arrays:
+            return cls.from_arrays(arrays)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: Path) -> "Voice":
+        return cls.from_bytes(Path(path).read_bytes())
