@@ -25,7 +25,7 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import LEVEL_CODES, TOKENS_PER_FRAME
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
 from tritone.export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
-from tritone.export.onnx_graph import export_graph
+from tritone.export.onnx_graph import export_graph, export_lm_graph, gather_external_data  # noqa: F401
 from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, OrpheusLmStep, frame_samples
 from tritone.ensemble.orpheus.spec import SPEAKERS
 from tritone.export.orpheus.tiny import (
@@ -207,77 +207,3 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
           f"{spec.frame_rate:.2f} frames/s = {spec.tokens_per_second:.0f} LM tokens/s, vocabulary {spec.vocab_size}, "
           f"voices {', '.join(spec.voices) or 'none'})")
     return spec
-
-
-def export_lm_graph(module, inputs, output_names, dynamic_axes, path: Path) -> float:
-    """export_graph into a scratch directory, then move the graph (and its weights) to `path`.
-
-    Past 2 GB the exporter writes every initializer to its own file beside the graph
-    (hundreds for a 3B model); those are gathered into one `<name>.data` file, which ONNX
-    Runtime finds next to the graph when it loads it.
-    """
-    scratch = path.parent / f".{path.name}.export"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        diff = export_graph(module, inputs, output_names, dynamic_axes, scratch / path.name)
-        external = path.parent / f"{path.name}.data"
-        external.unlink(missing_ok=True)
-        if any(p.name != path.name for p in scratch.iterdir()):
-            gather_external_data(scratch / path.name, path)
-            print(f"  {path.name}: weights in {external.name}, {external.stat().st_size / 1e6:.0f} MB")
-        else:
-            (scratch / path.name).replace(path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return diff
-
-
-def gather_external_data(source: Path, target: Path) -> Path:
-    """Re-save an ONNX graph whose tensors sit in external files as `target` + one `target.data`.
-
-    The tensors are copied file to file, never all in memory (13 GB for Orpheus 3B in fp32),
-    at 4 KiB-aligned offsets as onnx.save_model lays them out (ONNX Runtime can map them).
-    """
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    source, target = Path(source), Path(target)
-    model = onnx.load(str(source), load_external_data=False)
-    location = f"{target.name}.data"
-    tensors = [t for t in _all_tensors(model.graph) if uses_external_data(t)]
-    with open(target.parent / location, "wb") as data:
-        for tensor in tensors:
-            info = ExternalDataInfo(tensor)
-            data.write(b"\0" * (-data.tell() % 4096))
-            offset = data.tell()
-            with open(source.parent / info.location, "rb") as blob:
-                blob.seek(info.offset or 0)
-                remaining = info.length
-                if remaining is None:  # the rest of the file
-                    remaining = (source.parent / info.location).stat().st_size - (info.offset or 0)
-                while remaining > 0:
-                    chunk = blob.read(min(remaining, 64 << 20))
-                    if not chunk:
-                        raise ValueError(f"{info.location}: external data ends early")
-                    data.write(chunk)
-                    remaining -= len(chunk)
-            del tensor.external_data[:]
-            for key, value in (("location", location), ("offset", offset), ("length", data.tell() - offset)):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, str(value)
-    onnx.save_model(model, str(target))
-    return target
-
-
-def _all_tensors(graph):
-    """Initializers and tensor attributes, subgraphs included (where external data may sit)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _all_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _all_tensors(subgraph)
