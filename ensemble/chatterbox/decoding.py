@@ -32,11 +32,16 @@ from tritone.ensemble.engine.step_plan import StepPlan
 
 
 class ChatterboxLanguageModel(Protocol):
-    """lm_step + conditioning: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
+    """lm_step: ONNX Runtime on CPU, torch on a GPU (cache kept on the device)."""
 
     def zeros(self, shape: tuple[int, ...]): ...
     def step(self, inputs_embeds, positions, logit_index, past_keys, past_values): ...  # logits numpy [R, V]
-    def conditioning(self, speaker_emb, prompt_speech_tokens, exaggeration) -> np.ndarray: ...  # [B, Lc, D]
+
+
+class Conditioning(Protocol):
+    """lm_conditioning: speaker_emb [B, 256], prompt_speech_tokens [B, P], exaggeration [B, 1] -> [B, Lc, D]."""
+
+    def __call__(self, speaker_emb, prompt_speech_tokens, exaggeration) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +52,11 @@ class EmbeddingTables:
     text_positions: np.ndarray
     speech: np.ndarray
     speech_positions: np.ndarray
+
+    @classmethod
+    def of(cls, tables: dict[str, np.ndarray]) -> "EmbeddingTables":
+        """From the export's tables (ensemble/chatterbox/onnx_lm.py: load_tables)."""
+        return cls(tables["text_emb"], tables["text_pos_emb"], tables["speech_emb"], tables["speech_pos_emb"])
 
 
 class CodecInputs(Protocol):
@@ -92,9 +102,10 @@ class ChatterboxSlot(Slot):
 class ChatterboxFamily:
     name = "chatterbox"
 
-    def __init__(self, lm: ChatterboxLanguageModel, model: ChatterboxMetadata, tables: EmbeddingTables,
-                 policy: ChunkPolicy, codec_inputs: CodecInputs):
+    def __init__(self, lm: ChatterboxLanguageModel, conditioning: Conditioning, model: ChatterboxMetadata,
+                 tables: EmbeddingTables, policy: ChunkPolicy, codec_inputs: CodecInputs):
         self.lm = lm
+        self.conditioning = conditioning
         self.model = model
         self.tables = tables
         self.policy = policy
@@ -111,8 +122,8 @@ class ChatterboxFamily:
     def prompt_embeds(self, job: ChatterboxJob) -> np.ndarray:
         """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text."""
         params, voice, tables = job.params, job.voice, self.tables
-        conditioning = self.lm.conditioning(voice.speaker_embedding[None], voice.prompt_speech_tokens[None],
-                                            np.array([[params.exaggeration]], np.float32))[0]
+        conditioning = self.conditioning(voice.speaker_embedding[None], voice.prompt_speech_tokens[None],
+                                         np.array([[params.exaggeration]], np.float32))[0]
         positions = tables.text_positions[: len(job.text_ids)]
         start = tables.speech[self.model.start_speech] + tables.speech_positions[0]
         rows = [np.concatenate([conditioning, tables.text[job.text_ids] + positions, start[None], start[None]])]

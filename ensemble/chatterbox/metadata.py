@@ -11,10 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 METADATA_FILE = "chatterbox.json"
-LM_STEP_FILE = "lm_step.onnx"  # T3's Llama step over input embeddings (per-row positions, KV in and out)
-CONDITIONING_FILE = "conditioning.onnx"  # speaker embedding + speech prompt + exaggeration -> the prompt's head
 TOKENIZER_FILE = "tokenizer.json"
-TABLES_DIR = "tables"  # the embedding tables the family looks tokens up in (numpy .npy)
 VOICES_DIR = "voices"  # the checkpoint's built-in voices, one .npz of conditioning arrays each
 CHECKPOINT_DIR = "checkpoint"  # the checkpoint's files (written for the random checkpoints)
 

@@ -5,16 +5,13 @@ call the `snac_encoder` / `snac_decoder` Triton models (BLS, dynamically batched
 it with local ONNX Runtime sessions.
 
 A reference clip sent as audio is encoded once: its codes are cached by the clip's content
-hash (`ReferenceCache`), so a client that sends the same voice with every sentence pays the
+hash (`ClipCache`), so a client that sends the same voice with every sentence pays the
 encoder once; and its prefilled turn (transcript + codes) is kept by the engine's prefix cache
 (`prefix_cache_bytes`), so every later request in that voice prefills only its own text.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +20,7 @@ import numpy as np
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
+from tritone.ensemble.engine.clip_cache import ClipCache
 from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder
 from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
@@ -69,31 +67,6 @@ class OrpheusSettings:
         return from_parameters(cls, parameters, T.ORPHEUS)
 
 
-class ReferenceCache:
-    """Reference clip (by content hash) -> its codes; least recently used entries leave first."""
-
-    def __init__(self, encode: AudioEncoder, capacity: int):
-        self._encode = encode
-        self._capacity = capacity
-        self._codes: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.encoded = 0  # encoder calls made (a hit makes none)
-
-    def codes(self, audio: np.ndarray) -> np.ndarray:
-        key = hashlib.sha256(np.ascontiguousarray(audio, np.float32).tobytes()).hexdigest()
-        with self._lock:
-            if key in self._codes:
-                self._codes.move_to_end(key)
-                return self._codes[key]
-        codes = np.asarray(self._encode(audio[None].astype(np.float32))[0], np.int64)  # [7, F]
-        with self._lock:
-            self.encoded += 1
-            self._codes[key] = codes
-            while len(self._codes) > self._capacity:
-                self._codes.popitem(last=False)
-        return codes
-
-
 class OrpheusPipeline:
     def __init__(
         self,
@@ -119,7 +92,9 @@ class OrpheusPipeline:
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
         encode_audio = encode_audio or OnnxAudioEncoder(repository / T.SNAC_ENCODER / "1" / T.ONNX_FILE)
-        self.references = ReferenceCache(encode_audio, settings.reference_cache)
+        # a clip [S] -> its codes [7, F], once per clip content
+        self.references = ClipCache(lambda clip: np.asarray(encode_audio(clip[None])[0], np.int64),
+                                    settings.reference_cache)
         if decode_codes is None:
             decode_codes = OnnxCodecDecoder(repository / T.SNAC_DECODER / "1" / T.ONNX_FILE).each
         # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
@@ -158,7 +133,7 @@ class OrpheusPipeline:
         text = f"{params.voice}: {params.text}" if params.voice else params.text
         codes = params.reference_codes
         if params.reference_audio is not None:
-            codes = self.references.codes(params.reference_audio)
+            codes = self.references.get(params.reference_audio)
         reference_ids = None if codes is None else self._text_ids(T.REFERENCE_TEXT, params.reference_text)
         ids = np.array(self.format.prompt_ids(self._text_ids(T.TEXT, text), reference_ids, codes), np.int64)
         return ids

@@ -120,7 +120,7 @@ def test_a_reference_clip_is_encoded_once_by_content(pipeline):
     pipeline.prompt(pipeline.validate({T.TEXT: "One.", **fields, T.REFERENCE_AUDIO: clip * 0.5}))
     assert pipeline.references.encoded == 2
     frames = -(-clip.size // FRAME)
-    assert pipeline.references.codes(clip).shape == (TOKENS_PER_FRAME, frames)
+    assert pipeline.references.get(clip).shape == (TOKENS_PER_FRAME, frames)
 
 
 def test_cancelling_during_prefill_frees_the_slot_and_closes_the_stream(pipeline):
