@@ -92,3 +92,18 @@ SPEAKER_EMB = "speaker_emb"  # FP32 [batch, 256] the voice encoder's speaker emb
 PROMPT_SPEECH_TOKENS = "prompt_speech_tokens"  # INT64 [batch, prompt] the voice's speech tokens (<= 150)
 EXAGGERATION = "exaggeration"  # FP32 [batch, 1] emotion exaggeration
 COND_EMBEDS = "cond_embeds"  # FP32 [batch, 34, hidden] speaker token, 32 perceiver tokens, emotion token
+# chatterbox_flow (S3Gen's flow: ensemble/chatterbox/graphs_flow.py): rows padded on the right, with lengths
+SPEECH_TOKENS = "speech_tokens"  # INT64 [batch, tokens] the window's speech tokens (< 6561)
+SPEECH_TOKEN_LENGTHS = "speech_token_lengths"  # INT64 [batch]
+PROMPT_TOKENS = "prompt_tokens"  # INT64 [batch, prompt] the voice's flow prompt (S3 tokens of its clip)
+PROMPT_TOKEN_LENGTHS = "prompt_token_lengths"  # INT64 [batch]
+PROMPT_MEL = "prompt_mel"  # FP32 [batch, 2 * prompt, 80] the clip's 24 kHz mel, 2 frames per prompt token
+XVECTOR = "xvector"  # FP32 [batch, 192] the clip's CAMPPlus speaker embedding
+PROMPT_NOISE = "prompt_noise"  # FP32 [batch, 80, 2 * prompt] starting noise of the prompt's frames (seeded)
+FLOW_NOISE = "flow_noise"  # FP32 [batch, 80, 2 * tokens] starting noise of the window's frames (seeded, by position)
+MEL = "mel"  # FP32 [batch, 80, frames] the flow's output, the vocoder's input
+# chatterbox_vocoder (HiFT): MEL, MEL_LENGTHS, SOURCE_PHASE, SOURCE_NOISE -> AUDIO [batch, 480 * frames], FRAME_PHASE
+MEL_LENGTHS = "mel_lengths"  # INT64 [batch]
+SOURCE_PHASE = "source_phase"  # FP32 [batch, 9] each harmonic's phase (cycles) before the window's first sample
+SOURCE_NOISE = "source_noise"  # FP32 [batch, 480 * frames] one standard normal per sample (seeded, by position)
+FRAME_PHASE = "frame_phase"  # FP32 [batch, 9, frames] each harmonic's phase before each frame (the next SOURCE_PHASE)
