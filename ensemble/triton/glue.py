@@ -185,10 +185,12 @@ class BlsModel:
 
 
 class OnnxBatchModel:
-    """A stateless model: run the ONNX graph in its version folder over Triton's dynamic batches."""
+    """A stateless model: run the ONNX graph in its version folder over Triton's dynamic batches.
+    Subclasses name its inputs and its output (`output_name`) or outputs (`output_names`)."""
 
     input_names: tuple[str, ...] = ()
     output_name: str = ""
+    output_names: tuple[str, ...] = ()
 
     def initialize(self, args):
         directory = Path(args["model_repository"]) / args["model_version"]
@@ -200,14 +202,15 @@ class OnnxBatchModel:
         by_shape: dict[tuple, list[int]] = {}
         for index, inputs in enumerate(arrays):
             by_shape.setdefault(tuple(a.shape[1:] for a in inputs), []).append(index)
+        names = self.output_names or (self.output_name,)
         for indices in by_shape.values():  # the dynamic batcher groups equal shapes; be safe anyway
             feed = {name: np.concatenate([arrays[i][n] for i in indices]) for n, name in enumerate(self.input_names)}
-            output = self.session.run([self.output_name], feed)[0]
+            outputs = self.session.run(list(names), feed)
             offset = 0
             for i in indices:
                 rows = arrays[i][0].shape[0]
-                tensor = pb_utils.Tensor(self.output_name, output[offset : offset + rows])
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                tensors = [pb_utils.Tensor(name, output[offset : offset + rows]) for name, output in zip(names, outputs)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 offset += rows
         return responses
 

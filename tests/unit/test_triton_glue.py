@@ -297,6 +297,26 @@ def test_execute_runs_different_shapes_separately_and_keeps_request_order(glue):
     assert outputs == [[[11, 20]], [[31, 40, 51]], [[60, 71]]]
 
 
+def test_a_model_with_several_outputs_sends_each_requests_rows_of_every_output(glue):
+    class TwoOutputs(glue.OnnxBatchModel):
+        input_names = (T.INPUT_IDS,)
+        output_names = (T.AUDIO, T.CODES)
+
+    class Session:
+        def run(self, names, feed):
+            assert names == [T.AUDIO, T.CODES]
+            return [feed[T.INPUT_IDS] * 2.0, feed[T.INPUT_IDS] + 100]
+
+    model = TwoOutputs()
+    model.session = Session()
+    ids = lambda rows: np.asarray(rows, np.int64)  # noqa: E731
+    responses = model.execute([Request(glue, input_ids=ids([[1, 2], [3, 4]])), Request(glue, input_ids=ids([[5, 6]]))])
+    np.testing.assert_array_equal(responses[0].outputs[T.AUDIO], [[2, 4], [6, 8]])
+    np.testing.assert_array_equal(responses[0].outputs[T.CODES], [[101, 102], [103, 104]])
+    np.testing.assert_array_equal(responses[1].outputs[T.AUDIO], [[10, 12]])
+    np.testing.assert_array_equal(responses[1].outputs[T.CODES], [[105, 106]])
+
+
 # --- musicgen_tokenizer and refusals passed back through BLS --------------------------------
 
 
