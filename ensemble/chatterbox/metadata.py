@@ -35,7 +35,6 @@ class ChatterboxMetadata:
     num_kv_heads: int
     head_dim: int
     hidden_size: int
-    conditioning_length: int  # prompt embeddings before the text: speaker, perceiver tokens, emotion
     speaker_embed_size: int  # the voice encoder's embedding (256)
     xvector_size: int  # the flow's speaker embedding (192)
     mel_bins: int  # 80
