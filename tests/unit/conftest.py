@@ -21,3 +21,11 @@ def orpheus_repository(tmp_path_factory):
     repository = tmp_path_factory.mktemp("speech-repo")
     export_orpheus("tiny-random", repository)
     return repository
+
+
+@pytest.fixture(scope="session")
+def chatterbox_tiny_checkpoint(tmp_path_factory):
+    """A tiny random Chatterbox checkpoint in the released layout, with its built-in voice (about 10 s, once per session)."""
+    from tritone.export.chatterbox.tiny import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("chatterbox-tiny"), "tiny", seed=0)
