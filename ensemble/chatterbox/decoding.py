@@ -93,6 +93,8 @@ class ChatterboxSlot(Slot):
         self.seen = np.zeros(model.speech_vocab, bool)  # the repetition penalty's history: start-of-speech on
         self.seen[model.start_speech] = True
         self.rng = np.random.default_rng(params.seed)
+        # the flow's and the vocoder's noise (ensemble/chatterbox/noise.py): the request's seed, or one of its own
+        self.noise_seed = params.seed if params.seed is not None else int(self.rng.integers(2**62))
         self._codec_inputs = codec_inputs
 
     def codec_inputs(self, window: ChunkWindow) -> tuple[np.ndarray, ...]:
@@ -122,7 +124,7 @@ class ChatterboxFamily:
     def prompt_embeds(self, job: ChatterboxJob) -> np.ndarray:
         """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text."""
         params, voice, tables = job.params, job.voice, self.tables
-        conditioning = self.conditioning(voice.speaker_embedding[None], voice.prompt_speech_tokens[None],
+        conditioning = self.conditioning(voice.speaker_emb[None], voice.prompt_speech_tokens[None],
                                          np.array([[params.exaggeration]], np.float32))[0]
         positions = tables.text_positions[: len(job.text_ids)]
         start = tables.speech[self.model.start_speech] + tables.speech_positions[0]

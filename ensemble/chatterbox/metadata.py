@@ -12,6 +12,7 @@ from pathlib import Path
 
 METADATA_FILE = "chatterbox.json"
 TOKENIZER_FILE = "tokenizer.json"
+BUILTIN_VOICE = "default"  # the checkpoint's own voice (its conds.pt)
 VOICES_DIR = "voices"  # the checkpoint's built-in voices, one .npz of conditioning arrays each
 CHECKPOINT_DIR = "checkpoint"  # the checkpoint's files (written for the random checkpoints)
 

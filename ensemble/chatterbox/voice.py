@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-FIELDS = ("speaker_embedding", "prompt_speech_tokens", "prompt_tokens", "prompt_mel", "xvector")
+from tritone.ensemble import tensors as T
+
+# the voice model's outputs, and a stored voice's arrays
+FIELDS = (T.SPEAKER_EMB, T.PROMPT_SPEECH_TOKENS, T.PROMPT_TOKENS, T.PROMPT_MEL, T.XVECTOR)
 
 
 @dataclass(frozen=True, eq=False)
 class Voice:
-    speaker_embedding: np.ndarray  # float32 [256]: T3's speaker token
+    speaker_emb: np.ndarray  # float32 [256]: T3's speaker token
     prompt_speech_tokens: np.ndarray  # int64 [<= 150]: T3's speech prompt
     prompt_tokens: np.ndarray  # int64 [Tp]: the flow's prompt tokens
     prompt_mel: np.ndarray  # float32 [2 * Tp, 80]: the flow's prompt mel

@@ -30,6 +30,7 @@ class Tensor:
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
     optional: bool = False
     doc: str = ""  # what a client must know (unit, layout, range, default): config parameter `input.<name>`
+    reshape: tuple[int, ...] | None = None  # the shape the model sees, where it differs from dims ((): one value a row)
 
 
 
@@ -128,10 +129,14 @@ def to_proto(spec: ModelSpec, target: Target) -> pb.ModelConfig:
     if runtime.model_filename:
         config.default_model_filename = runtime.model_filename
     for tensor in spec.inputs:
-        config.input.add(name=tensor.name, data_type=_dtype(tensor.dtype),
-                         dims=list(tensor.dims), optional=tensor.optional)
+        added = config.input.add(name=tensor.name, data_type=_dtype(tensor.dtype),
+                                 dims=list(tensor.dims), optional=tensor.optional)
+        if tensor.reshape is not None:
+            added.reshape.shape.extend(tensor.reshape)
     for tensor in spec.outputs:
-        config.output.add(name=tensor.name, data_type=_dtype(tensor.dtype), dims=list(tensor.dims))
+        added = config.output.add(name=tensor.name, data_type=_dtype(tensor.dtype), dims=list(tensor.dims))
+        if tensor.reshape is not None:
+            added.reshape.shape.extend(tensor.reshape)
     if runtime.max_queue_delay_us is not None:
         config.dynamic_batching.max_queue_delay_microseconds = runtime.max_queue_delay_us
     if spec.decoupled:

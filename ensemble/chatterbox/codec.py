@@ -1,0 +1,185 @@
+"""Chatterbox's speech tokens to audio, a window at a time: the flow (tokens + the voice -> mel) then HiFT (mel -> audio).
+
+The engine hands the codec a window of a stream's tokens (a chunk, its left context and lookahead:
+ensemble/engine/chunker.py) with the slot's `codec_inputs`: the voice's flow prompt (tokens, mel,
+x-vector) and the stream's identity and noise seed. `ChatterboxCodec` then adds what makes windows
+of one stream join like a one-shot decode:
+
+- the noise (ensemble/chatterbox/noise.py): the flow's starting noise and the vocoder source's noise
+  are functions of the absolute mel frame and the seed, so a window draws what the one-shot decode
+  draws at those frames;
+- the vocoder's source phase: HiFT's sine source integrates f0 from the stream's start, so each
+  window starts from the phase the previous window of the stream reached at its first frame
+  (FRAME_PHASE), kept here per stream until its final window; the first starts from the seed's;
+- the reference's fade-in of the first 40 ms (its trim_fade: 20 ms of silence, 20 ms raised cosine).
+
+Windows of several streams go out as one padded batch (the flow and the vocoder take per-row lengths);
+two windows of one stream in the same call are decoded in turn (the second needs the first's phase).
+`decode` is the flow then the vocoder: the `chatterbox_codec` ensemble through BLS when served, two
+ONNX Runtime sessions in tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tritone.ensemble import tensors as T
+from tritone.ensemble.chatterbox import noise
+from tritone.ensemble.engine.chunker import ChunkPolicy, ChunkWindow
+from tritone.ensemble.engine.onnx_runtime import open_session
+
+MEL_PER_TOKEN = 2
+FADE_SAMPLES = 960  # the reference's trim_fade: 480 samples of silence, then 480 of a raised cosine
+# The flow attends over the whole window (and the voice's prompt) and its encoder looks 3 tokens ahead; HiFT is
+# convolutional. Chunks (tokens, 25 a second) are decoded with context on both sides: measured in
+# tests/unit/test_chatterbox_flow.py (the reach of the flow and the vocoder).
+CHATTERBOX_POLICY = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=50, left_context=8, lookahead=4,
+                                min_window=4)
+FLOW_INPUTS = (T.SPEECH_TOKENS, T.SPEECH_TOKEN_LENGTHS, T.PROMPT_TOKENS, T.PROMPT_TOKEN_LENGTHS, T.PROMPT_MEL,
+               T.XVECTOR, T.PROMPT_NOISE, T.FLOW_NOISE)
+VOCODER_INPUTS = (T.MEL, T.MEL_LENGTHS, T.SOURCE_PHASE, T.SOURCE_NOISE)
+CODEC_INPUTS = FLOW_INPUTS + (T.MEL_LENGTHS, T.SOURCE_PHASE, T.SOURCE_NOISE)  # the chatterbox_codec ensemble's
+CODEC_OUTPUTS = (T.AUDIO, T.FRAME_PHASE)
+
+Decode = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]  # CODEC_INPUTS -> (audio, frame phase)
+
+
+def fade_in() -> np.ndarray:
+    fade = np.zeros(FADE_SAMPLES, np.float32)
+    half = FADE_SAMPLES // 2
+    fade[half:] = (np.cos(np.linspace(np.pi, 0, half)) + 1) / 2
+    return fade
+
+
+class CodecInputs:
+    """The slot's codec_inputs: (prompt tokens [Tp], prompt mel [2 Tp, 80], x-vector [192], window [4]: the
+    stream's serial, its noise seed, the window's first token, 1 if it is the stream's final window)."""
+
+    def __call__(self, slot, window: ChunkWindow) -> tuple[np.ndarray, ...]:
+        voice = slot.voice
+        return (voice.prompt_tokens, voice.prompt_mel, voice.xvector,
+                np.array([slot.serial, slot.noise_seed, window.window_start, window.final], np.int64))
+
+
+def _pad(arrays: list[np.ndarray], axis: int) -> np.ndarray:
+    """Stack along a new first axis, each padded with zeros on the right of `axis` to the longest."""
+    longest = max(a.shape[axis] for a in arrays)
+    padded = []
+    for a in arrays:
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, longest - a.shape[axis])
+        padded.append(np.pad(a, widths))
+    return np.stack(padded)
+
+
+class ChatterboxCodec:
+    """The engine's decode_codes for Chatterbox: [(tokens [1, W], *CodecInputs), ...] -> [audio [960 W], ...]."""
+
+    def __init__(self, decode: Decode, max_batch: int = 8, streams_kept: int = 1024):
+        self._decode = decode
+        self._max_batch = max_batch  # windows per call (the codec models' max_batch_size)
+        self._phases: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()  # stream -> (first frame, [9, F])
+        self._kept = streams_kept  # streams cancelled mid-way never send their final window: the oldest go
+        self._lock = threading.Lock()
+        self._fade = fade_in()
+
+    def each(self, items: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        audio: list[np.ndarray | None] = [None] * len(items)
+        pending = list(range(len(items)))
+        with self._lock:
+            while pending:  # a round takes each stream's earliest window still to decode
+                round_, later, seen = [], [], set()
+                for i in pending:
+                    stream = int(items[i][4][0])
+                    (later if stream in seen else round_).append(i)
+                    seen.add(stream)
+                for start in range(0, len(round_), self._max_batch):
+                    batch = round_[start : start + self._max_batch]
+                    for i, samples in zip(batch, self._round([items[i] for i in batch])):
+                        audio[i] = samples
+                pending = later
+        return audio
+
+    def _round(self, items) -> list[np.ndarray]:
+        rows = []
+        for tokens, prompt_tokens, prompt_mel, xvector, window in items:
+            stream_id, seed = int(window[0]), int(window[1])
+            first, frames = MEL_PER_TOKEN * int(window[2]), MEL_PER_TOKEN * tokens.shape[1]
+            rows.append({
+                T.SPEECH_TOKENS: tokens[0], T.PROMPT_TOKENS: prompt_tokens, T.PROMPT_MEL: prompt_mel,
+                T.XVECTOR: xvector, T.PROMPT_NOISE: noise.prompt_noise(seed, MEL_PER_TOKEN * len(prompt_tokens)),
+                T.FLOW_NOISE: noise.flow_noise(seed, first, frames),
+                T.SOURCE_PHASE: self._phase(stream_id, seed, first),
+                T.SOURCE_NOISE: noise.source_noise(seed, first, frames),
+            })
+        batch = {
+            T.SPEECH_TOKENS: _pad([r[T.SPEECH_TOKENS] for r in rows], 0),
+            T.SPEECH_TOKEN_LENGTHS: np.array([len(r[T.SPEECH_TOKENS]) for r in rows], np.int64),
+            T.PROMPT_TOKENS: _pad([r[T.PROMPT_TOKENS] for r in rows], 0),
+            T.PROMPT_TOKEN_LENGTHS: np.array([len(r[T.PROMPT_TOKENS]) for r in rows], np.int64),
+            T.PROMPT_MEL: _pad([r[T.PROMPT_MEL] for r in rows], 0),
+            T.XVECTOR: np.stack([r[T.XVECTOR] for r in rows]),
+            T.PROMPT_NOISE: _pad([r[T.PROMPT_NOISE] for r in rows], 1),
+            T.FLOW_NOISE: _pad([r[T.FLOW_NOISE] for r in rows], 1),
+            T.MEL_LENGTHS: np.array([MEL_PER_TOKEN * len(r[T.SPEECH_TOKENS]) for r in rows], np.int64),
+            T.SOURCE_PHASE: np.stack([r[T.SOURCE_PHASE] for r in rows]),
+            T.SOURCE_NOISE: _pad([r[T.SOURCE_NOISE] for r in rows], 0),
+        }
+        audio, frame_phase = self._decode(batch)
+        out = []
+        for row, (tokens, *_, window) in enumerate(items):
+            frames = MEL_PER_TOKEN * tokens.shape[1]
+            stream_id, first_token, final = int(window[0]), int(window[2]), bool(window[3])
+            if final:
+                self._phases.pop(stream_id, None)
+            else:
+                self._phases[stream_id] = (MEL_PER_TOKEN * first_token, frame_phase[row, :, :frames])
+                self._phases.move_to_end(stream_id)
+                while len(self._phases) > self._kept:
+                    self._phases.popitem(last=False)
+            samples = audio[row, : frames * noise.FRAME_SAMPLES].astype(np.float32)
+            if first_token == 0:
+                fade = min(FADE_SAMPLES, samples.size)
+                samples[:fade] *= self._fade[:fade]
+            out.append(samples)
+        return out
+
+    def _phase(self, stream: int, seed: int, first_frame: int) -> np.ndarray:
+        if first_frame == 0:
+            return noise.source_phase(seed)
+        start, phases = self._phases.get(stream, (None, None))
+        if start is None or not start <= first_frame < start + phases.shape[1]:
+            raise RuntimeError(f"stream {stream}: no vocoder phase for mel frame {first_frame} (its previous window "
+                               "was not decoded before this one)")
+        return phases[:, first_frame - start]
+
+
+class OnnxCodec:
+    """The flow and the vocoder on ONNX Runtime, one after the other (what the chatterbox_codec ensemble runs)."""
+
+    def __init__(self, repository: Path, threads: int | None = None):
+        self._flow = open_session(Path(repository) / T.CHATTERBOX_FLOW / "1" / T.ONNX_FILE, threads)
+        self._vocoder = open_session(Path(repository) / T.CHATTERBOX_VOCODER / "1" / T.ONNX_FILE, threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        mel = self._flow.run([T.MEL], {name: batch[name] for name in FLOW_INPUTS})[0]
+        audio, frame_phase = self._vocoder.run(list(CODEC_OUTPUTS), {T.MEL: mel, **{
+            name: batch[name] for name in VOCODER_INPUTS if name != T.MEL}})
+        return audio, frame_phase
+
+
+class OnnxVoiceModel:
+    """chatterbox_voice on ONNX Runtime: a clip [S] at 24 kHz -> the voice's arrays by name (one row)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self._session = open_session(path, threads)
+        self._outputs = [output.name for output in self._session.get_outputs()]
+
+    def __call__(self, clip: np.ndarray) -> dict[str, np.ndarray]:
+        values = self._session.run(self._outputs, {T.AUDIO: np.asarray(clip, np.float32)[None]})
+        return {name: value[0] for name, value in zip(self._outputs, values)}
