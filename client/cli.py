@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tritone.ensemble import tensors as T
+
 from .clip import decode_clip
 from .errors import ClientError
 from .request import MusicRequest
@@ -41,13 +43,18 @@ def _add_musicgen(subparsers) -> None:
 
 
 def _add_speech(subparsers) -> None:
-    parser = subparsers.add_parser("speech", help="speak a text (orpheus), sentence by sentence")
+    parser = subparsers.add_parser("speech", help="speak a text (orpheus or chatterbox), sentence by sentence")
     parser.add_argument("text", help="what to say; long text is spoken sentence by sentence without gaps")
-    parser.add_argument("--voice", help="a speaker the checkpoint was fine-tuned on (tara, leah, jess, leo, dan, "
-                                        "mia, zac, zoe)")
+    parser.add_argument("--model", default=T.ORPHEUS, choices=(T.ORPHEUS, T.CHATTERBOX),
+                        help=f"the speech pipeline (default {T.ORPHEUS})")
+    parser.add_argument("--voice", help="a built-in voice: orpheus' speakers (tara, leah, jess, leo, dan, mia, zac, "
+                                        "zoe), chatterbox's 'default'")
     parser.add_argument("--reference", metavar="CLIP", help="clone the voice of this clip (wav, flac, mp3, ogg; "
-                                                            "sent as 24 kHz mono); needs --reference-text")
-    parser.add_argument("--reference-text", help="the transcript of --reference")
+                                                            "sent as 24 kHz mono); orpheus needs --reference-text")
+    parser.add_argument("--reference-text", help="the transcript of --reference (orpheus)")
+    parser.add_argument("--exaggeration", type=float, help="chatterbox: emotion exaggeration (default 0.5)")
+    parser.add_argument("--cfg-weight", type=float, help="chatterbox: guidance weight, 0 disables it (default 0.5)")
+    parser.add_argument("--min-p", type=float, help="chatterbox: min-p sampling (default 0.05)")
     parser.add_argument("--max-duration", type=float, help="seconds of speech at most, per sentence")
     parser.add_argument("--max-sentence-chars", type=int, default=MAX_SENTENCE_CHARS,
                         help=f"split longer sentences at word boundaries (default {MAX_SENTENCE_CHARS}); "
@@ -91,8 +98,10 @@ def _run_musicgen(args: argparse.Namespace) -> None:
 
 
 def _run_speech(args: argparse.Namespace) -> None:
-    if (args.reference is None) != (args.reference_text is None):
-        raise UsageError("--reference and --reference-text go together")
+    if args.model == T.ORPHEUS and (args.reference is None) != (args.reference_text is None):
+        raise UsageError("--reference and --reference-text go together (orpheus)")
+    if args.model != T.CHATTERBOX and any(v is not None for v in (args.exaggeration, args.cfg_weight, args.min_p)):
+        raise UsageError("--exaggeration, --cfg-weight and --min-p are chatterbox's (--model chatterbox)")
     reference = None
     if args.reference is not None:
         try:
@@ -101,8 +110,9 @@ def _run_speech(args: argparse.Namespace) -> None:
             raise UsageError(f"--reference {args.reference}: {error}") from None
     request = SpeechRequest(text=args.text, voice=args.voice, reference_text=args.reference_text,
                             reference_audio=reference, max_duration=args.max_duration,
-                            repetition_penalty=args.repetition_penalty, **_sampling(args))
-    _save(save_speech_sync, args, request, max_chars=args.max_sentence_chars or None)
+                            repetition_penalty=args.repetition_penalty, exaggeration=args.exaggeration,
+                            cfg_weight=args.cfg_weight, min_p=args.min_p, **_sampling(args))
+    _save(save_speech_sync, args, request, max_chars=args.max_sentence_chars or None, model=args.model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ class SpeechRequest:
     The voice is one of: `voice`, a speaker the checkpoint was fine-tuned on ("tara"); or a clip
     to clone, `reference_text` (its transcript) with `reference_codes` [7, frames] (already
     encoded) or `reference_audio` [samples] (mono float32 at 24 kHz, encoded by the server);
-    or nothing (the checkpoint's default voice).
+    or nothing (the checkpoint's default voice). Chatterbox (model "chatterbox") clones from
+    `reference_audio` alone (no transcript) and takes `exaggeration`, `cfg_weight` and `min_p`.
     """
 
     text: str
@@ -54,6 +55,9 @@ class SpeechRequest:
     repetition_penalty: float | None = None
     seed: int | None = None
     return_codes: bool = False
+    exaggeration: float | None = None  # chatterbox: emotion exaggeration
+    cfg_weight: float | None = None  # chatterbox: classifier-free guidance weight
+    min_p: float | None = None  # chatterbox: min-p sampling
 
 
 def speech_inputs(request: SpeechRequest) -> list[InferInput]:
@@ -67,8 +71,11 @@ def speech_inputs(request: SpeechRequest) -> list[InferInput]:
     if request.reference_audio is not None:
         inputs.append(tensor_input(T.REFERENCE_AUDIO, "FP32",
                                    np.ascontiguousarray(np.reshape(request.reference_audio, -1), np.float32)))
-    inputs += optional_scalars([(T.MAX_DURATION, "FP32", np.float32, request.max_duration)])
-    return inputs + sampling_inputs(request, (T.REPETITION_PENALTY, "FP32", np.float32, request.repetition_penalty))
+    inputs += optional_scalars([(T.MAX_DURATION, "FP32", np.float32, request.max_duration),
+                                (T.EXAGGERATION, "FP32", np.float32, request.exaggeration),
+                                (T.CFG_WEIGHT, "FP32", np.float32, request.cfg_weight)])
+    return inputs + sampling_inputs(request, (T.REPETITION_PENALTY, "FP32", np.float32, request.repetition_penalty),
+                                    (T.MIN_P, "FP32", np.float32, request.min_p))
 
 
 def sentence_requests(request: SpeechRequest, max_chars: int | None = MAX_SENTENCE_CHARS) -> list[SpeechRequest]:

@@ -313,14 +313,29 @@ def test_cli_clones_a_local_clip_sent_as_24_khz_mono(serve, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--reference", "clip.wav"], "error: --reference and --reference-text go together\n"),
+        (["--reference", "clip.wav"], "error: --reference and --reference-text go together (orpheus)\n"),
         (["--reference", "missing.wav", "--reference-text", "x"], "error: --reference missing.wav: "),
+        (["--exaggeration", "0.7"], "error: --exaggeration, --cfg-weight and --min-p are chatterbox's "
+                                    "(--model chatterbox)\n"),
+        (["--model", "chatterbox", "--reference", "missing.wav"], "error: --reference missing.wav: "),
     ],
 )
 def test_cli_reference_problems_are_one_line(tmp_path, capsys, extra, message, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["speech", "Hi there.", "--out", "a.wav", "--url", "127.0.0.1:1", *extra]) == 1
     assert capsys.readouterr().err.startswith(message)
+
+
+def test_cli_sends_chatterbox_its_model_and_its_own_fields(serve, tmp_path):
+    fake, url = serve(lambda text, fake: spoken(text, 1))
+    assert main(["speech", "Hi there you.", "--model", "chatterbox", "--exaggeration", "0.8", "--cfg-weight", "0.3",
+                 "--min-p", "0.1", "--seed", "4", "--out", str(tmp_path / "a.wav"), "--url", url]) == 0
+    [request] = fake.requests
+    assert request.model_name == T.CHATTERBOX
+    sent = {i.name: np.frombuffer(raw, np.float32 if i.datatype == "FP32" else np.int64)
+            for i, raw in zip(request.inputs, request.raw_input_contents) if i.name != T.TEXT}
+    assert {name: float(value[0]) for name, value in sent.items()} == {
+        T.EXAGGERATION: pytest.approx(0.8), T.CFG_WEIGHT: pytest.approx(0.3), T.MIN_P: pytest.approx(0.1), T.SEED: 4}
 
 
 def test_cli_server_error_is_one_line(serve, tmp_path, capsys):
