@@ -21,7 +21,7 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox.codec import (CHATTERBOX_POLICY, ChatterboxCodec, CodecInputs, OnnxCodec,
                                               OnnxVoiceModel)
 from tritone.ensemble.chatterbox.decoding import ChatterboxFamily, ChatterboxJob, EmbeddingTables
-from tritone.ensemble.chatterbox.metadata import TOKENIZER_FILE, VOICES_DIR, ChatterboxMetadata
+from tritone.ensemble.chatterbox.metadata import CHECKPOINT_DIR, TOKENIZER_FILE, VOICES_DIR, ChatterboxMetadata
 from tritone.ensemble.chatterbox.onnx_lm import (CONDITIONING_FILE, LLAMA_CONFIG_FILE, LM_STEP_FILE,
                                                  OnnxT3Conditioning, OnnxT3LanguageModel, load_tables)
 from tritone.ensemble.chatterbox.request import ChatterboxLimits, ChatterboxParams, validate
@@ -103,10 +103,16 @@ class ChatterboxPipeline:
         settings = self.settings
         self.lm = resolve_lm(settings.lm_runtime, settings.device, settings.dtype)  # logged at load
         if self.lm.runtime == "torch":
-            from tritone.ensemble.chatterbox.torch_lm import TorchT3LanguageModel  # torch is only needed here
+            from tritone.ensemble.chatterbox.torch_lm import T3_WEIGHTS_FILE, TorchT3LanguageModel  # torch only here
 
-            return TorchT3LanguageModel(version / "checkpoint", version / LLAMA_CONFIG_FILE, settings.device,
-                                        self.lm.dtype)
+            weights = version / CHECKPOINT_DIR  # the random checkpoints' files; else the checkpoint's own folder
+            if not weights.is_dir():
+                weights = Path(self.model.checkpoint)
+            if not weights.is_dir():  # a hub id: its files are in the local hub cache since the export
+                from huggingface_hub import hf_hub_download
+
+                weights = Path(hf_hub_download(self.model.checkpoint, T3_WEIGHTS_FILE)).parent
+            return TorchT3LanguageModel(weights, version / LLAMA_CONFIG_FILE, settings.device, self.lm.dtype)
         return OnnxT3LanguageModel(version / LM_STEP_FILE)
 
     def validate(self, raw: dict) -> ChatterboxParams:

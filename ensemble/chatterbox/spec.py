@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox.codec import CHATTERBOX_POLICY, CODEC_INPUTS, CODEC_OUTPUTS, FLOW_INPUTS
@@ -81,7 +81,8 @@ VOCODER = ModelSpec(
     }),
 )
 
-_TENSORS = {tensor.name: tensor for tensor in FLOW.inputs + VOCODER.inputs + VOCODER.outputs}
+# the ensemble passes per-row lengths as they come ([batch, 1]); its step models reshape them
+_TENSORS = {tensor.name: replace(tensor, reshape=None) for tensor in FLOW.inputs + VOCODER.inputs + VOCODER.outputs}
 
 CODEC = ModelSpec(
     name=T.CHATTERBOX_CODEC,

@@ -8,12 +8,12 @@ import numpy as np
 from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox.codec import CODEC_INPUTS, CODEC_OUTPUTS, ChatterboxCodec
 from tritone.ensemble.chatterbox.pipeline import ChatterboxPipeline, ChatterboxSettings
-from tritone.ensemble.chatterbox.spec import CODEC
+from tritone.ensemble.chatterbox.spec import FLOW, VOCODER
 from tritone.ensemble.chatterbox.voice import FIELDS
 from tritone.ensemble.triton.glue import BlsModel, StreamingModel
 
-# one value a row: [batch] in the graphs, [batch, 1] on the wire (the configs reshape them)
-ROW_LENGTHS = {tensor.name for tensor in CODEC.inputs if tensor.reshape == ()}
+# one value a row: [batch] in the graphs, [batch, 1] on the wire (the step models' configs reshape them)
+ROW_LENGTHS = {tensor.name for tensor in FLOW.inputs + VOCODER.inputs if tensor.reshape == ()}
 
 
 class CodecBls:
