@@ -111,3 +111,18 @@ def test_a_tiny_checkpoint_generates_24_khz_audio_end_to_end(chatterbox_tiny_che
     assert 0 < len(valid) <= 30
     assert wav.shape == (1, 960 * len(valid))  # 2 mels per token, 480 samples per mel
     assert torch.isfinite(wav).all() and 0 < wav.abs().max() <= 0.99
+
+
+def test_small_is_the_released_architecture_and_tiny_uses_its_state_dict_keys():
+    """One loader reads every size: 'small' has the released models' keys and shapes, 'tiny' a subset of
+    those keys (fewer layers, narrower). Built on the meta device: no weights allocated."""
+    with torch.device("meta"):
+        small = reference.build_models({"t3": DIMS["small"]["t3"], "s3gen": DIMS["small"]["s3gen"]})
+        released = (reference.T3(), reference.S3Gen(), reference.VoiceEncoder())
+        tiny = reference.build_models(DIMS["tiny"])
+    for ours, theirs, little in zip(small, released, tiny):
+        shapes = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+        assert {key: tuple(value.shape) for key, value in ours.state_dict().items()} == shapes
+        assert set(little.state_dict()) <= set(shapes)
+    assert sum(p.numel() for p in small[0].parameters()) == 532_405_248  # T3 on Llama_520M
+    assert small[1].flow.encoder.output_size() == 512 and tiny[1].flow.encoder.output_size() == 64
