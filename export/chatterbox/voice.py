@@ -25,8 +25,10 @@ would not equal the reference's, so the graph does not do it.
 
 Parity, on synthetic clips of 8 s, 11.3 s (past the 10 s the flow keeps and the 6 s T3's prompt
 keeps) and 3.7 s: every token equal to the reference's, floats within VOICE_BOUNDS (absolute;
-measured on the tiny checkpoint: speaker embedding and x-vector ~5e-8, log mel ~2.5e-4, the
-latter where the DFT-as-convolution and the FFT round differently in quiet frames).
+measured on the tiny and on the small (released sizes, random weights; a 543 MB graph) checkpoints:
+speaker embedding and x-vector ~6e-8, log mel ~2.5e-4, the latter where the DFT-as-convolution
+and the FFT round differently in quiet frames). Clips must be longer than 30 ms (the 24 kHz mel's
+reflect padding; the reference fails there too).
 One clip per call: the graph's batch axis is 1 (lengths differ; the reference has no batching).
 """
 
