@@ -106,7 +106,7 @@ MEL = "mel"  # FP32 [batch, 80, frames] the flow's output, the vocoder's input
 MEL_LENGTHS = "mel_lengths"  # INT64 [batch]
 SOURCE_PHASE = "source_phase"  # FP32 [batch, 9] each harmonic's phase (cycles) before the window's first sample
 SOURCE_NOISE = "source_noise"  # FP32 [batch, 480 * frames] one standard normal per sample (seeded, by position)
-FRAME_PHASE = "frame_phase"  # FP32 [batch, 9, frames] each harmonic's phase before each frame (the next SOURCE_PHASE)
+FRAME_PHASE = "frame_phase"  # FP32 [batch, 9, frames + 1] each harmonic's phase before each frame and after the last
 # chatterbox_voice (ensemble/chatterbox/graphs_voice.py): AUDIO [1, samples] (the clip at 24 kHz) + AUDIO_16K ->
 # SPEAKER_EMB, PROMPT_SPEECH_TOKENS, PROMPT_TOKENS, PROMPT_MEL, XVECTOR (each [1, ...]: one clip per call)
 AUDIO_16K = "audio_16k"  # FP32 [1, samples] the same clip at 16 kHz as soxr (quality HQ) resamples it: T3's inputs

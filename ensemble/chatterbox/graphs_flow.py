@@ -35,9 +35,10 @@ compute, rearranged for serving:
   the output through the linear mix w . n, which is ||w|| times one standard normal: one per
   sample is the same distribution; the parity test feeds (w . n) / ||w|| of the reference's own
   draws.) The source's phase is a running sum of f0 from the start of the stream, so the graph
-  also returns FRAME_PHASE [B, 9, F], each harmonic's phase before each frame: a window that
-  starts at frame k of the previous window takes FRAME_PHASE[:, :, k] of that window as its
-  SOURCE_PHASE, and the noise is a function of the absolute sample (noise.py).
+  also returns FRAME_PHASE [B, 9, F + 1], each harmonic's phase before each frame and after the
+  last: a window that starts at frame k of the previous window (0 <= k <= its frames) takes
+  FRAME_PHASE[:, :, k] of that window as its SOURCE_PHASE; the noise is a function of the
+  absolute sample (noise.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ FRAME_SAMPLES = 480  # audio samples per mel frame (HiFT: 8 x 5 x 3 upsampling, 
 EULER_STEPS = 10  # the reference's default n_timesteps
 PRE_LOOKAHEAD_TOKENS = 3  # the encoder's pre-lookahead convolution sees 3 tokens to the right
 HARMONICS = 9  # HiFT's sine source: the fundamental and 8 overtones
+
+# Streaming (export/chatterbox/reach.py): a chunk of tokens [s, e) is decoded by the flow with the
+# tokens [s - FLOW_LEFT_CONTEXT_TOKENS, e + FLOW_LOOKAHEAD_TOKENS) (clipped to the stream) and the
+# voice's whole prompt, then by the vocoder on that window's whole mel; frames [2 s, 2 e) are kept.
+# The figures are in this module's docstring, under "Streaming reach".
+FLOW_LEFT_CONTEXT_TOKENS = 8
+FLOW_LOOKAHEAD_TOKENS = 6
+VOCODER_LEFT_CONTEXT_FRAMES = 16  # = 2 x FLOW_LEFT_CONTEXT_TOKENS: the vocoder's own reach, in mel frames
+VOCODER_LOOKAHEAD_FRAMES = 12  # = 2 x FLOW_LOOKAHEAD_TOKENS
+STREAMED_AUDIO_BOUND = 1e-2  # max |streamed - one-shot| waveform at that context (tiny, the test's case)
 
 
 def cosine_t_span(steps: int) -> torch.Tensor:
@@ -258,7 +269,8 @@ def _resblock(block, x, mask):
 
 class ChatterboxVocoder(nn.Module):
     """mel [B, 80, F], mel_lengths [B] int64, source_phase [B, 9] (cycles), source_noise [B, 480 F]
-    -> audio [B, 480 F] in [-0.99, 0.99], frame_phase [B, 9, F] (cycles in [0, 1)).
+    -> audio [B, 480 F] in [-0.99, 0.99], frame_phase [B, 9, F + 1] (cycles in [0, 1)): each harmonic's
+    phase before frame k, k = 0 .. F (F: after the last frame; past a row's length its last value).
 
     Row b's audio is audio[b, :480 mel_lengths[b]] (zeros after). No fade: the reference fades
     the first 40 ms of an utterance in (trim_fade); the pipeline does that on a stream's start.
@@ -287,16 +299,18 @@ class ChatterboxVocoder(nn.Module):
         return torch.abs(self.hift.f0_predictor.classifier(x.transpose(1, 2)).squeeze(-1))
 
     def source(self, f0, source_phase, source_noise):
-        """The sine/noise source [B, 480 F] and each harmonic's phase before each frame [B, 9, F]."""
+        """The sine/noise source [B, 480 F] and each harmonic's phase before each frame and after the
+        last [B, 9, F + 1] (f0 is 0 past a row's length: its phase stays there)."""
         rows, frames = f0.shape
         fs = self.frame_samples
         harmonic = torch.arange(1, self.harmonics + 1, dtype=torch.float32, device=f0.device)
         step = f0 / self.sample_rate  # cycles per sample of the fundamental, per frame [B, F]
         per_frame = torch.remainder(step * fs, 1.0)
-        before = torch.remainder(torch.cumsum(per_frame, dim=1) - per_frame, 1.0)  # [B, F], exclusive
+        before = torch.cat([torch.zeros_like(per_frame[:, :1]), torch.cumsum(per_frame, dim=1)], dim=1)  # [B, F + 1]
+        before = torch.remainder(before, 1.0)
         frame_phase = torch.remainder(source_phase[:, :, None] + harmonic[None, :, None] * before[:, None, :], 1.0)
         within = torch.arange(1, fs + 1, dtype=torch.float32, device=f0.device)  # sample j of a frame: j + 1 steps
-        cycles = frame_phase[..., None] + harmonic[None, :, None, None] * step[:, None, :, None] * within
+        cycles = frame_phase[..., :frames, None] + harmonic[None, :, None, None] * step[:, None, :, None] * within
         sines = self.sine_amp * torch.sin(2 * math.pi * torch.remainder(cycles, 1.0))  # [B, 9, F, fs]
         voiced = (f0 > self.voiced_threshold).to(torch.float32)[:, None, :, None]  # [B, 1, F, 1]
         noise_amp = voiced * self.noise_std + (1 - voiced) * self.sine_amp / 3
@@ -334,7 +348,7 @@ class ChatterboxVocoder(nn.Module):
         frames = mel.shape[2]
         masks, size, lengths = [], frames, mel_lengths
         mask0 = _positions(mel_lengths, frames)[:, None, :].to(torch.float32)
-        f0 = self.f0(mel, mask0)
+        f0 = self.f0(mel, mask0) * mask0[:, 0]
         s, frame_phase = self.source(f0, source_phase, source_noise)
         samples = mel_lengths * self.frame_samples
         stft_frames = samples // self.hop + 1

@@ -175,9 +175,13 @@ def vocoder_reference_parity(s3gen, vocoder_path: Path, tolerance: float = VOCOD
     return _check("vocoder vs S3Gen mel2wav.inference", ours, reference, tolerance)
 
 
-def s3gen_reference_parity(s3gen, flow_path: Path, vocoder_path: Path, tolerance: float = VOCODER_TOLERANCE) -> float:
-    """flow then vocoder (then the reference's 40 ms fade-in) vs S3Gen.inference, one seed for all its draws."""
+def s3gen_reference_parity(s3gen, flow_path: Path, vocoder_path: Path, tolerance: float = VOCODER_TOLERANCE,
+                           voice: dict | None = None) -> float:
+    """flow then vocoder (then the reference's 40 ms fade-in) vs S3Gen.inference, one seed for all its draws;
+    the prompt is `voice` (a reference ref_dict: Conditionals.gen) when given, else random."""
     tokens, prompt_tokens, prompt_mel, xvector = reference_case(s3gen, tokens=10, prompt=6, seed=8)
+    if voice is not None:
+        prompt_tokens, prompt_mel, xvector = (voice[key].detach() for key in ("prompt_token", "prompt_feat", "embedding"))
     ref_dict = dict(prompt_token=prompt_tokens, prompt_token_len=torch.tensor([prompt_tokens.shape[1]]),
                     prompt_feat=prompt_mel, prompt_feat_len=None, embedding=xvector)
     torch.manual_seed(21)
@@ -230,7 +234,7 @@ def export_vocoder(models, out_dir: Path, tolerance: float = VOCODER_TOLERANCE, 
         vocoder, vocoder_example(s3gen.flow.output_size, vocoder.frame_samples), list(VOCODER_OUTPUTS),
         {T.MEL: {0: "batch", 2: "frames"}, T.MEL_LENGTHS: {0: "batch"}, T.SOURCE_PHASE: {0: "batch"},
          T.SOURCE_NOISE: {0: "batch", 1: "samples"}, T.AUDIO: {0: "batch", 1: "samples"},
-         T.FRAME_PHASE: {0: "batch", 2: "frames"}},
+         T.FRAME_PHASE: {0: "batch", 2: "frames_and_1"}},
         path, tolerance=tolerance)
     reference_diff = vocoder_reference_parity(s3gen, path, tolerance)
     meta = {"file": str(path), "inputs": list(VOCODER_INPUTS), "outputs": list(VOCODER_OUTPUTS),
@@ -240,5 +244,7 @@ def export_vocoder(models, out_dir: Path, tolerance: float = VOCODER_TOLERANCE, 
         flow_path = Path(out_dir).resolve().parent.parent / T.CHATTERBOX_FLOW / "1" / T.ONNX_FILE
         flow_path = flow_path if flow_path.exists() else None
     if flow_path is not None:
-        meta["max_abs_s3gen_vs_reference"] = s3gen_reference_parity(s3gen, Path(flow_path), path, tolerance)
+        conds = getattr(models, "conds", None)  # the checkpoint's built-in voice, when there is one
+        voice = dict(conds.gen) if conds is not None else None
+        meta["max_abs_s3gen_vs_reference"] = s3gen_reference_parity(s3gen, Path(flow_path), path, tolerance, voice)
     return meta
