@@ -33,7 +33,7 @@ import numpy as np
 from tritone.client import ClientError, MusicRequest, SpeechRequest
 from tritone.client.sentences import split_sentences
 from tritone.gateway import job_store as js
-from tritone.gateway import voices
+from tritone.gateway import speech_options, voices
 from tritone.gateway.catalog import ModelCatalog
 from tritone.gateway.database import DatabaseUnavailable
 from tritone.gateway.errors import APIError, with_api_fields
@@ -309,10 +309,7 @@ class JobRunner:
 
         async def say(i: int) -> None:
             nonlocal done_chars
-            request = SpeechRequest(text=sentences[i], temperature=params.get("temperature"),
-                                    top_k=params.get("top_k"), top_p=params.get("top_p"),
-                                    repetition_penalty=params.get("repetition_penalty"), seed=params.get("seed"),
-                                    max_duration=self.settings.speech_max_sentence_s, **fields)
+            request = speech_options.speech_request(sentences[i], params, self.settings.speech_max_sentence_s, fields)
             async with gate:
                 generation = await self._open(job, request, model.name)
                 try:

@@ -67,6 +67,15 @@ class ModelManager:
             f"load it with POST /v1/models/{name}/load"
         return f"{name} is not loaded ({why}): {how}"
 
+    async def held(self, names) -> list[str]:
+        """Those of `names` that Triton's repository holds (all of them when Triton cannot say). A configured speech
+        model it does not hold (a deployment without that family) is not served, and keeps no other from serving."""
+        try:
+            present = {model.name for model in await self.triton.models()}
+        except APIError:
+            return list(names)
+        return [name for name in names if name in present]
+
     async def state(self, name: str) -> ModelState | None:
         return next((model for model in await self.triton.models() if model.name == name), None)
 

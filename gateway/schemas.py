@@ -33,7 +33,12 @@ DEFAULT_DURATION_S = 8.0
 
 # Triton's tensor names -> the API field each route fills them from (Triton's refusals name the tensor)
 MUSIC_FIELDS = {T.TEXT: "prompt"}
-SPEECH_FIELDS = {T.TEXT: "input", T.VOICE: "voice", T.REFERENCE_TEXT: "voice", T.REFERENCE_CODES: "voice"}
+SPEECH_FIELDS = {T.TEXT: "input", T.VOICE: "voice", T.REFERENCE_TEXT: "voice", T.REFERENCE_CODES: "voice",
+                 T.REFERENCE_AUDIO: "voice"}
+# a speech body's sampling options -> the Triton input each fills (of the same name), in the body's order
+SPEECH_OPTIONS = {"temperature": T.TEMPERATURE, "top_k": T.TOP_K, "top_p": T.TOP_P,
+                  "repetition_penalty": T.REPETITION_PENALTY, "min_p": T.MIN_P, "exaggeration": T.EXAGGERATION,
+                  "cfg_weight": T.CFG_WEIGHT, "seed": T.SEED}
 TRITON_FIELDS = {"/v1/audio/music": MUSIC_FIELDS, "/v1/audio/speech": SPEECH_FIELDS, "/v1/jobs": MUSIC_FIELDS}
 JOB_TYPES = ("music", "speech")  # POST /v1/jobs: the body's `type`
 INVISIBLE = ("C", "Z")  # Unicode categories: control, format (zero-width), unassigned; separators
@@ -116,6 +121,14 @@ class SpeechFields(BaseModel):
                               description="Sample among the k likeliest codes; 0 disables (default).")
     top_p: float | None = Field(None, gt=0, le=1, strict=True, description="Nucleus sampling mass. Default 0.8.")
     repetition_penalty: float | None = Field(None, ge=1, le=3, strict=True, description="1 disables it. Default 1.3.")
+    # chatterbox's own: a model that does not take one refuses it (400 unsupported_parameter); their ranges and
+    # defaults are the model's config's (Bodies.build), Triton's to check until its config is read
+    min_p: float | None = Field(None, strict=True, description="Min-p sampling (chatterbox): tokens less likely than "
+                                "min_p times the likeliest are dropped; 0 disables it.")
+    exaggeration: float | None = Field(None, strict=True, description="Emotion exaggeration (chatterbox); 0.5 is "
+                                       "neutral, higher is more expressive.")
+    cfg_weight: float | None = Field(None, strict=True, description="Classifier-free guidance weight (chatterbox); "
+                                     "0 disables it, lower for faster speakers or stronger exaggeration.")
     seed: Seed = None
 
     @field_validator("input")
@@ -205,8 +218,9 @@ def _speech_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
     """`model` (the first speech model by default) and `voice`, described with each model's speakers."""
     models = settings.speech_models
     names = [name + (f" (or {', '.join(model.aliases)})" if model.aliases else "") for name, model in models.items()]
-    speaking = {name: (speakers(model, facts.get(name)), default_voice(model, facts.get(name)))
-                for name, model in models.items()}
+    served = [name for name in models if name in facts] or list(models)  # a model Triton lacks: not described
+    speaking = {name: (speakers(models[name], facts.get(name)), default_voice(models[name], facts.get(name)))
+                for name in served}
     if len(speaking) == 1:
         ((builtin, default),) = speaking.values()
         listed = f" ({', '.join(builtin)})" if builtin else ""
@@ -222,7 +236,39 @@ def _speech_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
     first = next(iter(models), None)
     model = Field(first, max_length=100, description="The speech model: " + ", ".join(names) + ".") if first else \
         Field(max_length=100, description="No speech model is configured.")
-    return {"model": (str, model), "voice": (str | VoiceRef | None, Field(None, description=voice_help))}
+    return {"model": (str, model), "voice": (str | VoiceRef | None, Field(None, description=voice_help)),
+            **_option_fields(settings, facts)}
+
+
+def _option_fields(settings: Settings, facts: Mapping[str, ModelFacts]) -> dict:
+    """The sampling options as the speech models' configs state them: each model's range and default for it, and
+    which models do not take it (they refuse it); bounds: the widest of the ranges the configs state. An option
+    no known model's config speaks of keeps its definition in SpeechFields."""
+    known = {name: facts[name] for name in settings.speech_models if name in facts}
+    fields = {}
+    for field, tensor in SPEECH_OPTIONS.items():
+        if field == "seed":  # the API's own bounds (an integer string taken); every model's doc says the same
+            continue
+        takers = {name: model for name, model in known.items() if model.takes(tensor)}
+        docs = {name: model.doc(tensor) for name, model in takers.items() if model.doc(tensor)}
+        if not docs:
+            continue
+        base = SpeechFields.model_fields[field]
+        summary = (base.description or "").split(" Default")[0]
+        said = " ".join(f"{name}: {doc}." for name, doc in docs.items())
+        others = [name for name in known if name not in takers]
+        refused = f" Not taken by {', '.join(others)} (refused if sent)." if others else ""
+        bounds = [model.bounds(tensor) for model in takers.values()]
+        if None in bounds:  # a range some config does not state: the body's own bounds stay
+            annotation, limits = Annotated[(base.annotation, *base.metadata)] if base.metadata else base.annotation, {}
+        else:
+            low, high = ("gt" if all("gt" in b for b in bounds) else "ge"), ("lt" if all("lt" in b for b in bounds)
+                                                                           else "le")
+            annotation = base.annotation
+            limits = {low: min(b.get("ge", b.get("gt")) for b in bounds),
+                      high: max(b.get("le", b.get("lt")) for b in bounds)}
+        fields[field] = (annotation, Field(None, strict=True, description=f"{summary} {said}{refused}", **limits))
+    return fields
 
 
 class ErrorDetail(BaseModel):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tritone.ensemble import tensors as T
 from tritone.gateway.triton_replicas import TargetError, parse_target
 
 # OpenAI's voice names -> Orpheus' fine-tuned speakers, matched by character (register, warmth);
@@ -30,6 +31,9 @@ class SpeechModel(BaseModel):
 
     codec_encoder: str = Field(description="Triton model that encodes a voice clip to this model's codes; a stored "
                                            "voice serves only models whose encoder (and its version) made its codes")
+    codes_output: str = Field(T.AUDIO_CODES, description="the codec encoder's output stored as a cloned voice's codes "
+                                                         "(audio_codes: SNAC's; prompt_tokens: chatterbox_voice's S3 "
+                                                         "tokens, a record of the clip's validation)")
     aliases: list[str] = Field(default_factory=list, description="other names a request's `model` may use")
     voices: list[str] | None = Field(
         None, description="built-in speakers offered; None: the model's own (its config's `speakers`)")
@@ -38,7 +42,10 @@ class SpeechModel(BaseModel):
 
 
 def default_speech_models() -> dict[str, SpeechModel]:
-    return {"orpheus": SpeechModel(codec_encoder="snac_encoder", aliases=list(OPENAI_SPEECH_MODELS))}
+    """Orpheus (the first: a request naming no model, and OpenAI's model names) and Chatterbox. A configured model
+    that Triton does not serve is refused with a 503 when named; the others serve as before."""
+    return {T.ORPHEUS: SpeechModel(codec_encoder=T.SNAC_ENCODER, aliases=list(OPENAI_SPEECH_MODELS)),
+            T.CHATTERBOX: SpeechModel(codec_encoder=T.CHATTERBOX_VOICE, codes_output=T.PROMPT_TOKENS)}
 
 
 class Settings(BaseSettings):
@@ -109,7 +116,8 @@ class Settings(BaseSettings):
         default_factory=default_speech_models,
         description="Triton models that speak (decoupled, stream audio), by name; a request's `model` picks one "
                     "(the first when it names none). JSON in the environment: "
-                    '{"orpheus": {"codec_encoder": "snac_encoder", "aliases": ["tts-1"]}}')
+                    '{"orpheus": {"codec_encoder": "snac_encoder", "aliases": ["tts-1"]}, '
+                    '"chatterbox": {"codec_encoder": "chatterbox_voice", "codes_output": "prompt_tokens"}}')
     speech_voice_aliases: dict[str, str] = Field(
         default_factory=lambda: dict(OPENAI_VOICES), description="OpenAI voice name -> built-in speaker")
     speech_max_sentence_chars: int = Field(300, description="longer sentences are split at word boundaries")

@@ -149,9 +149,10 @@ class Triton:
                             timeout=self.settings.stream_timeout_s, stats=stats,
                             target=self.settings.triton_grpc_url, headers=headers)
 
-    async def encode_voice(self, encoder: str, audio: np.ndarray) -> np.ndarray:
-        """A clip (mono float32 at the codec's rate) -> its codes [rows, frames], through the codec `encoder`."""
+    async def encode_voice(self, encoder: str, audio: np.ndarray, output: str = T.AUDIO_CODES) -> np.ndarray:
+        """A clip (mono float32 at the codec's rate) -> its codes, the encoder's `output` (its one row of the batch:
+        [rows, frames] for SNAC's audio_codes, [tokens] for chatterbox_voice's prompt_tokens)."""
         inputs = [tensor_input(T.AUDIO, "FP32", np.ascontiguousarray(audio, np.float32)[None, :])]
-        result = await self._call(self.grpc.infer(encoder, inputs, outputs=[InferRequestedOutput(T.AUDIO_CODES)]),
+        result = await self._call(self.grpc.infer(encoder, inputs, outputs=[InferRequestedOutput(output)]),
                                   self.settings.encode_timeout_s)
-        return result.as_numpy(T.AUDIO_CODES)[0].astype(np.int64)
+        return result.as_numpy(output)[0].astype(np.int64)

@@ -3,15 +3,20 @@
 A request's voice is resolved, for the speech model it names, in this order: a built-in speaker
 (the speakers the checkpoint was fine-tuned on, as the model's config lists them: sent as `voice`),
 an OpenAI voice name (`speech_voice_aliases`, a table mapping each to a built-in speaker), then a
-stored voice by id or name (sent as its codes and transcript, `reference_codes` + `reference_text`),
-if the model's codec encoder (and its version) made its codes: codes mean nothing to another codec.
+stored voice by id or name, if the model's codec encoder (and its version) made its codes (codes mean
+nothing to another codec: 422 otherwise). A stored voice is sent as its model's config asks: a model
+that takes `reference_codes` (Orpheus) gets its codes and transcript (`reference_codes` +
+`reference_text`), one that takes only `reference_audio` (Chatterbox) gets its stored clip, which the
+pipeline turns into the voice's conditioning once and caches by content.
 
 Cloning checks the upload from its headers first (gateway/audio_probe.py: size, format and
 extension, duration, sample rate, channels), then decodes it to mono at the codec's rate within a
 budget of samples actually decoded (a header that understates the length cannot make it decode an
 hour), and only then, when no stored voice has the same content for this codec, encodes it once
-through the model's codec encoder. The clip's length limits and rate are the model's
-(`min_reference_s`, `max_reference_s`, `sample_rate` in its config).
+through the model's codec encoder, storing its output `codes_output` (settings) as the voice's codes.
+The clip's length limits and rate are the model's (`min_reference_s`, `max_reference_s`, `sample_rate`
+in its config); a transcript is required by a model that takes `reference_text` (it conditions on it)
+and is otherwise optional (kept with the voice, not sent).
 """
 
 from __future__ import annotations
@@ -57,6 +62,16 @@ class Speaker:
     @property
     def default_voice(self) -> str | None:
         return default_voice(self.settings, self.facts)
+
+    @property
+    def needs_transcript(self) -> bool:
+        """Whether its voices condition on the clip's words (it takes reference_text)."""
+        return self.facts is None or self.facts.takes(T.REFERENCE_TEXT)
+
+    @property
+    def speaks_codes(self) -> bool:
+        """Whether a stored voice is sent as its codes (reference_codes), else as its clip (reference_audio)."""
+        return self.facts is None or self.facts.takes(T.REFERENCE_CODES)
 
 
 DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
@@ -199,20 +214,32 @@ async def codec_of(model: Speaker, catalog: ModelCatalog) -> tuple[str, str]:
     return encoder, (await catalog.get(encoder)).version
 
 
+def check_transcript(model: Speaker, transcript: str | None) -> str:
+    """The transcript, whitespace normalized; required (not blank) by a model that conditions on it, else optional."""
+    if not transcript:  # absent, or an empty form field
+        if model.needs_transcript:
+            raise APIError(400, "transcript: required, the words spoken in the clip (cloning conditions on them; "
+                                "with OpenAI's SDK pass extra_body={'transcript': ...})",
+                           param="transcript", code="missing_field")
+        return ""
+    transcript = " ".join(transcript.split())
+    if not transcript and model.needs_transcript:
+        raise APIError(400, "transcript: must not be blank", param="transcript", code="invalid_value")
+    return transcript
+
+
 async def clone(store: vs.VoiceStore, triton: Triton, catalog: ModelCatalog, settings: Settings, owner: str, *,
-                data: bytes, filename: str | None, name: str, transcript: str,
+                data: bytes, filename: str | None, name: str, transcript: str | None,
                 model: str | None = None) -> tuple[vs.Voice, bool]:
     """(voice, created): validate, decode, and encode the clip with `model`'s codec unless this content is stored
-    already for it."""
-    name = check_name(name, settings, catalog)
-    transcript = " ".join(transcript.split())
-    if not transcript:
-        raise APIError(400, "transcript: must not be blank", param="transcript", code="invalid_value")
+    already for it. The content is the clip and, for a model that conditions on it, the transcript."""
     speech = await speaker(settings, catalog, model)
+    transcript = check_transcript(speech, transcript)
+    name = check_name(name, settings, catalog)
     limits = ClipLimits.of(speech)
     info = check_clip(data, filename, settings, limits)
     clip = await asyncio.to_thread(decoded_clip, data, info, limits)
-    digest = content_hash(clip, transcript)
+    digest = content_hash(clip, transcript if speech.needs_transcript else "")
     codec = await codec_of(speech, catalog)
     existing = await asyncio.to_thread(store.find_content, owner, digest, codec)
     if existing is not None:
@@ -220,8 +247,14 @@ async def clone(store: vs.VoiceStore, triton: Triton, catalog: ModelCatalog, set
     taken = await asyncio.to_thread(store.find, owner, name)
     if taken is not None and taken.name == name:
         raise _name_taken(taken)
-    codes = await triton.encode_voice(codec[0], clip)
-    rows = catalog.facts[codec[0]].outputs.get(T.AUDIO_CODES, (-1,))[0]
+    output = speech.settings.codes_output
+    dims = catalog.facts[codec[0]].outputs.get(output)
+    if dims is None:
+        raise APIError(500, f"{codec[0]} has no output {output!r} (the codes_output of {speech.name}'s settings)",
+                       type="server_error", code="model_config")
+    codes = await triton.encode_voice(codec[0], clip, output)
+    codes = codes[None] if codes.ndim == 1 else codes  # one row of tokens: [1, frames]
+    rows = dims[0] if len(dims) == 2 else 1
     if codes.ndim != 2 or codes.shape[0] != rows > 0 or codes.shape[1] < 1:
         raise APIError(502, f"the codec encoder returned codes of shape {list(codes.shape)}", type="server_error",
                        code="upstream_error")
@@ -238,7 +271,8 @@ def _name_taken(voice: vs.Voice) -> APIError:
 
 async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Settings, catalog: ModelCatalog,
                         model: Speaker, owner: str) -> dict:
-    """SpeechRequest fields for a request's voice: `voice`, or `reference_text` + `reference_codes`."""
+    """SpeechRequest fields for a request's voice: `voice`, `reference_text` + `reference_codes` (a stored voice, for
+    a model that takes codes), or `reference_audio` (a stored voice's clip, for a model that takes only a clip)."""
     voice = model.default_voice if voice is None else voice
     if voice is None:
         raise APIError(400, f"voice: {model.name} has no built-in speaker; name a stored voice (GET /v1/audio/voices)",
@@ -247,18 +281,21 @@ async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Setti
     if builtin is not None:
         return {"voice": builtin}
     stored = await asyncio.to_thread(store.find, owner, voice)
-    try:
-        codes = None if stored is None else await asyncio.to_thread(store.codes, stored.id)
-    except KeyError:  # deleted meanwhile
-        codes = None
-    if codes is None:
-        raise APIError(400, f"voice: unknown voice {voice!r}; use a built-in voice "
-                            f"({', '.join(model.speakers) or 'none'}), an OpenAI voice name, or the id or name of a "
-                            "stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")
-    codec = await codec_of(model, catalog)
-    if (stored.codec, stored.codec_version) != codec:
-        raise APIError(400, f"voice: {stored.name!r} ({stored.id}) holds codes of codec {stored.codec} version "
-                            f"{stored.codec_version}, but {model.name} speaks from codec {codec[0]} version {codec[1]}; "
-                            f"clone the voice again for {model.name} (POST /v1/audio/voices with model={model.name})",
-                       param="voice", code="voice_codec_mismatch")
-    return {"reference_text": stored.transcript, "reference_codes": codes}
+    if stored is not None:
+        codec = await codec_of(model, catalog)
+        if (stored.codec, stored.codec_version) != codec:  # 422: a well-formed request this model cannot serve
+            raise APIError(422, f"voice: {stored.name!r} ({stored.id}) holds codes of codec {stored.codec} version "
+                                f"{stored.codec_version}, but {model.name} speaks from codec {codec[0]} version "
+                                f"{codec[1]}; clone the voice again for {model.name} (POST /v1/audio/voices with "
+                                f"model={model.name})", param="voice", code="voice_codec_mismatch")
+        try:
+            if model.speaks_codes:
+                return {"reference_text": stored.transcript,
+                        "reference_codes": await asyncio.to_thread(store.codes, stored.id)}
+            clip, _ = await asyncio.to_thread(store.clip, stored.id)  # at the codec's rate: the same codec made it
+            return {"reference_audio": clip}
+        except KeyError:  # deleted meanwhile
+            pass
+    raise APIError(400, f"voice: unknown voice {voice!r}; use a built-in voice "
+                        f"({', '.join(model.speakers) or 'none'}), an OpenAI voice name, or the id or name of a "
+                        "stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")

@@ -21,19 +21,20 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="At least one Triton replica is ready, and the music and speech models are ready and "
-                               "healthy (503 otherwise, with the reason: no replica ready, Triton stopping, a model "
-                               "unloading, unloaded or being reloaded); `triton_replicas` counts the target's ready "
-                               "replicas")
+@router.get("/readyz", summary="At least one Triton replica is ready, and the music model and the speech models "
+                               "Triton's repository holds are ready and healthy (503 otherwise, with the reason: no "
+                               "replica ready, Triton stopping, a model unloading, unloaded or being reloaded); "
+                               "`triton_replicas` counts the target's ready replicas")
 async def readyz(settings: SettingsDep, triton: TritonDep, request: Request):
     replicas = await triton.replicas.count()
-    reason = await request.app.state.models.not_ready_reason((settings.music_model, *settings.speech_models))
+    speech = await request.app.state.models.held(settings.speech_models)
+    reason = await request.app.state.models.not_ready_reason((settings.music_model, *speech))
     if replicas.ready == 0 and reason in (None, TRITON_UNREACHABLE, TRITON_NOT_READY):  # a model's own reason first
         reason = f"no Triton replica is ready (0 of {replicas.total} at {settings.triton_grpc_url})"
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason, "triton_replicas": replicas.as_json()},
                             status_code=503, headers={"Retry-After": RETRY_AFTER_S})
-    return {"status": "ready", "music_model": settings.music_model, "speech_models": list(settings.speech_models),
+    return {"status": "ready", "music_model": settings.music_model, "speech_models": speech,
             "triton_replicas": replicas.as_json()}
 
 

@@ -28,7 +28,7 @@ from tritone.gateway.auth import ClientKey
 from tritone.gateway.errors import APIError
 from tritone.gateway.job_runner import JobRunner
 from tritone.gateway.job_store import JobStore
-from tritone.gateway import voices
+from tritone.gateway import speech_options, voices
 from tritone.gateway.captions import FORMATS as CAPTION_FORMATS, MEDIA_TYPES as CAPTION_TYPES
 from tritone.gateway.job_runner import speech_seconds_bound
 from tritone.gateway.schemas import ERROR_RESPONSES, AudioFormat, Bodies, VoiceRef
@@ -179,6 +179,8 @@ def router(bodies: Bodies) -> APIRouter:
                                                          409: {"description": "Idempotency-Key reused with another body"},
                                                          507: {"description": "Job storage is full: disk budget or free "
                                                                               "disk"},
+                                                         422: {"description": "A speech job's stored voice of another "
+                                                                              "codec than its model's"},
                                                          **ERROR_RESPONSES},
                  summary="Submit a long generation as a background job")
     async def create_job(body: JobBody, key: ClientKey, store: StoreDep, runner: RunnerDep, request: Request,
@@ -189,6 +191,8 @@ def router(bodies: Bodies) -> APIRouter:
             params["voice"] = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
             # checked now, not when the job runs: an unknown model or voice is the submitter's error
             model = await voices.speaker(settings, request.app.state.catalog, body.model)
+            speech_options.check_taken(model.name, model.facts, params, request.app.state.catalog.facts,
+                                       settings.speech_models)
             await voices.speech_fields(params["voice"], request.app.state.voices, settings, request.app.state.catalog,
                                        model, voices.voice_owner(settings, key))
             params["model"] = model.name

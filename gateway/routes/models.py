@@ -61,9 +61,11 @@ async def retrieve_model(model_id: str, triton: TritonDep, settings: SettingsDep
 
 
 @router.get("/v1/audio/models", dependencies=[REQUIRE_KEY],
-            summary="The speech models and their aliases, as Open WebUI lists TTS models ({\"models\": [{\"id\"}]})")
-async def list_speech_models(settings: SettingsDep):
-    names = [name for name, speech in settings.speech_models.items() for name in (name, *speech.aliases)]
+            summary="The speech models Triton's repository holds and their aliases, as Open WebUI lists TTS models "
+                    "({\"models\": [{\"id\"}]})")
+async def list_speech_models(settings: SettingsDep, request: Request):
+    served = await request.app.state.models.held(settings.speech_models)
+    names = [name for name in served for name in (name, *settings.speech_models[name].aliases)]
     return {"models": [{"id": name} for name in names]}
 
 

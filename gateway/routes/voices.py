@@ -2,7 +2,8 @@
 
     GET    /v1/audio/voices         a speech model's built-in speakers + stored voices (?model=, default the first)
     POST   /v1/audio/voices         multipart: file (wav, flac, mp3, ogg; as long as the model's config allows),
-                                    name, transcript, model (whose codec encodes it; default the first); OpenAI's
+                                    name, transcript (for a model that conditions on it: orpheus; chatterbox
+                                    needs none), model (whose codec encodes it; default the first); OpenAI's
                                     `audio.voices.create` form too (audio_sample, name, consent; transcript in
                                     extra_body)
     GET    /v1/audio/voices/{id}    one voice (a built-in one by its name)
@@ -19,6 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from tritone.ensemble import tensors as T
 from tritone.gateway import voices
 from tritone.gateway.auth import ClientKey
 from tritone.gateway.dependencies import CatalogDep, SettingsDep, TritonDep
@@ -98,20 +100,38 @@ async def delete_voice(voice_id: str, key: ClientKey, store: StoreDep, settings:
     return {"id": voice_id, "object": "voice.deleted", "deleted": True}
 
 
+def _lengths(model: ModelFacts | None) -> str | None:
+    """A model's voice clip lengths, from its config ("<min_reference_s> to <max_reference_s> s")."""
+    low, high = (model.number("min_reference_s"), model.number("max_reference_s")) if model else (None, None)
+    return f"{low:g} to {high:g} s" if low is not None and high is not None else None
+
+
 def clip_lengths(settings: Settings, facts: dict[str, ModelFacts]) -> str:
-    """The voice clip lengths the speech models take, from their configs ("<min_reference_s> to <max_reference_s> s")."""
-    lengths = []
-    for name in settings.speech_models:
-        model = facts.get(name)
-        low, high = (model.number("min_reference_s"), model.number("max_reference_s")) if model else (None, None)
-        if low is not None and high is not None and f"{low:g} to {high:g} s" not in lengths:
-            lengths.append(f"{low:g} to {high:g} s")
+    """The voice clip lengths the speech models take, from their configs."""
+    lengths = list(dict.fromkeys(length for name in settings.speech_models if (length := _lengths(facts.get(name)))))
     return " or ".join(lengths) or "as long as the speech model's config allows"
+
+
+def upload_summary(settings: Settings, facts: dict[str, ModelFacts]) -> str:
+    """What a clone needs, from the configs of the speech models Triton serves (all configured ones when none is
+    known): the clip's lengths, and its transcript for a model that conditions on it (takes reference_text)."""
+    known = [name for name in settings.speech_models if name in facts] or list(settings.speech_models)
+    wants = {name: (_lengths(facts.get(name)), name not in facts or facts[name].takes(T.REFERENCE_TEXT))
+             for name in known}
+    if len(set(wants.values())) == 1:
+        ((length, transcript),) = set(wants.values())
+        return (f"Clone a voice from a clip of {length or clip_lengths(settings, facts)}"
+                + (" and its transcript" if transcript else ""))
+    return "Clone a voice from a clip: " + "; ".join(
+        f"{name}: {length or 'as its config allows'}" + (" and its transcript" if transcript else "")
+        for name, (length, transcript) in wants.items())
 
 
 def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
     routes = APIRouter(tags=["voices"])
     lengths = clip_lengths(settings, facts)
+    needs_words = ", ".join(name for name in settings.speech_models
+                            if name not in facts or facts[name].takes(T.REFERENCE_TEXT)) or "none here"
 
     @routes.post(
         "/v1/audio/voices", status_code=201,
@@ -119,7 +139,7 @@ def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
                    409: {"description": "Another voice has this name"}, 413: {"description": "The file is too large"},
                    415: {"description": "Not a WAV, FLAC, MP3 or Ogg file, or the extension disagrees"},
                    **ERROR_RESPONSES},
-        summary=f"Clone a voice from a clip of {lengths} and its transcript",
+        summary=upload_summary(settings, facts),
     )
     async def create_voice(
         key: ClientKey, store: StoreDep, triton: TritonDep, settings: SettingsDep, catalog: CatalogDep,
@@ -132,9 +152,10 @@ def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
                                                                     "`audio.voices.create` sends it (instead of "
                                                                     "`file`)")] = None,
         transcript: Annotated[str | None, Form(max_length=voices.MAX_TRANSCRIPT_CHARS,
-                                               description="The words spoken in the clip (required: cloning "
-                                                           "conditions on them; with OpenAI's SDK send "
-                                                           "extra_body={'transcript': ...})")] = None,
+                                               description="The words spoken in the clip: required by a model that "
+                                                           f"conditions on them ({needs_words}; with OpenAI's SDK send "
+                                                           "extra_body={'transcript': ...}), optional for the others "
+                                                           "(kept with the voice)")] = None,
         model: Annotated[str | None, Form(max_length=100, description="The speech model whose codec encodes the "
                                                                       "clip (the voice serves the models of that "
                                                                       "codec); default: the first")] = None,
@@ -150,10 +171,6 @@ def router(facts: dict[str, ModelFacts], settings: Settings) -> APIRouter:
         if (file is None) == (audio_sample is None):
             raise APIError(400, "file: send the clip once, as file or as audio_sample", param="file",
                            code="missing_field" if file is None else "invalid_value")
-        if not transcript:
-            raise APIError(400, "transcript: required, the words spoken in the clip (cloning conditions on them; "
-                                "with OpenAI's SDK pass extra_body={'transcript': ...})",
-                           param="transcript", code="missing_field")
         clip = file or audio_sample
         if clip.size is not None:
             voices.check_size(clip.size, settings)

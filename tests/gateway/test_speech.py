@@ -126,8 +126,18 @@ def envelope(message, param, code="invalid_value", type_="invalid_request_error"
         ({"stream_format": "ws"}, 400, envelope("stream_format: Input should be 'audio' or 'sse'", "stream_format")),
         ({"volume": 11}, 400, envelope("volume: Extra inputs are not permitted", "volume")),
         ({"model": "tts-2"}, 404, envelope(
-            "model: 'tts-2' is not a speech model here; use one of orpheus, tts-1, tts-1-hd, gpt-4o-mini-tts",
+            "model: 'tts-2' is not a speech model here; use one of orpheus, tts-1, tts-1-hd, gpt-4o-mini-tts, "
+            "chatterbox",
             "model", code="model_not_found")),
+        ({"exaggeration": 0.7}, 400, envelope("exaggeration: orpheus does not take this option; it is chatterbox's",
+                                              "exaggeration", code="unsupported_parameter")),
+        ({"model": "tts-1", "cfg_weight": 0.3, "min_p": 0.1}, 400, envelope(
+            "min_p: orpheus does not take this option; it is chatterbox's", "min_p", code="unsupported_parameter")),
+        ({"model": "chatterbox", "exaggeration": 2.5}, 400, envelope(
+            "exaggeration: Input should be less than or equal to 2", "exaggeration")),
+        ({"model": "chatterbox", "cfg_weight": -0.1}, 400, envelope(
+            "cfg_weight: Input should be greater than or equal to 0", "cfg_weight")),
+        ({"model": "chatterbox", "min_p": "0.1"}, 400, envelope("min_p: Input should be a valid number", "min_p")),
         ({"voice": "nobody"}, 400, envelope(
             "voice: unknown voice 'nobody'; use a built-in voice (tara, leah, jess, leo, dan, mia, zac, zoe), an "
             "OpenAI voice name, or the id or name of a stored voice (GET /v1/audio/voices)", "voice",
@@ -262,7 +272,7 @@ def test_open_webui_lists_voices_and_models_and_speaks_as_it_does(gateway, fake_
     voices = {voice["id"]: voice["name"] for voice in httpx.get(f"{base}/audio/voices", timeout=10).json()["voices"]}
     assert {"tara", "leah", "leo"} <= set(voices) and voices["tara"] == "tara"
     models = [model["id"] for model in httpx.get(f"{base}/audio/models", timeout=10).json()["models"]]
-    assert models == ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    assert models == ["orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "chatterbox"]
     reply = httpx.post(f"{base}/audio/speech", json={"input": "Hello there.", "model": "tts-1", "voice": "tara"},
                        headers={"Authorization": "Bearer sk-unused"}, timeout=30)
     assert (reply.status_code, reply.headers["content-type"]) == (200, "audio/mpeg")

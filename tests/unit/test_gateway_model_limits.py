@@ -1,7 +1,7 @@
 """The gateway takes each model's limits and facts from its Triton config (written once, in its family's spec), not
 from code of its own: the request schemas in /openapi.json (what /docs shows) and the 400s state the config's
 values, a limit changed in the spec changes both, the speakers the config lists are the built-in voices; and with
-two speech models whose codecs differ, a voice stored with one codec's codes is refused by the other with a 400
+two speech models whose codecs differ, a voice stored with one codec's codes is refused by the other with a 422
 naming both. Through the real app (TestClient, lifespan run) against a fake Triton, an in-process gRPC server whose
 configs are the specs' rendered (tests/unit/test_speech_client.py)."""
 
@@ -63,10 +63,11 @@ def test_the_schemas_state_the_limits_the_specs_write(tmp_path):
         assert (job["duration"]["minimum"], "maximum" in job["duration"], job["prompt"]["maxLength"]) == \
             (0.1, False, 2000)
         assert properties(api, "SpeechBody")["voice"]["description"] == (
-            "A built-in speaker (tara, leah, jess, leo, dan, mia, zac, zoe), an OpenAI voice name (alloy, ash, ... "
-            "map to built-in speakers), or a stored voice's id or name (GET /v1/audio/voices). Default: tara.")
+            "A built-in speaker (orpheus: tara, leah, jess, leo, dan, mia, zac, zoe; chatterbox: default), an OpenAI "
+            "voice name (alloy, ash, ... map to built-in speakers), or a stored voice's id or name "
+            "(GET /v1/audio/voices). Default: orpheus: tara; chatterbox: default.")
         assert api["paths"]["/v1/audio/voices"]["post"]["summary"] == \
-            "Clone a voice from a clip of 1 to 30 s and its transcript"
+            "Clone a voice from a clip: orpheus: 1 to 30 s and its transcript; chatterbox: 1 to 30 s"
         assert error(client.post("/v1/audio/music", json={"prompt": "x", "duration": 31})) == \
             (400, invalid("duration", "duration: Input should be less than or equal to 30"))
 
@@ -91,8 +92,10 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_400_without_gatewa
             (400, invalid("prompt", "prompt: String should have at most 50 characters"))
 
         # the speakers: listed, offered in the docs, and the first is the default voice
-        assert properties(api, "SpeechBody")["voice"]["description"].startswith("A built-in speaker (ava, bo), ")
-        assert properties(api, "SpeechBody")["voice"]["description"].endswith(" Default: ava.")
+        assert properties(api, "SpeechBody")["voice"]["description"].startswith(
+            "A built-in speaker (orpheus: ava, bo; chatterbox: default), ")
+        assert properties(api, "SpeechBody")["voice"]["description"].endswith(
+            " Default: orpheus: ava; chatterbox: default.")
         assert [voice["id"] for voice in client.get("/v1/audio/voices").json()["data"]] == ["ava", "bo"]
         assert client.post("/v1/audio/speech", json={"input": "Hello there."}).status_code == 200
         assert text_input(sent_inputs(fake, -1)[T.VOICE]) == "ava"
@@ -101,7 +104,7 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_400_without_gatewa
 
         # a voice clip's lengths
         assert api["paths"]["/v1/audio/voices"]["post"]["summary"] == \
-            "Clone a voice from a clip of 2 to 5 s and its transcript"
+            "Clone a voice from a clip: orpheus: 2 to 5 s and its transcript; chatterbox: 1 to 30 s"
         assert error(upload(client, seconds=6.0)) == (400, {
             "message": "file: the clip lasts 6.00 s; a voice clip must last 2 to 5 s", "type": "invalid_request_error",
             "param": "file", "code": "invalid_audio"})
@@ -146,7 +149,7 @@ def test_a_voice_is_refused_by_a_speech_model_whose_codec_differs(tmp_path):
         assert (voice["codec"], voice["codec_version"], fake.encoders) == (T.SNAC_ENCODER, "1", [T.SNAC_ENCODER])
 
         refused = client.post("/v1/audio/speech", json={"model": "other", "input": "Hi there.", "voice": "Narrator"})
-        assert (refused.status_code, refused.json()["error"]) == (400, {
+        assert (refused.status_code, refused.json()["error"]) == (422, {
             "message": f"voice: 'Narrator' ({voice['id']}) holds codes of codec snac_encoder version 1, but other "
                        "speaks from codec mimi_encoder version 1; clone the voice again for other "
                        "(POST /v1/audio/voices with model=other)",
@@ -169,7 +172,8 @@ def test_speech_models_are_json_in_the_environment(monkeypatch):
         "other": SpeechModel(codec_encoder="mimi_encoder", voices=["ava"])}
     monkeypatch.delenv("TRITONE_SPEECH_MODELS")
     assert Settings().speech_models == {
-        "orpheus": SpeechModel(codec_encoder="snac_encoder", aliases=["tts-1", "tts-1-hd", "gpt-4o-mini-tts"])}
+        "orpheus": SpeechModel(codec_encoder="snac_encoder", aliases=["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]),
+        "chatterbox": SpeechModel(codec_encoder="chatterbox_voice", codes_output="prompt_tokens")}
 
 
 OLD_SCHEMA = """
