@@ -39,6 +39,27 @@ compute, rearranged for serving:
   last: a window that starts at frame k of the previous window (0 <= k <= its frames) takes
   FRAME_PHASE[:, :, k] of that window as its SOURCE_PHASE; the noise is a function of the
   absolute sample (noise.py).
+
+Streaming reach (export/chatterbox/reach.py; random weights: tiny and small-random, the released
+architecture). A chunk of tokens is decoded as the served ensemble does it: the flow on the
+chunk plus FLOW_LEFT_CONTEXT_TOKENS before and FLOW_LOOKAHEAD_TOKENS after, with the voice's
+whole prompt, then the vocoder on that window's whole mel; the chunk's frames are kept.
+- The vocoder alone (one-shot mel, windows in mel frames; tiny and small alike): 16 frames left
+  and 12 ahead give the one-shot audio (max |difference| 7e-8); 8 and 8 give 1e-4; 4 frames
+  either side 2e-3; none on one side 5e-2 (its F0 predictor, conv_pre and the source's phase
+  need ~5 frames each way, the upsampling stack the rest). Hence 8 tokens left, 6 ahead.
+- The flow: its conformer's and its estimator's attention is global, so no context makes a
+  window exact, and with random weights (attention near uniform over the window and the
+  prompt) every frame moves with every token: max |mel difference| (mel up to ~6) on tiny
+  with a 200-token voice prompt, chunks of 12 then 24 tokens: 8 left / 3 ahead 1.83, 8 / 6
+  1.51 (the same with 16, 32 or all tokens left), all / 12 1.21; random 50-token prompt: all
+  left / 24 ahead 0.96, all / all 0 (the one-shot decode). Small-random, 50-token prompt,
+  chunks of 12: 8 / 3 1.24.
+- The waveform (what is heard), max |streamed - one-shot|: tiny, voice prompt, 8 / 6: 3.2e-3
+  (audio up to 0.10); 8 / 3: 3.5e-3; 0 / 0: 9.1e-2. Small-random, 8 / 3: 2.3e-3 (audio up to
+  0.066). STREAMED_AUDIO_BOUND (1e-2) holds the tiny case in tests/unit/test_chatterbox_flow.py.
+  These are random weights' figures; the released weights (not loadable here) will differ:
+  attention more local than random's would make the flow's seams smaller, not guaranteed.
 """
 
 from __future__ import annotations
