@@ -54,10 +54,10 @@ whole prompt, then the vocoder on that window's whole mel; the chunk's frames ar
   with a 200-token voice prompt, chunks of 12 then 24 tokens: 8 left / 3 ahead 1.83, 8 / 6
   1.51 (the same with 16, 32 or all tokens left), all / 12 1.21; random 50-token prompt: all
   left / 24 ahead 0.96, all / all 0 (the one-shot decode). Small-random, 50-token prompt,
-  chunks of 12: 8 / 3 1.24.
+  chunks of 12: 8 / 3 and 8 / 6 1.24.
 - The waveform (what is heard), max |streamed - one-shot|: tiny, voice prompt, 8 / 6: 3.2e-3
-  (audio up to 0.10); 8 / 3: 3.5e-3; 0 / 0: 9.1e-2. Small-random, 8 / 3: 2.3e-3 (audio up to
-  0.066). STREAMED_AUDIO_BOUND (1e-2) holds the tiny case in tests/unit/test_chatterbox_flow.py.
+  (audio up to 0.10); 8 / 3: 3.5e-3; 0 / 0: 9.1e-2. Small-random, 8 / 6 and 8 / 3: 2.3e-3
+  (audio up to 0.066). STREAMED_AUDIO_BOUND (1e-2) holds the tiny case in tests/unit/test_chatterbox_flow.py.
   These are random weights' figures; the released weights (not loadable here) will differ:
   attention more local than random's would make the flow's seams smaller, not guaranteed.
 """
