@@ -181,7 +181,7 @@ def test_api_keys_gate_generation_and_limit_concurrent_streams(gateway_settings)
 def test_health_readiness_and_metrics(gateway_url):
     assert httpx.get(f"{gateway_url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{gateway_url}/readyz").json() == {"status": "ready", "music_model": "musicgen",
-                                                         "speech_models": ["orpheus"],
+                                                         "speech_models": ["orpheus", "chatterbox"],
                                                          "triton_replicas": {"ready": 1, "total": 1}}
     assert music(gateway_url, duration=0.5).status_code == 200
     text = httpx.get(f"{gateway_url}/metrics").text

@@ -217,3 +217,20 @@ def test_voices_stored_before_codecs_were_recorded_are_snac_voices(tmp_path):
             [("Old", "snac_encoder"), ("Old for mimi", "mimi_encoder")]
     finally:
         reopened.close()
+
+
+def test_a_speech_model_triton_lacks_is_a_503_and_the_others_serve_as_before(tmp_path):
+    """The default settings name orpheus and chatterbox; a Triton without chatterbox's models serves orpheus."""
+    configs = {name: config for name, config in spec_configs().items() if not name.startswith(T.CHATTERBOX)}
+    with gateway(tmp_path, configs) as (client, fake):
+        assert client.get("/v1/audio/models").json() == {
+            "models": [{"id": "orpheus"}, {"id": "tts-1"}, {"id": "tts-1-hd"}, {"id": "gpt-4o-mini-tts"}]}
+        assert properties(client.get("/openapi.json").json(), "SpeechBody")["voice"]["description"].startswith(
+            "A built-in speaker (tara, leah, jess, leo, dan, mia, zac, zoe), ")
+        refused = client.post("/v1/audio/speech", json={"model": "chatterbox", "input": "Hello there."})
+        assert (refused.status_code, refused.json()["error"]) == (503, {
+            "message": "chatterbox is not loaded in Triton (or Triton is not reachable): its limits are unknown",
+            "type": "server_error", "param": None, "code": "model_unavailable"})
+        assert upload(client, model="chatterbox").status_code == 503
+        assert client.post("/v1/audio/speech", json={"input": "Hello there."}).status_code == 200
+        assert fake.requests[-1].model_name == T.ORPHEUS
