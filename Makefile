@@ -1,4 +1,4 @@
-# tritone: `make serve` runs Triton (CPU) serving MusicGen and Orpheus-format speech, and the HTTP gateway;
+# tritone: `make serve` runs Triton (CPU) serving MusicGen, Orpheus-format speech and Chatterbox, and the HTTP gateway;
 # `make test` runs the tests.
 # Both set up what they need first (virtual environment, packages, the Triton binary, an export).
 
@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 MODEL ?= facebook/musicgen-small
 # the speech checkpoint: random weights follow MODEL's (make serve MODEL=tiny-random serves both tiny)
 SPEECH_MODEL ?= $(if $(filter tiny-random small-random,$(MODEL)),$(MODEL),canopylabs/orpheus-3b-0.1-ft)
+CHATTERBOX_MODEL ?= $(if $(filter tiny-random small-random,$(MODEL)),$(MODEL),ResembleAI/chatterbox)
 REPOSITORY ?= model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
@@ -19,16 +20,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: serve test export render venv system-packages llamacpp clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml export/requirements-no-deps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch 2.13.0 is the CPU wheel; numpy<2 keeps the python backend stub working
 	$(BIN)/pip install --quiet -e '.[export,test,bench]'
 	# only the tritonserver binary and python backend are used from this wheel
 	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
-	# Chatterbox's reference package (model definitions, export, parity, its baseline): it pins
-	# torch 2.6 and gradio, so it comes without its dependencies (the ones it uses are in [export])
-	$(BIN)/pip install --quiet --no-deps chatterbox-tts==0.1.7 s3tokenizer==0.3.0 conformer==0.3.2 resemble-perth==1.0.1
+	# Chatterbox's reference package (model definitions, export, parity, its baseline), without its pins
+	$(BIN)/pip install --quiet --no-deps -r export/requirements-no-deps.txt
 	touch $@
 
 venv: $(BIN)/.installed
@@ -36,6 +36,7 @@ venv: $(BIN)/.installed
 export: venv
 	$(BIN)/python -m tritone.export musicgen --checkpoint $(MODEL) --out $(REPOSITORY)
 	$(BIN)/python -m tritone.export orpheus --checkpoint $(SPEECH_MODEL) --out $(REPOSITORY)
+	$(BIN)/python -m tritone.export chatterbox --checkpoint $(CHATTERBOX_MODEL) --out $(REPOSITORY)
 
 render: venv
 	$(BIN)/python -m tritone.ensemble.triton.render

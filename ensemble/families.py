@@ -62,6 +62,8 @@ class Family:
 FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("musicgen", "tritone.export.musicgen.export:export_musicgen", "facebook/musicgen-small", "MODEL"),
     Family("orpheus", "tritone.export.orpheus.export:export_orpheus", "canopylabs/orpheus-3b-0.1-ft", "SPEECH_MODEL"),
+    Family("chatterbox", "tritone.export.chatterbox.export:export_chatterbox", "ResembleAI/chatterbox",
+           "CHATTERBOX_MODEL"),
 )}
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox import noise
+from tritone.ensemble.chatterbox.voice import FIELDS, voice_graph_inputs
 from tritone.ensemble.engine.chunker import ChunkPolicy, ChunkWindow
 from tritone.ensemble.engine.onnx_runtime import open_session
 
@@ -138,7 +139,7 @@ class ChatterboxCodec:
             if final:
                 self._phases.pop(stream_id, None)
             else:
-                self._phases[stream_id] = (MEL_PER_TOKEN * first_token, frame_phase[row, :, :frames])
+                self._phases[stream_id] = (MEL_PER_TOKEN * first_token, frame_phase[row, :, : frames + 1])
                 self._phases.move_to_end(stream_id)
                 while len(self._phases) > self._kept:
                     self._phases.popitem(last=False)
@@ -174,12 +175,11 @@ class OnnxCodec:
 
 
 class OnnxVoiceModel:
-    """chatterbox_voice on ONNX Runtime: a clip [S] at 24 kHz -> the voice's arrays by name (one row)."""
+    """chatterbox_voice's graph on ONNX Runtime: a clip [S] at 24 kHz -> the voice's arrays by name."""
 
     def __init__(self, path: Path, threads: int | None = None):
         self._session = open_session(path, threads)
-        self._outputs = [output.name for output in self._session.get_outputs()]
 
     def __call__(self, clip: np.ndarray) -> dict[str, np.ndarray]:
-        values = self._session.run(self._outputs, {T.AUDIO: np.asarray(clip, np.float32)[None]})
-        return {name: value[0] for name, value in zip(self._outputs, values)}
+        values = self._session.run(list(FIELDS), voice_graph_inputs(clip))
+        return {name: value[0] for name, value in zip(FIELDS, values)}

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tritone.ensemble.chatterbox.voice import clip_16k
+
 # Kaldi's fbank constants (what CAMPPlus asks for: 16 kHz, 25 ms frames every 10 ms, 80 bins)
 KALDI_PREEMPHASIS = 0.97
 KALDI_LOW_FREQ = 20.0
@@ -127,12 +129,7 @@ VE_PARTIAL_FRAMES, VE_FRAME_STEP, VE_MIN_COVERAGE = 160, 77, 0.8  # rate 1.3: ro
 TRIM_TOP_DB, TRIM_FRAME, TRIM_HOP = 20.0, 2048, 512  # librosa.effects.trim as VoiceEncoder.embeds_from_wavs calls it
 
 
-def soxr_16k(wav24):
-    """T3's 16 kHz clip as the reference makes it (librosa.resample's default: soxr, quality HQ)."""
-    import numpy as np
-    import soxr
-
-    return soxr.resample(np.asarray(wav24, dtype=np.float32), S3GEN_SR, S3_SR, quality="HQ").astype(np.float32)
+soxr_16k = clip_16k  # T3's 16 kHz clip as the reference makes it (ensemble/chatterbox/voice.py)
 
 
 def dft_weight(n_fft: int, bins: int, window: torch.Tensor) -> torch.Tensor:

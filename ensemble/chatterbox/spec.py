@@ -30,7 +30,6 @@ DEFAULTS = ChatterboxParams(text="", max_duration=ChatterboxLimits.max_duration_
 # Shapes the pipeline sends, which the TensorRT profiles must cover:
 SAMPLE_RATE = int(LIMITS["sample_rate"])
 MEL_BINS, HARMONICS, MEL_SAMPLES = 80, 9, 480
-MAX_REFERENCE_SAMPLES = int(float(LIMITS["max_reference_s"]) * SAMPLE_RATE)
 MAX_PROMPT_TOKENS = 10 * 25  # the flow's prompt: the clip's first 10 s of S3 tokens
 MAX_WINDOW = CHATTERBOX_POLICY.max_chunk_frames + CHATTERBOX_POLICY.left_context + CHATTERBOX_POLICY.lookahead
 
@@ -47,7 +46,8 @@ VOICE = ModelSpec(
     outputs=(Tensor(T.SPEAKER_EMB, "FP32", (256,)), Tensor(T.PROMPT_SPEECH_TOKENS, "INT64", (-1,)),
              Tensor(T.PROMPT_TOKENS, "INT64", (-1,)), Tensor(T.PROMPT_MEL, "FP32", (-1, MEL_BINS)),
              Tensor(T.XVECTOR, "FP32", (192,))),
-    targets=stateless_targets({T.AUDIO: ((SAMPLE_RATE,), (10 * SAMPLE_RATE,), (MAX_REFERENCE_SAMPLES,))}),
+    # python on both targets: its 16 kHz input is made with soxr first, and it runs once per clip
+    targets={target: Runtime("KIND_CPU", max_batch_size=8, max_queue_delay_us=2000) for target in ("cpu", "gpu")},
 )
 
 FLOW = ModelSpec(
@@ -60,9 +60,10 @@ FLOW = ModelSpec(
             Tensor(T.PROMPT_NOISE, "FP32", (MEL_BINS, -1)), Tensor(T.FLOW_NOISE, "FP32", (MEL_BINS, -1))),
     outputs=(Tensor(T.MEL, "FP32", (MEL_BINS, -1)),),
     targets=stateless_targets({
-        T.SPEECH_TOKENS: ((1,), (30,), (MAX_WINDOW,)),
-        T.PROMPT_TOKENS: ((1,), (150,), (MAX_PROMPT_TOKENS,)),
+        T.SPEECH_TOKENS: ((1,), (30,), (MAX_WINDOW,)), T.SPEECH_TOKEN_LENGTHS: ((), (), ()),
+        T.PROMPT_TOKENS: ((1,), (150,), (MAX_PROMPT_TOKENS,)), T.PROMPT_TOKEN_LENGTHS: ((), (), ()),
         T.PROMPT_MEL: ((2, MEL_BINS), (300, MEL_BINS), (2 * MAX_PROMPT_TOKENS, MEL_BINS)),
+        T.XVECTOR: ((192,), (192,), (192,)),
         T.PROMPT_NOISE: ((MEL_BINS, 2), (MEL_BINS, 300), (MEL_BINS, 2 * MAX_PROMPT_TOKENS)),
         T.FLOW_NOISE: ((MEL_BINS, 2), (MEL_BINS, 60), (MEL_BINS, 2 * MAX_WINDOW)),
     }),
@@ -76,7 +77,8 @@ VOCODER = ModelSpec(
             Tensor(T.SOURCE_PHASE, "FP32", (HARMONICS,)), Tensor(T.SOURCE_NOISE, "FP32", (-1,))),
     outputs=(Tensor(T.AUDIO, "FP32", (-1,)), Tensor(T.FRAME_PHASE, "FP32", (HARMONICS, -1))),
     targets=stateless_targets({
-        T.MEL: ((MEL_BINS, 2), (MEL_BINS, 60), (MEL_BINS, 2 * MAX_WINDOW)),
+        T.MEL: ((MEL_BINS, 2), (MEL_BINS, 60), (MEL_BINS, 2 * MAX_WINDOW)), T.MEL_LENGTHS: ((), (), ()),
+        T.SOURCE_PHASE: ((HARMONICS,), (HARMONICS,), (HARMONICS,)),
         T.SOURCE_NOISE: ((2 * MEL_SAMPLES,), (60 * MEL_SAMPLES,), (2 * MAX_WINDOW * MEL_SAMPLES,)),
     }),
 )

@@ -1,16 +1,21 @@
-"""The decoupled `chatterbox` Triton model: the engine's glue (ensemble/triton/glue.py) around ChatterboxPipeline,
-its voice model and its codec (the chatterbox_codec ensemble: flow then vocoder) called as Triton models (BLS)."""
+"""Chatterbox's python-backend models: the decoupled `chatterbox` pipeline (the engine's glue, ensemble/triton/glue.py,
+around ChatterboxPipeline, its voice model and its codec, the chatterbox_codec ensemble: flow then vocoder, called as
+Triton models, BLS) and `chatterbox_voice` (a clip resampled to 16 kHz as the reference does, then its graph)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import triton_python_backend_utils as pb_utils
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.chatterbox.codec import CODEC_INPUTS, CODEC_OUTPUTS, ChatterboxCodec
+from tritone.ensemble.chatterbox.codec import CODEC_INPUTS, CODEC_OUTPUTS, ChatterboxCodec, OnnxVoiceModel
 from tritone.ensemble.chatterbox.pipeline import ChatterboxPipeline, ChatterboxSettings
 from tritone.ensemble.chatterbox.spec import FLOW, VOCODER
 from tritone.ensemble.chatterbox.voice import FIELDS
-from tritone.ensemble.triton.glue import BlsModel, StreamingModel
+from tritone.ensemble.engine.request_fields import InvalidRequest
+from tritone.ensemble.triton.glue import BlsModel, StreamingModel, refused
 
 # one value a row: [batch] in the graphs, [batch, 1] on the wire (the step models' configs reshape them)
 ROW_LENGTHS = {tensor.name for tensor in FLOW.inputs + VOCODER.inputs if tensor.reshape == ()}
@@ -55,3 +60,23 @@ class ChatterboxTritonModel(StreamingModel):
         return (f"{model.checkpoint}, {settings.max_slots} decode slots, queue {settings.max_queue}, prefill up to "
                 f"{settings.prefill_chunk} tokens per step ({settings.step_tokens} per step in all), voices: "
                 f"{', '.join(model.voices) or 'cloned only'}")
+
+
+class ChatterboxVoiceTritonModel:
+    """`chatterbox_voice`: each request's clip [1, samples] at 24 kHz -> the voice's arrays [1, ...]. One clip a
+    request (clips give prompts of their own lengths); the graph runs on ONNX Runtime on every target (once a clip)."""
+
+    def initialize(self, args):
+        self.voice = OnnxVoiceModel(Path(args["model_repository"]) / args["model_version"] / T.ONNX_FILE)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            clips = pb_utils.get_input_tensor_by_name(request, T.AUDIO).as_numpy()
+            if clips.shape[0] != 1:
+                responses.append(refused(InvalidRequest(T.AUDIO, f"one clip per request, got {clips.shape[0]}")))
+                continue
+            voice = self.voice(clips[0])
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, voice[name][None]) for name in FIELDS]))
+        return responses

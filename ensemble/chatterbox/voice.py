@@ -19,6 +19,21 @@ from tritone.ensemble import tensors as T
 
 # the voice model's outputs, and a stored voice's arrays
 FIELDS = (T.SPEAKER_EMB, T.PROMPT_SPEECH_TOKENS, T.PROMPT_TOKENS, T.PROMPT_MEL, T.XVECTOR)
+CLIP_RATE, T3_RATE = 24000, 16000
+
+
+def clip_16k(clip: np.ndarray) -> np.ndarray:
+    """T3's 16 kHz version of a 24 kHz clip, made as the reference makes it (librosa.resample's default: soxr at
+    quality HQ, a filter the voice graph cannot reproduce, so the graph takes it as its second input)."""
+    import soxr
+
+    return soxr.resample(np.asarray(clip, np.float32), CLIP_RATE, T3_RATE, quality="HQ").astype(np.float32)
+
+
+def voice_graph_inputs(clip: np.ndarray) -> dict[str, np.ndarray]:
+    """chatterbox_voice's graph inputs for one clip [S] at 24 kHz: it and its 16 kHz version, each [1, samples]."""
+    clip = np.asarray(clip, np.float32)
+    return {T.AUDIO: clip[None], T.AUDIO_16K: clip_16k(clip)[None]}
 
 
 @dataclass(frozen=True, eq=False)

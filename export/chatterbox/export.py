@@ -18,6 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox.metadata import (BUILTIN_VOICE, CHECKPOINT_DIR, TOKENIZER_FILE, VOICES_DIR,
                                                   ChatterboxMetadata)
@@ -69,14 +71,15 @@ def checkpoint_folder(checkpoint: str, version: Path) -> Path:
 def builtin_voice(tts) -> Voice:
     """The checkpoint's conds.pt as a Voice (its T3 and S3Gen conditionals)."""
     t3, gen = tts.conds.t3, tts.conds.gen
-    tokens = int(gen["prompt_token_len"].reshape(-1)[0]) if gen.get("prompt_token_len") is not None else None
-    prompt_tokens = gen["prompt_token"].reshape(-1)[:tokens].numpy()
+    flat = lambda tensor: tensor.detach().reshape(-1).numpy()  # noqa: E731
+    tokens = int(flat(gen["prompt_token_len"])[0]) if gen.get("prompt_token_len") is not None else None
+    prompt_tokens = flat(gen["prompt_token"])[:tokens]
     return Voice.from_arrays({
-        "speaker_emb": t3.speaker_emb.reshape(-1).numpy(),
-        "prompt_speech_tokens": t3.cond_prompt_speech_tokens.reshape(-1).numpy(),
-        "prompt_tokens": prompt_tokens,
-        "prompt_mel": gen["prompt_feat"][0, : 2 * len(prompt_tokens)].numpy(),
-        "xvector": gen["embedding"].reshape(-1).numpy(),
+        T.SPEAKER_EMB: flat(t3.speaker_emb),
+        T.PROMPT_SPEECH_TOKENS: flat(t3.cond_prompt_speech_tokens),
+        T.PROMPT_TOKENS: prompt_tokens,
+        T.PROMPT_MEL: gen["prompt_feat"][0, : 2 * len(prompt_tokens)].detach().numpy(),
+        T.XVECTOR: flat(gen["embedding"]),
     })
 
 
@@ -123,7 +126,8 @@ def export_chatterbox(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("mo
                                  ("the vocoder", export_vocoder, out / T.CHATTERBOX_VOCODER / "1")):
         print(f"exporting {what} ...")
         target.mkdir(parents=True, exist_ok=True)
-        export(tts, target)
+        with torch.no_grad():  # the parity checks run the reference's modules: no autograd graph for them
+            export(tts, target)
     (out / T.CHATTERBOX_CODEC / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / TOKENIZER_FILE, version / TOKENIZER_FILE)
     voices: tuple[str, ...] = ()

@@ -10,11 +10,10 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox import spec
 from tritone.ensemble.triton.spec import ModelSpec
 
-# Layers kept in FP32 under FP16/BF16, by ONNX node name. The voice model's S3 tokens are an argmin over the
-# quantizer's codes and run once per clip: all of it stays FP32. The vocoder's source integrates f0 into a phase
-# over whole windows, where FP16 loses cycles: its sine source stays FP32.
+# Layers kept in FP32 under FP16/BF16, by ONNX node name. The vocoder's source integrates f0 into a phase over
+# whole windows, where FP16 loses cycles: its sine source stays FP32. (chatterbox_voice is no plan: python on ONNX
+# Runtime, once per clip.)
 FP32_LAYERS = {
-    spec.VOICE.name: re.compile(r"."),
     spec.VOCODER.name: re.compile(r"source|cumsum|phase", re.IGNORECASE),
 }
 
@@ -23,8 +22,6 @@ def sample_inputs(model: ModelSpec, codebook_size: int) -> dict[str, np.ndarray]
     """Inputs a plan is checked on against ONNX Runtime: two rows, the second shorter (padded)."""
     rng = np.random.default_rng(0)
     mel = spec.MEL_BINS
-    if model.name == spec.VOICE.name:
-        return {T.AUDIO: rng.uniform(-0.5, 0.5, (2, 3 * spec.SAMPLE_RATE)).astype(np.float32)}
     if model.name == spec.FLOW.name:
         tokens, prompt = 30, 150
         return {T.SPEECH_TOKENS: rng.integers(0, codebook_size, (2, tokens)),

@@ -153,7 +153,8 @@ def test_the_container_prepares_its_volume_once_and_serves_in_explicit_mode(tmp_
 def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inputs():
     plans = {name: [spec.name for spec in family.plan_models()] for name, family in FAMILIES.items()}
     assert plans == {"musicgen": [T.MUSICGEN_TEXT_ENCODER, T.MUSICGEN_CODEC_DECODER],
-                     "orpheus": [T.SNAC_ENCODER, T.SNAC_DECODER]}
+                     "orpheus": [T.SNAC_ENCODER, T.SNAC_DECODER],
+                     "chatterbox": [T.CHATTERBOX_FLOW, T.CHATTERBOX_VOCODER]}
     for name, family in FAMILIES.items():
         facts = plan_facts(name)
         assert set(facts.FP32_LAYERS) <= set(plans[name])
@@ -163,7 +164,8 @@ def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inpu
             for tensor in spec.inputs:  # two rows of the spec's rank, inside its TensorRT profile
                 array = inputs[tensor.name]
                 low, _, high = profile_for(spec).shapes[tensor.name]
-                assert array.shape[0] == 2 and array.ndim == len(tensor.dims) + 1, tensor.name
+                dims = tensor.dims if tensor.reshape is None else tensor.reshape  # the graph's shape
+                assert array.shape[0] == 2 and array.ndim == len(dims) + 1, tensor.name
                 assert all(lo <= n <= hi for lo, n, hi in zip(low[1:], array.shape[1:], high[1:])), tensor.name
         with pytest.raises(ValueError, match=f"{family.models()[-1].name} has no TensorRT plan"):
             facts.sample_inputs(family.models()[-1], 64)
@@ -172,9 +174,13 @@ def test_every_family_s_plans_are_its_tensorrt_models_with_checkable_sample_inpu
 def test_the_container_takes_each_family_s_checkpoint_from_its_variable_or_option(monkeypatch, tmp_path):
     monkeypatch.setenv("MODEL", "music-dir")
     monkeypatch.setenv("SPEECH_MODEL", "speech-dir")
-    assert parse_args(["--target", "cpu"]).checkpoints == {"musicgen": "music-dir", "orpheus": "speech-dir"}
+    monkeypatch.setenv("CHATTERBOX_MODEL", "chatterbox-dir")
+    assert parse_args(["--target", "cpu"]).checkpoints == {"musicgen": "music-dir", "orpheus": "speech-dir",
+                                                          "chatterbox": "chatterbox-dir"}
     args = parse_args(["--target", "gpu", "--orpheus-checkpoint", "tiny-random"])
-    assert args.checkpoints == {"musicgen": "music-dir", "orpheus": "tiny-random"}
+    assert args.checkpoints == {"musicgen": "music-dir", "orpheus": "tiny-random", "chatterbox": "chatterbox-dir"}
+    monkeypatch.delenv("CHATTERBOX_MODEL")
+    assert parse_args(["--target", "cpu"]).checkpoints["chatterbox"] == "ResembleAI/chatterbox"
     monkeypatch.delenv("SPEECH_MODEL")
     assert parse_args(["--target", "cpu"]).checkpoints["orpheus"] == "canopylabs/orpheus-3b-0.1-ft"
     with pytest.raises(ValueError, match=r"checkpoints: no family named \['speech'\]"):

@@ -1,10 +1,3 @@
-"""chatterbox_voice (CPU target): a reference clip -> a Chatterbox voice's arrays, on ONNX Runtime, dynamically batched."""
+"""chatterbox_voice: a reference clip -> a Chatterbox voice. All logic lives in ensemble/chatterbox/triton.py."""
 
-from tritone.ensemble import tensors as T
-from tritone.ensemble.chatterbox.voice import FIELDS
-from tritone.ensemble.triton.glue import OnnxBatchModel
-
-
-class TritonPythonModel(OnnxBatchModel):
-    input_names = (T.AUDIO,)
-    output_names = FIELDS
+from tritone.ensemble.chatterbox.triton import ChatterboxVoiceTritonModel as TritonPythonModel  # noqa: F401
