@@ -8,6 +8,17 @@ token), its SOURCE_PHASE taken from the previous window's FRAME_PHASE at the win
 frame; the chunk's mel frames [2 s, 2 e) and their samples are kept. `streaming_error` gives
 the largest |streamed - one-shot| of the mel and of the waveform; `vocoder_error` the vocoder's
 own reach on the one-shot mel (windows in mel frames); `window_cost_ms` what one window costs.
+The figures, and the context chosen from them, are in ensemble/chatterbox/graphs_flow.py.
+
+Per-window cost (ONNX Runtime, CPU, this 2-core machine shared with other work, so the small
+figures spread widely; 12 / 25 / 50 tokens in the window, context included, batch 1):
+- tiny, 150-token prompt: flow 150 / 165 / 182 ms, vocoder 20 / 49 / 75 ms (median of 5);
+  50-token prompt: flow 69 / 69 / 81 ms, vocoder 17 / 45 / 68 ms.
+- small-random (the released sizes), 150-token prompt: flow 14 / 5.3 / 5.3 s in the least loaded
+  run, 15 / 18 / 17 s (best of 3) under a load average of 4; vocoder 0.17-0.25 / 0.17-0.45 /
+  0.34-0.82 s. 50-token prompt (one run, loaded): flow 6.2 / 9.4 / 12 s, vocoder 0.4 / 0.7 / 1.3 s.
+The flow's cost is mostly the prompt and the fixed 10 steps x 2 guidance rows: it barely grows
+with the window, so larger chunks cost about the same per call as small ones.
 """
 
 from __future__ import annotations
@@ -127,9 +138,11 @@ def vocoder_error(vocoder, mel: torch.Tensor, seed: int, chunk_frames: int, left
     return float((torch.cat(parts) - whole).abs().max())
 
 
-def window_cost_ms(flow_session, vocoder_session, case: Case, window_tokens: int, repeats: int = 3) -> tuple[float, float]:
-    """Median ms of one flow call and one vocoder call (ONNX Runtime sessions) on a window of
-    `window_tokens` tokens (context included) with the case's prompt."""
+def window_cost_ms(flow_session, vocoder_session, case: Case, window_tokens: int, repeats: int = 3,
+                   statistic=np.median) -> tuple[float, float]:
+    """ms of one flow call and one vocoder call (ONNX Runtime sessions; the median of `repeats`, or
+    `statistic`, e.g. np.min on a shared machine) on a window of `window_tokens` tokens (context
+    included) with the case's prompt."""
     from tritone.ensemble import tensors as T
 
     prompt = len(case.prompt_tokens)
@@ -148,4 +161,4 @@ def window_cost_ms(flow_session, vocoder_session, case: Case, window_tokens: int
         started = time.perf_counter()
         vocoder_session.run([T.AUDIO], vfeed)
         vocoder_times.append(time.perf_counter() - started)
-    return 1000 * float(np.median(flow_times)), 1000 * float(np.median(vocoder_times))
+    return 1000 * float(statistic(flow_times)), 1000 * float(statistic(vocoder_times))
