@@ -198,13 +198,15 @@ def test_models_lists_what_triton_has_with_the_pipeline_limits(gateway_url):
     models = {m["id"]: m for m in httpx.get(f"{gateway_url}/v1/models", timeout=10).json()["data"]}
     assert set(models) == {"musicgen", "musicgen_tokenizer", "musicgen_text_encoder", "musicgen_text_conditioning",
                            "musicgen_codec_decoder", "orpheus", "snac_encoder", "snac_decoder",
-                           "tts-1", "tts-1-hd", "gpt-4o-mini-tts"}  # OpenAI's names for orpheus
+                           "tts-1", "tts-1-hd", "gpt-4o-mini-tts",  # OpenAI's names for orpheus
+                           "chatterbox", "chatterbox_voice", "chatterbox_flow", "chatterbox_vocoder", "chatterbox_codec"}
     assert all(m["ready"] and m["state"] == "READY" for m in models.values())
     assert {m.get("parent") for m in models.values()} == {None, "orpheus"}
     assert all(m["owned_by"] == "tritone" and isinstance(m["created"], int) for m in models.values())
     assert models["musicgen"]["sample_rate"] == RATE
     assert models["musicgen"]["max_duration_s"] == 30.0
     assert models["musicgen"]["max_text_tokens"] == 256
+    assert (models["chatterbox"]["sample_rate"], models["chatterbox"]["max_duration_s"]) == (24000, 40.0)
 
 
 def test_models_unload_and_load_through_the_repository_api(tiny_model_repository, tmp_path):
