@@ -169,7 +169,7 @@ def test_the_vocoder_windows_equal_its_one_shot_decode_at_the_chosen_context(tts
 
     vocoder = ChatterboxVocoder(tts.s3gen.mel2wav).eval()
     gen = torch.Generator().manual_seed(3)
-    mel = torch.randn(80, 96, generator=gen) * 0.5 + torch.cumsum(torch.randn(80, 96, generator=gen) * 0.3, 1) - 5
+    mel = torch.randn(80, 64, generator=gen) * 0.5 + torch.cumsum(torch.randn(80, 64, generator=gen) * 0.3, 1) - 5
     chosen = reach.vocoder_error(vocoder, mel, 1, 20, VOCODER_LEFT_CONTEXT_FRAMES, VOCODER_LOOKAHEAD_FRAMES)
     assert chosen < 1e-6
     assert reach.vocoder_error(vocoder, mel, 1, 20, VOCODER_LEFT_CONTEXT_FRAMES, 4) > 1e-4  # too little lookahead
@@ -184,6 +184,7 @@ def test_a_streamed_decode_is_within_its_bound_of_the_one_shot_decode(tts):
     reference = reach.one_shot(flow, vocoder, case)
     mel_error, audio_error = reach.streaming_error(flow, vocoder, case, [12, 24], FLOW_LEFT_CONTEXT_TOKENS,
                                                    FLOW_LOOKAHEAD_TOKENS, reference)
-    assert audio_error <= STREAMED_AUDIO_BOUND
+    assert audio_error <= STREAMED_AUDIO_BOUND  # measured 3.2e-3 (audio up to 0.10)
+    assert reach.streaming_error(flow, vocoder, case, [12, 24], 0, 0, reference)[1] > STREAMED_AUDIO_BOUND  # 9.1e-2
     whole = reach.streaming_error(flow, vocoder, case, [12, 24], 60, 60, reference)
     assert whole == (0.0, 0.0)  # windows that see the whole stream are the one-shot decode
