@@ -36,11 +36,21 @@ from tritone.ensemble.engine.onnx_runtime import open_session
 
 MEL_PER_TOKEN = 2
 FADE_SAMPLES = 960  # the reference's trim_fade: 480 samples of silence, then 480 of a raised cosine
-# The flow attends over the whole window (and the voice's prompt) and its encoder looks 3 tokens ahead; HiFT is
-# convolutional. Chunks (tokens, 25 a second) are decoded with context on both sides: measured in
-# tests/unit/test_chatterbox_flow.py (the reach of the flow and the vocoder).
-CHATTERBOX_POLICY = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=50, left_context=8, lookahead=4,
-                                min_window=4)
+# Streaming (export/chatterbox/reach.py measures it; the figures are in ensemble/chatterbox/graphs_flow.py's
+# docstring, "Streaming reach"): a chunk of tokens [s, e) is decoded by the flow with the tokens
+# [s - FLOW_LEFT_CONTEXT_TOKENS, e + FLOW_LOOKAHEAD_TOKENS) (clipped to the stream) and the voice's whole prompt,
+# then by the vocoder on that window's whole mel; frames [2 s, 2 e) are kept. HiFT is convolutional and reaches
+# 16 mel frames back and 12 ahead; the flow's attention is global, so no context makes windows exact: at this one
+# the streamed waveform stays within STREAMED_AUDIO_BOUND of the one-shot decode (random weights).
+FLOW_LEFT_CONTEXT_TOKENS = 8
+FLOW_LOOKAHEAD_TOKENS = 6
+VOCODER_LEFT_CONTEXT_FRAMES = 16  # = 2 x FLOW_LEFT_CONTEXT_TOKENS: the vocoder's own reach, in mel frames
+VOCODER_LOOKAHEAD_FRAMES = 12  # = 2 x FLOW_LOOKAHEAD_TOKENS
+STREAMED_AUDIO_BOUND = 1e-2  # max |streamed - one-shot| waveform at that context (tiny: measured 3.2e-3, peak 0.1)
+# Chunks start at 10 tokens (0.4 s) and double up to 50 (2 s): a flow call costs about the same whatever its
+# window (its voice prompt and its 10 guided Euler steps dominate), so larger chunks cost less per second of audio.
+CHATTERBOX_POLICY = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=50, left_context=FLOW_LEFT_CONTEXT_TOKENS,
+                                lookahead=FLOW_LOOKAHEAD_TOKENS, min_window=4)
 FLOW_INPUTS = (T.SPEECH_TOKENS, T.SPEECH_TOKEN_LENGTHS, T.PROMPT_TOKENS, T.PROMPT_TOKEN_LENGTHS, T.PROMPT_MEL,
                T.XVECTOR, T.PROMPT_NOISE, T.FLOW_NOISE)
 VOCODER_INPUTS = (T.MEL, T.MEL_LENGTHS, T.SOURCE_PHASE, T.SOURCE_NOISE)

@@ -78,15 +78,6 @@ EULER_STEPS = 10  # the reference's default n_timesteps
 PRE_LOOKAHEAD_TOKENS = 3  # the encoder's pre-lookahead convolution sees 3 tokens to the right
 HARMONICS = 9  # HiFT's sine source: the fundamental and 8 overtones
 
-# Streaming (export/chatterbox/reach.py): a chunk of tokens [s, e) is decoded by the flow with the
-# tokens [s - FLOW_LEFT_CONTEXT_TOKENS, e + FLOW_LOOKAHEAD_TOKENS) (clipped to the stream) and the
-# voice's whole prompt, then by the vocoder on that window's whole mel; frames [2 s, 2 e) are kept.
-# The figures are in this module's docstring, under "Streaming reach".
-FLOW_LEFT_CONTEXT_TOKENS = 8
-FLOW_LOOKAHEAD_TOKENS = 6
-VOCODER_LEFT_CONTEXT_FRAMES = 16  # = 2 x FLOW_LEFT_CONTEXT_TOKENS: the vocoder's own reach, in mel frames
-VOCODER_LOOKAHEAD_FRAMES = 12  # = 2 x FLOW_LOOKAHEAD_TOKENS
-STREAMED_AUDIO_BOUND = 1e-2  # max |streamed - one-shot| waveform at that context (tiny, the test's case)
 
 
 def cosine_t_span(steps: int) -> torch.Tensor:

@@ -8,15 +8,14 @@ import torch
 
 from tritone.ensemble import tensors as T
 from tritone.ensemble.chatterbox import noise
-from tritone.ensemble.chatterbox.graphs_flow import (
+from tritone.ensemble.chatterbox.codec import (
     FLOW_LEFT_CONTEXT_TOKENS,
     FLOW_LOOKAHEAD_TOKENS,
     STREAMED_AUDIO_BOUND,
     VOCODER_LEFT_CONTEXT_FRAMES,
     VOCODER_LOOKAHEAD_FRAMES,
-    ChatterboxFlow,
-    ChatterboxVocoder,
 )
+from tritone.ensemble.chatterbox.graphs_flow import ChatterboxFlow, ChatterboxVocoder
 
 
 @pytest.fixture(scope="module")

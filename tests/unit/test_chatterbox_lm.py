@@ -22,6 +22,7 @@ if importlib.util.find_spec("chatterbox") is None:
     pytest.skip("the chatterbox-tts package (the reference) is not installed", allow_module_level=True)
 import tritone.export.chatterbox.reference  # noqa: E402,F401  (the torchaudio stand-in, then the package)
 
+from tests.chatterbox_reference import reference_greedy as reference_greedy_of  # noqa: E402
 from tritone.ensemble import tensors as T  # noqa: E402
 from tritone.ensemble.chatterbox.onnx_lm import (  # noqa: E402
     CONDITIONING_FILE,
@@ -86,34 +87,8 @@ def _requests(models) -> list[Request]:
 
 
 def reference_greedy(t3, request: Request, steps: int = STEPS):
-    """T3.inference's loop with argmax for sampling: (tokens, CFG-combined logits per step)."""
-    from chatterbox.models.t3.inference.t3_hf_backend import T3HuggingfaceBackend
-    from chatterbox.models.t3.modules.cond_enc import T3Cond
-
-    hp = t3.hp
-    cond = T3Cond(speaker_emb=torch.from_numpy(request.speaker)[None],
-                  cond_prompt_speech_tokens=torch.from_numpy(request.prompt_tokens)[None],
-                  emotion_adv=request.exaggeration * torch.ones(1, 1, 1))
-    text = torch.from_numpy(request.text)[None].repeat(2, 1)
-    bos = torch.full((2, 1), hp.start_speech_token)
-    tokens, combined = [], []
-    with torch.inference_mode():
-        embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text, speech_tokens=bos,
-                                            cfg_weight=request.cfg_weight)
-        bos_embed = t3.speech_emb(bos[:1]) + t3.speech_pos_emb.get_fixed_embedding(0)
-        backend = T3HuggingfaceBackend(config=t3.cfg, llama=t3.tfmr, speech_enc=t3.speech_emb,
-                                       speech_head=t3.speech_head)
-        output = backend(inputs_embeds=torch.cat([embeds, torch.cat([bos_embed, bos_embed])], dim=1),
-                         past_key_values=None, use_cache=True, output_hidden_states=True, return_dict=True)
-        for i in range(steps):
-            logits = output.logits[:, -1]
-            guided = logits[0] + request.cfg_weight * (logits[0] - logits[1])
-            combined.append(guided.double().numpy())
-            tokens.append(int(torch.argmax(guided)))
-            fed = t3.speech_emb(torch.tensor([[tokens[-1]]])) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            output = backend(inputs_embeds=torch.cat([fed, fed]), past_key_values=output.past_key_values,
-                             use_cache=True, output_hidden_states=True, return_dict=True)
-    return tokens, combined
+    return reference_greedy_of(t3, request.speaker, request.prompt_tokens, request.exaggeration, request.text,
+                               request.cfg_weight, steps)
 
 
 def prompt_embeddings(conditioning, tables, hp, request: Request) -> np.ndarray:
