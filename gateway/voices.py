@@ -296,6 +296,7 @@ async def speech_fields(voice: str | None, store: vs.VoiceStore, settings: Setti
             return {"reference_audio": clip}
         except KeyError:  # deleted meanwhile
             pass
+    aliases = any(speaker in model.speakers for speaker in settings.speech_voice_aliases.values())
     raise APIError(400, f"voice: unknown voice {voice!r}; use a built-in voice "
-                        f"({', '.join(model.speakers) or 'none'}), an OpenAI voice name, or the id or name of a "
-                        "stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")
+                        f"({', '.join(model.speakers) or 'none'}), {'an OpenAI voice name, ' if aliases else ''}or the "
+                        "id or name of a stored voice (GET /v1/audio/voices)", param="voice", code="voice_not_found")

@@ -98,6 +98,19 @@ def test_every_format_and_sse_carry_the_same_seeded_audio_at_24_khz(url):
     assert done["usage"]["output_tokens"] > 0
 
 
+def test_a_long_input_is_its_sentences_spoken_alone_back_to_back(url):
+    first, second = TEXT, "The quick brown fox jumps over the lazy dog."
+    alone = [pcm(speech(url, input=sentence, response_format="pcm")) for sentence in (first, second)]
+    events = [json.loads(line.removeprefix("data: ")) for line in
+              speech(url, input=f"{first} {second}", response_format="pcm", stream_format="sse").text.splitlines()
+              if line]
+    whole = np.frombuffer(b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"),
+                          "<i2")
+    np.testing.assert_array_equal(whole, np.concatenate(alone))
+    assert [(e["text"], e["start_sample"], e["end_sample"]) for e in events if e["type"] == "speech.caption"] == \
+        [(first, 0, len(alone[0])), (second, len(alone[0]), len(whole))]
+
+
 def test_its_options_reach_the_model_and_are_bounded_and_orpheus_refuses_them(url):
     plain = pcm(speech(url, response_format="pcm"))
     assert not np.array_equal(pcm(speech(url, response_format="pcm", exaggeration=1.5, cfg_weight=0.2, min_p=0.2)),
@@ -109,6 +122,10 @@ def test_its_options_reach_the_model_and_are_bounded_and_orpheus_refuses_them(ur
         assert (refused.status_code, refused.json()["error"]) == (400, {
             "message": f"{field}: Input should be {rule}", "type": "invalid_request_error", "param": field,
             "code": "invalid_value"})
+    refused = speech(url, voice="alloy")  # OpenAI's names are Orpheus' speakers
+    assert (refused.status_code, refused.json()["error"]["message"]) == (400, (
+        "voice: unknown voice 'alloy'; use a built-in voice (default), or the id or name of a stored voice "
+        "(GET /v1/audio/voices)"))
     refused = speech(url, model="orpheus", voice="tara", exaggeration=0.7)
     assert (refused.status_code, refused.json()["error"]) == (400, {
         "message": "exaggeration: orpheus does not take this option; it is chatterbox's",
