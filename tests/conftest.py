@@ -13,7 +13,7 @@ from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer, free_port
 
 from tests.hang_report import report_before
-from tests.integration.stack import CAPACITY, ORPHEUS, run_gateway, tiny_repository
+from tests.integration.stack import CAPACITY, CHATTERBOX, ORPHEUS, run_gateway, tiny_repository
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,8 @@ def report_hung_asyncio_tasks(request):
 
 @pytest.fixture(scope="session")
 def tiny_model_repository(tmp_path_factory) -> Path:
-    return tiny_repository(tmp_path_factory.mktemp("repository"), musicgen=CAPACITY, orpheus=ORPHEUS)
+    return tiny_repository(tmp_path_factory.mktemp("repository"), musicgen=CAPACITY, orpheus=ORPHEUS,
+                           chatterbox=CHATTERBOX)
 
 
 @pytest.fixture(scope="session")

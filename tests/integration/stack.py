@@ -24,6 +24,8 @@ CAPACITY = {"max_slots": "4", "max_queue": "4", **FLOAT32}
 # Speech: the same capacity; chunks of at most 4 frames (28 steps) so that a stream's chunk rhythm
 # is fine enough to see a stall; prefill 16 tokens per step.
 ORPHEUS = {**CAPACITY, "max_chunk_frames": "4", "prefill_chunk": "16"}
+# Chatterbox: the same capacity; chunks of at most 8 tokens (0.32 s) so that short streams have seams.
+CHATTERBOX = {**CAPACITY, "max_chunk_frames": "8", "first_frames": "4"}
 
 
 def _override_cpu_parameters(repository: Path, spec, parameters: dict[str, str]) -> None:
