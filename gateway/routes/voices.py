@@ -1,6 +1,7 @@
 """Voices: the built-in speakers and cloned voices, stored (SQLite) so they outlive the gateway.
 
-    GET    /v1/audio/voices         a speech model's built-in speakers + stored voices (?model=, default the first)
+    GET    /v1/audio/voices         a speech model's built-in speakers + stored voices (?model=, default the first),
+                                    with that model's codec and whether its clones need a transcript
     POST   /v1/audio/voices         multipart: file (wav, flac, mp3, ogg; as long as the model's config allows),
                                     name, transcript (for a model that conditions on it: orpheus; chatterbox
                                     needs none), model (whose codec encodes it; default the first); OpenAI's
@@ -72,8 +73,12 @@ async def list_voices(key: ClientKey, store: StoreDep, settings: SettingsDep, ca
     speaker = await voices.speaker(settings, catalog, model, required=False)
     stored = await asyncio.to_thread(store.list, voices.voice_owner(settings, key))
     data = [*voices.builtin_voices(settings, speaker), *(voice.to_dict() for voice in stored)]
-    # `voices`: the same list as Open WebUI and Kokoro-style clients read it ({"voices": [{"id", "name"}]})
-    return {"object": "list", "data": data, "voices": [{"id": voice["id"], "name": voice["name"]} for voice in data]}
+    # `voices`: the same list as Open WebUI and Kokoro-style clients read it ({"voices": [{"id", "name"}]});
+    # `model`, `codec`, `transcript_required`: the model listed for, the codec its stored voices must have (a voice's
+    # `codec`), and whether cloning for it needs the clip's words (the web page's voice picker and clone form)
+    return {"object": "list", "data": data, "voices": [{"id": voice["id"], "name": voice["name"]} for voice in data],
+            "model": speaker.name, "codec": speaker.settings.codec_encoder,
+            "transcript_required": speaker.needs_transcript}
 
 
 @static.get("/v1/audio/voices/{voice_id}", responses={404: {"description": "No such voice"}}, summary="A voice")

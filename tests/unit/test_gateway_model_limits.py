@@ -97,6 +97,9 @@ def test_a_limit_changed_in_the_spec_changes_the_docs_and_the_400_without_gatewa
         assert properties(api, "SpeechBody")["voice"]["description"].endswith(
             " Default: orpheus: ava; chatterbox: default.")
         assert [voice["id"] for voice in client.get("/v1/audio/voices").json()["data"]] == ["ava", "bo"]
+        for model, facts in (("orpheus", ("snac_encoder", True)), ("chatterbox", ("chatterbox_voice", False))):
+            listed = client.get("/v1/audio/voices", params={"model": model}).json()  # what the web page reads
+            assert (listed["model"], listed["codec"], listed["transcript_required"]) == (model, *facts)
         assert client.post("/v1/audio/speech", json={"input": "Hello there."}).status_code == 200
         assert text_input(sent_inputs(fake, -1)[T.VOICE]) == "ava"
         assert error(client.post("/v1/audio/speech", json={"input": "Hello there.", "voice": "tara"}))[1]["message"] \
