@@ -8,6 +8,9 @@ back in as speech table + learned speech position. With guidance (`cfg_weight` >
 two rows, as MusicGen's does: the second is unconditioned on the text (its text embeddings are the
 position embeddings alone), and the logits are cond + w * (cond - uncond).
 
+The conditioning is the same for every request in a voice and exaggeration, so it is the prompt's
+cacheable prefix (the engine's prefix cache, keyed by a digest of both: `conditioning_prefix`).
+
 Sampling applies the reference's order: guidance, the repetition penalty over the sampled tokens
 (start-of-speech included), temperature, min-p, top-p. Stop-of-speech ends the stream; tokens at
 or above the S3 codebook (6561) are fed back but never decoded, as the reference drops them. Every
@@ -16,6 +19,7 @@ valid token is a frame of 960 samples (two mel frames) for the flow and vocoder.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -75,15 +79,24 @@ class ChatterboxJob:
     submitted: float = field(default_factory=time.monotonic)
 
 
+def conditioning_prefix(voice: Voice, exaggeration: float, length: int) -> np.ndarray:
+    """The prefix cache's ids for a prompt's conditioning embeddings (its first `length` inputs, the same for
+    every request in this voice and exaggeration): a digest of both as int64s, then positions to its length."""
+    digest = hashlib.sha256(voice.digest + np.float32(exaggeration).tobytes()).digest()
+    ids = np.frombuffer(digest, np.int64)
+    return np.concatenate([ids, np.arange(length - ids.size, dtype=np.int64)])
+
+
 class ChatterboxSlot(Slot):
     def __init__(self, job: ChatterboxJob, model: ChatterboxMetadata, policy: ChunkPolicy,
-                 prompt_embeds: np.ndarray, codec_inputs: CodecInputs):
+                 prompt_embeds: np.ndarray, conditioning_length: int, codec_inputs: CodecInputs):
         params = job.params
         self.prompt_embeds = prompt_embeds  # [rows, P, hidden]
         self.token_limit = job.token_limit
         rows, length = prompt_embeds.shape[:2]
         super().__init__(job, rows, length + job.token_limit, Chunker(policy, job.token_limit), params.return_codes,
-                         prompt_length=length)
+                         prompt_length=length,
+                         prefix=conditioning_prefix(job.voice, params.exaggeration, conditioning_length))
         self.tokens_in = len(job.text_ids)
         self.voice = job.voice
         self.codes = np.zeros((1, job.token_limit), np.int64)
@@ -121,8 +134,9 @@ class ChatterboxFamily:
     def idle(self) -> None:
         pass
 
-    def prompt_embeds(self, job: ChatterboxJob) -> np.ndarray:
-        """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text."""
+    def prompt_embeds(self, job: ChatterboxJob) -> tuple[np.ndarray, int]:
+        """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text;
+        and how many inputs the conditioning takes."""
         params, voice, tables = job.params, job.voice, self.tables
         conditioning = self.conditioning(voice.speaker_emb[None], voice.prompt_speech_tokens[None],
                                          np.array([[params.exaggeration]], np.float32))[0]
@@ -131,10 +145,10 @@ class ChatterboxFamily:
         rows = [np.concatenate([conditioning, tables.text[job.text_ids] + positions, start[None], start[None]])]
         if params.cfg_weight > 0:
             rows.append(np.concatenate([conditioning, positions, start[None], start[None]]))
-        return np.stack(rows).astype(np.float32)
+        return np.stack(rows).astype(np.float32), len(conditioning)
 
     def admit(self, job: ChatterboxJob) -> ChatterboxSlot:
-        return ChatterboxSlot(job, self.model, self.policy, self.prompt_embeds(job), self.codec_inputs)
+        return ChatterboxSlot(job, self.model, self.policy, *self.prompt_embeds(job), self.codec_inputs)
 
     def forward(self, plan: StepPlan):
         """Each request's rows feed prompt embeddings [start, end) while it prefills, else its last token's."""

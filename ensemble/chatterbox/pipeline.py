@@ -31,6 +31,7 @@ from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.clip_cache import ClipCache
 from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.lm_choice import resolve_lm
+from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
@@ -51,6 +52,7 @@ class ChatterboxSettings:
     prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
     step_tokens: int = 4096  # most tokens (rows x width, padding included) in one step while someone prefills
     reference_cache: int = 64  # voices of reference clips kept, by content hash
+    prefix_cache_bytes: int = 0  # voices' prefilled conditioning kept (keys/values), LRU; 0: off (spec: per target)
     codec_batch: int = 8  # codec windows per call (chatterbox_codec's max_batch_size on the target)
     lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device), or "auto"
     device: str = "cpu"
@@ -95,9 +97,11 @@ class ChatterboxPipeline:
                                                   version)
         self.family = ChatterboxFamily(lm, OnnxT3Conditioning(version / CONDITIONING_FILE), self.model,
                                        EmbeddingTables.of(load_tables(version)), settings.policy, CodecInputs())
+        prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
+        identity = lm.identity() if prefixes is not None else ""  # a digest of the LM's files
         self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
                              budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
-                             decode_thread=decode_thread)
+                             prefix_cache=prefixes, model_identity=identity, decode_thread=decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

@@ -9,8 +9,10 @@ stored as the same arrays (`voices/<name>.npz`).
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,11 @@ class Voice:
     def from_arrays(cls, arrays) -> "Voice":
         types = (np.float32, np.int64, np.int64, np.float32, np.float32)
         return cls(*(np.ascontiguousarray(np.asarray(arrays[name]), dtype) for name, dtype in zip(FIELDS, types)))
+
+    @cached_property
+    def digest(self) -> bytes:
+        """What identifies the voice: a digest of its arrays."""
+        return hashlib.sha256(self.to_bytes()).digest()
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

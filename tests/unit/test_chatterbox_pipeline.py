@@ -123,6 +123,25 @@ def test_a_seeded_request_is_reproducible_whatever_shares_its_steps(repository):
                                np.concatenate([c.audio for c in shared.chunks]), atol=1e-5)
 
 
+def test_a_voice_s_conditioning_is_prefilled_once_and_codes_stay_the_same(repository):
+    plain = make_pipeline(repository)
+    cached = make_pipeline(repository, prefix_cache_bytes=1 << 26)
+    voice_clip = clip(3.0, seed=6)
+    requests = [("First sentence here.", {T.REFERENCE_AUDIO: voice_clip}), ("Second one.", {T.REFERENCE_AUDIO: voice_clip}),
+                ("Louder now.", {T.REFERENCE_AUDIO: voice_clip, T.EXAGGERATION: 1.2}), ("Built in.", {})]
+    for text, fields in requests:
+        fields = {**GREEDY, T.MAX_DURATION: 0.4, **fields}
+        expected, served = submit(plain, text, **fields), submit(cached, text, **fields)
+        run_until_ended(plain, expected)
+        run_until_ended(cached, served)
+        np.testing.assert_array_equal(served.codes(), expected.codes())
+    stats = cached.engine.stats
+    # the clip's voice at 0.5 (stored, then hit), at 1.2 (another entry), the built-in voice (another)
+    assert (stats.prefix_misses, stats.prefix_hits) == (3, 1)
+    assert stats.prefix_tokens_saved == 34  # the conditioning: speaker, 32 perceiver tokens, emotion
+    assert plain.engine.stats.prefix_hits == 0
+
+
 def test_without_guidance_a_request_takes_one_row(pipeline):
     stream = submit(pipeline, "No guidance.", **{T.CFG_WEIGHT: 0.0, T.SEED: 1, T.MAX_DURATION: 0.6})
     pipeline.engine.run_once(emit_inline=True)
