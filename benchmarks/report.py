@@ -277,8 +277,11 @@ def markdown(results: dict) -> str:
 # --- plots -----------------------------------------------------------------------------------
 
 
-def plot_series(levels: list[dict], baseline: dict | None, label: str = "", style: str = "") -> dict:
-    return {"levels": levels, "baseline": baseline or {}, "label": label, "style": style}
+def plot_series(levels: list[dict], baseline: dict | None, label: str = "", style: str = "",
+                baseline_name: str = "transformers") -> dict:
+    """One system's curves; `baseline_name` names what the baselines ran (transformers, a reference package)."""
+    return {"levels": levels, "baseline": baseline or {}, "label": label, "style": style,
+            "baseline_name": baseline_name}
 
 
 def _figure(series: list[dict]):
@@ -319,10 +322,10 @@ def ttfa_plot(series: list[dict], title: str, path: Path) -> Path:
         if sequential:
             ax.plot([r["concurrency"] for r in sequential["levels"]],
                     [r["time_to_first_audio_s"]["p95"] for r in sequential["levels"]], "^:",
-                    label=f"transformers one at a time {s['label']}p95")
+                    label=f"{s['baseline_name']} one at a time {s['label']}p95")
         if static:
             ax.plot([r["concurrency"] for r in static], [r["time_to_first_audio_s"] for r in static], "v:",
-                    label=f"transformers static batch {s['label']}".rstrip())
+                    label=f"{s['baseline_name']} static batch {s['label']}".rstrip())
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="time to first audio (s)", title=title)
     return finish_plot(fig, ax, series, xs, path)
 
@@ -333,10 +336,10 @@ def throughput_plot(series: list[dict], title: str, path: Path) -> Path:
         which = f", {s['label'].strip()}" if s["label"] else ""
         ax.plot(x, [level["audio_s_per_wall_s"] for level in s["levels"]], "o-", label=f"tritone (streaming){which}")
         if sequential:
-            ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:", label=f"transformers one at a time{which}")
+            ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:", label=f"{s['baseline_name']} one at a time{which}")
         if static:
             ax.plot([r["concurrency"] for r in static], [r["audio_s_per_wall_s"] for r in static], "v:",
-                    label=f"transformers static batch{which}")
+                    label=f"{s['baseline_name']} static batch{which}")
     ax.plot(xs, xs, color="grey", linewidth=0.8, label="every stream in real time")
     ax.set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="audio seconds per wall second",
            title=title)
