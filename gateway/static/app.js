@@ -56,7 +56,7 @@ function showError(element, message) {
 
 // Form fields -> request body; empty optional fields are left out so the server's defaults apply.
 // seed stays a string: JSON numbers lose precision past 2^53; the API accepts an integer string.
-const TEXT_FIELDS = new Set(["prompt", "seed", "input", "voice"]);
+const TEXT_FIELDS = new Set(["prompt", "seed", "input", "voice", "model"]);
 
 function formBody(form) {
   const body = {};
@@ -201,7 +201,7 @@ function selectTab(tab) {
     other.tabIndex = selected ? 0 : -1;
     $(other.getAttribute("aria-controls")).hidden = !selected;
   }
-  if (tab.id === "tab-speech") refreshVoices();
+  if (tab.id === "tab-speech") refreshSpeech();
 }
 
 function tabKeys(event) {   // arrow keys move between tabs (WAI-ARIA tabs pattern)
@@ -222,13 +222,27 @@ function option(value, label) {
   return item;
 }
 
+// codec -> the speech models that speak from it, as the voice lists say (GET /v1/audio/voices?model=)
+const codecModels = new Map();
+let cloneHelp = "A clip (wav, flac, mp3 or ogg)";   // the upload's file description, once the API schema is read
+let transcriptRequired = true;
+
+function learnCodec(listing) {
+  if (!listing.codec || !listing.model) return;
+  const models = codecModels.get(listing.codec) || [];
+  if (!models.includes(listing.model)) codecModels.set(listing.codec, [...models, listing.model]);
+}
+
 function renderVoice(voice) {
   const li = document.createElement("li");
   const title = document.createElement("p");
   title.className = "job-title";
   title.textContent = voice.name;
   const info = document.createElement("p");
-  info.textContent = `${voice.duration.toFixed(1)} s · “${voice.transcript}”`;
+  const details = [`${voice.duration.toFixed(1)} s`];
+  if (voice.codec) details.push(`for ${(codecModels.get(voice.codec) || [voice.codec]).join(", ")}`);
+  if (voice.transcript) details.push(`“${voice.transcript}”`);
+  info.textContent = details.join(" · ");
   const remove = document.createElement("button");
   remove.type = "button";
   remove.textContent = "Delete";
@@ -241,33 +255,106 @@ function renderVoice(voice) {
   });
   li.append(title, info, remove);
   li.dataset.voice = voice.id;
+  li.dataset.codec = voice.codec || "";
   return li;
 }
 
+// The speech models the gateway serves (GET /v1/audio/models), less their OpenAI aliases (`parent` in /v1/models).
+async function loadModels() {
+  let listed, all;
+  try {
+    [listed, all] = await Promise.all([api("/v1/audio/models"), api("/v1/models").catch(() => null)]);
+  } catch (failure) {
+    return showError($("speech-error"), `Models: ${failure.message}`);
+  }
+  if (!listed.ok) return showError($("speech-error"), await apiError(listed));
+  const ids = ((await listed.json()).models || []).map((model) => model.id);
+  const aliases = new Set();
+  if (all && all.ok) {
+    for (const model of (await all.json()).data || []) if (model.parent) aliases.add(model.id);
+  }
+  const picker = $("speech-model"), chosen = picker.value;
+  const models = ids.filter((id) => !aliases.has(id));
+  picker.replaceChildren(...models.map((id) => option(id, id)));
+  if (models.includes(chosen)) picker.value = chosen;
+  if (!models.length) showError($("speech-error"), "No speech model is served.");
+  // each model's codec, to say which model each stored voice is for
+  await Promise.all(models.filter((id) => id !== picker.value).map(async (id) => {
+    try {
+      const response = await api(`/v1/audio/voices?model=${encodeURIComponent(id)}`);
+      if (response.ok) learnCodec(await response.json());
+    } catch (_) { /* only a label */ }
+  }));
+}
+
+// Show the chosen model's own options (and send only those: a disabled fieldset is left out of the form).
+function showModelOptions() {
+  const model = $("speech-model").value;
+  for (const options of document.querySelectorAll("fieldset[data-models]")) {
+    const mine = options.dataset.models.split(" ").includes(model);
+    options.hidden = !mine;
+    options.disabled = !mine;
+  }
+}
+
+// The clone form as the chosen model takes it: a transcript is required only by a model that conditions on it.
+function showCloneNeeds() {
+  const transcript = $("voice-transcript");
+  transcript.required = transcriptRequired;
+  $("transcript-optional").hidden = transcriptRequired;
+  $("voice-help").textContent = `${cloneHelp}; ${transcriptRequired ? "and the words spoken in it"
+    : "the words spoken in it are optional"}.`;
+}
+
+async function refreshSpeech() {
+  await loadModels();
+  showModelOptions();
+  await refreshVoices();
+}
+
+let voicesAsked = 0;   // only the latest listing fills the pickers (the model may change while one is on its way)
+
+// The chosen model's built-in voices, then the stored voices of its codec; every stored voice in the list below.
 async function refreshVoices(select) {
+  const model = $("speech-model").value, asked = ++voicesAsked;
   let response;
   try {
-    response = await api("/v1/audio/voices");
+    response = await api(model ? `/v1/audio/voices?model=${encodeURIComponent(model)}` : "/v1/audio/voices");
   } catch (failure) {
     return showError($("voice-error"), `Voices: ${failure.message}`);
   }
   if (!response.ok) return showError($("voice-error"), await apiError(response));
-  const voices = (await response.json()).data || [];
+  const listing = await response.json();
+  if (asked !== voicesAsked) return;
+  learnCodec(listing);
+  const voices = listing.data || [];
   const picker = $("voice"), chosen = select || picker.value;
   const builtin = document.createElement("optgroup");
   builtin.label = "Built-in";
   const cloned = document.createElement("optgroup");
   cloned.label = "Cloned";
   for (const voice of voices) {
-    if (voice.type === "audio_sample") cloned.append(option(voice.id, voice.name));
-    else builtin.append(option(voice.id, voice.aliases && voice.aliases.length
-      ? `${voice.name} (${voice.aliases.join(", ")})` : voice.name));
+    if (voice.type === "audio_sample") {
+      if (!listing.codec || voice.codec === listing.codec) cloned.append(option(voice.id, voice.name));
+    } else {
+      builtin.append(option(voice.id, voice.aliases && voice.aliases.length
+        ? `${voice.name} (${voice.aliases.join(", ")})` : voice.name));
+    }
   }
   picker.replaceChildren(builtin, ...(cloned.children.length ? [cloned] : []));
   if (chosen && [...picker.options].some((item) => item.value === chosen)) picker.value = chosen;
   const stored = voices.filter((voice) => voice.type === "audio_sample");
   $("voices").replaceChildren(...stored.map(renderVoice));
   $("voices-empty").hidden = stored.length > 0;
+  transcriptRequired = listing.transcript_required !== false;
+  showCloneNeeds();
+  picker.dataset.model = listing.model || model;   // what the pickers show now
+}
+
+function modelChanged() {
+  showModelOptions();
+  showError($("speech-error"), "");
+  refreshVoices();
 }
 
 async function uploadVoice(event) {
@@ -276,7 +363,9 @@ async function uploadVoice(event) {
   button.disabled = true;
   showError($("voice-error"), "");
   try {
-    const response = await api("/v1/audio/voices", { method: "POST", body: new FormData(form) });
+    const body = new FormData(form);
+    if ($("speech-model").value) body.set("model", $("speech-model").value);   // whose codec encodes it
+    const response = await api("/v1/audio/voices", { method: "POST", body });
     if (!response.ok) return showError($("voice-error"), await apiError(response));
     const voice = await response.json();
     form.reset();
@@ -386,6 +475,8 @@ async function applyLimits() {
   const schemas = api.components.schemas;
   const limit = (input, property) => {
     if (!property) return;
+    // an optional field's bounds sit on its non-null alternative ({"anyOf": [{"type": "number", ...}, null]})
+    property = (property.anyOf || []).find((kind) => kind.type && kind.type !== "null") || property;
     if (property.maxLength !== undefined) input.maxLength = property.maxLength;
     if (property.minimum !== undefined) input.min = property.minimum;
     if (property.maximum !== undefined) input.max = property.maximum;
@@ -394,9 +485,25 @@ async function applyLimits() {
   limit($("duration"), schemas.MusicBody.properties.duration);
   limit($("job-prompt"), schemas.JobBody.properties.prompt);
   limit($("speech-input"), schemas.SpeechBody.properties.input);
+  // a model's own options: its range, and its default (the config's doc, "<model>: ...; default 0.5.") as placeholder
+  for (const options of document.querySelectorAll("fieldset[data-models]")) {
+    for (const input of options.querySelectorAll("input")) {
+      const property = schemas.SpeechBody.properties[input.name];
+      if (!property) continue;
+      limit(input, property);
+      const model = options.dataset.models.split(" ")[0];
+      const doc = (property.description || "").split(`${model}: `)[1] || "";
+      const stated = doc.match(/default (-?\d+(?:\.\d+)?)/);
+      if (stated) input.placeholder = stated[1];
+      input.title = property.description || "";
+    }
+  }
   const upload = api.paths["/v1/audio/voices"].post.requestBody.content["multipart/form-data"].schema;
   const file = schemas[upload.$ref.split("/").pop()].properties.file;
-  if (file && file.description) $("voice-help").textContent = `${file.description}; and the words spoken in it.`;
+  if (file && file.description) {
+    cloneHelp = file.description;
+    showCloneNeeds();
+  }
 }
 
 function keyChanged() {
@@ -406,7 +513,7 @@ function keyChanged() {
     if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
   } catch (_) { /* storage off: the key lasts this page */ }
   refreshJobs();
-  refreshVoices();
+  refreshSpeech();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -417,6 +524,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("generate-form").addEventListener("submit", generate);
   $("speech-form").addEventListener("submit", speak);
   $("voice-form").addEventListener("submit", uploadVoice);
+  $("speech-model").addEventListener("change", modelChanged);
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => selectTab(tab));
     tab.addEventListener("keydown", tabKeys);
