@@ -336,7 +336,8 @@ def throughput_plot(series: list[dict], title: str, path: Path) -> Path:
         which = f", {s['label'].strip()}" if s["label"] else ""
         ax.plot(x, [level["audio_s_per_wall_s"] for level in s["levels"]], "o-", label=f"tritone (streaming){which}")
         if sequential:
-            ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:", label=f"{s['baseline_name']} one at a time{which}")
+            ax.plot(x, [sequential["audio_s_per_wall_s"]] * len(x), "^:",
+                    label=f"{s['baseline_name']} one at a time{which}")
         if static:
             ax.plot([r["concurrency"] for r in static], [r["audio_s_per_wall_s"] for r in static], "v:",
                     label=f"{s['baseline_name']} static batch{which}")

@@ -84,7 +84,8 @@ def load_chatterbox_baseline(repository: Path, threads: int | None = None) -> Ch
 
 
 def token_limit(meta: ChatterboxMetadata, max_duration: float) -> int:
-    """The served request's token cap (ChatterboxPipeline.token_limit): max_duration in tokens, within T3's positions."""
+    """The served request's token cap (ChatterboxPipeline.token_limit): max_duration in tokens, within T3's
+    positions."""
     return min(ChatterboxParams(text="", max_duration=max_duration).token_limit(meta), meta.max_speech_tokens)
 
 
