@@ -259,15 +259,22 @@ function renderVoice(voice) {
   return li;
 }
 
+let modelsFailed = "";   // why the model picker could not be filled (shown until it can: a key was missing, say)
+
+function modelsError(message) {
+  if (message || $("speech-error").textContent === modelsFailed) showError($("speech-error"), message);
+  modelsFailed = message;
+}
+
 // The speech models the gateway serves (GET /v1/audio/models), less their OpenAI aliases (`parent` in /v1/models).
 async function loadModels() {
   let listed, all;
   try {
     [listed, all] = await Promise.all([api("/v1/audio/models"), api("/v1/models").catch(() => null)]);
   } catch (failure) {
-    return showError($("speech-error"), `Models: ${failure.message}`);
+    return modelsError(`Models: ${failure.message}`);
   }
-  if (!listed.ok) return showError($("speech-error"), await apiError(listed));
+  if (!listed.ok) return modelsError(await apiError(listed));
   const ids = ((await listed.json()).models || []).map((model) => model.id);
   const aliases = new Set();
   if (all && all.ok) {
@@ -277,7 +284,7 @@ async function loadModels() {
   const models = ids.filter((id) => !aliases.has(id));
   picker.replaceChildren(...models.map((id) => option(id, id)));
   if (models.includes(chosen)) picker.value = chosen;
-  if (!models.length) showError($("speech-error"), "No speech model is served.");
+  modelsError(models.length ? "" : "No speech model is served.");
   // each model's codec, to say which model each stored voice is for
   await Promise.all(models.filter((id) => id !== picker.value).map(async (id) => {
     try {
