@@ -6,9 +6,9 @@ and the gateway read it. Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from tritone.ensemble.metadata_file import MetadataFile
 
 METADATA_FILE = "chatterbox.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -18,7 +18,9 @@ CHECKPOINT_DIR = "checkpoint"  # the checkpoint's files (written for the random 
 
 
 @dataclass(frozen=True)
-class ChatterboxMetadata:
+class ChatterboxMetadata(MetadataFile):
+    FILE = METADATA_FILE
+
     checkpoint: str  # hub id or directory
     sample_rate: int  # 24000
     token_rate: int  # speech tokens per second (25)
@@ -44,14 +46,3 @@ class ChatterboxMetadata:
 
     def kv_bytes_per_token(self, itemsize: int = 4) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * itemsize
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / METADATA_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, directory: Path) -> "ChatterboxMetadata":
-        data = json.loads((Path(directory) / METADATA_FILE).read_text())
-        data["voices"] = tuple(data.get("voices", ()))
-        return cls(**data)

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tritone.ensemble import tensors as T
-from tritone.ensemble.engine.onnx_runtime import open_session
-from tritone.ensemble.engine.prefix_cache import files_digest
+from tritone.ensemble.engine.onnx_runtime import OnnxLmStep, open_session
 
 LM_STEP_FILE = "lm_step.onnx"
 CONDITIONING_FILE = "lm_conditioning.onnx"
@@ -46,27 +45,9 @@ class OnnxT3Conditioning:
             T.EXAGGERATION: np.asarray(exaggeration, np.float32)})[0]
 
 
-class OnnxT3LanguageModel:
-    """lm_step.onnx: the Chatterbox family's LM step on ONNX Runtime."""
+class OnnxT3LanguageModel(OnnxLmStep):
+    """lm_step.onnx, the Chatterbox family's LM step on ONNX Runtime: inputs_embeds float32 [R, W, D] (the family
+    embeds), positions / logit_index int64 [R], past_* [L, R, H, P, Dh] -> logits float32 [R, 8194], new keys and
+    values [L, R, H, W, Dh]."""
 
-    def __init__(self, step_path: Path, threads: int | None = None):
-        self._path = Path(step_path)
-        self._step = open_session(step_path, threads)
-
-    def identity(self) -> str:
-        """What its keys/values depend on (the prefix cache's key): the graph and its weights' files."""
-        weights = self._path.with_name(self._path.name + ".data")
-        return "onnxruntime/" + files_digest([self._path, *([weights] if weights.exists() else [])])
-
-    @staticmethod
-    def zeros(shape: tuple[int, ...]) -> np.ndarray:
-        return np.zeros(shape, np.float32)
-
-    def step(self, inputs_embeds, positions, logit_index, past_keys, past_values):
-        """inputs_embeds float32 [R, W, D], positions / logit_index int64 [R], past_* [L, R, H, P, Dh]
-        -> logits float32 [R, 8194], new_keys / new_values [L, R, H, W, Dh]."""
-        return self._step.run(
-            [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
-            {T.INPUTS_EMBEDS: inputs_embeds, T.POSITIONS: positions, T.LOGIT_INDEX: logit_index,
-             T.PAST_KEYS: past_keys, T.PAST_VALUES: past_values},
-        )
+    FIRST_INPUT = T.INPUTS_EMBEDS

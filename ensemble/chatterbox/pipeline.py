@@ -31,11 +31,9 @@ from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.clip_cache import ClipCache
 from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.lm_choice import resolve_lm
-from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
-from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
-from tritone.ensemble.engine.step_plan import StepBudget
+from tritone.ensemble.engine.settings import check_sample_rate, check_speakers, from_parameters
 
 VoiceModel = Callable[[np.ndarray], dict]  # a clip [S] at 24 kHz -> the voice's arrays by name
 CodecDecoder = Callable[[list[tuple[np.ndarray, ...]]], list[np.ndarray]]  # [(tokens [1, W], *inputs)] -> audio
@@ -80,10 +78,7 @@ class ChatterboxPipeline:
         version = repository / T.CHATTERBOX / "1"
         self.model = ChatterboxMetadata.load(version)
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.CHATTERBOX)
-        declared = tuple(name for name in settings.speakers.split(",") if name)
-        if settings.speakers and declared != self.model.voices:
-            raise ValueError(f"the export in {version} has the voices {list(self.model.voices)} but the "
-                             f"{T.CHATTERBOX} config declares speakers {list(declared)}")
+        check_speakers(version, self.model.voices, settings.speakers, T.CHATTERBOX)
         self.settings = settings
         self.version = version
         self.tokenizer = TextTokenizer(version / TOKENIZER_FILE)
@@ -97,11 +92,8 @@ class ChatterboxPipeline:
                                                   version)
         self.family = ChatterboxFamily(lm, OnnxT3Conditioning(version / CONDITIONING_FILE), self.model,
                                        EmbeddingTables.of(load_tables(version)), settings.policy, CodecInputs())
-        prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
-        identity = lm.identity() if prefixes is not None else ""  # a digest of the LM's files
-        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
-                             prefix_cache=prefixes, model_identity=identity, decode_thread=decode_thread)
+        self.engine = Engine.for_pipeline(self.family, decode_codes, settings, on_step=on_step,
+                                          decode_thread=decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

@@ -197,6 +197,19 @@ class Engine:
         self._running = False
         self._emitter: threading.Thread | None = None
 
+    @classmethod
+    def for_pipeline(cls, family: Family, decode_codes, settings, *, on_step=None,
+                     decode_thread: DecodeThread | None = None) -> "Engine":
+        """The engine a pipeline's settings describe: max_slots, max_queue, and where they exist prefill_chunk and
+        step_tokens (the step budget) and prefix_cache_bytes (a prefix cache keyed by the family LM's identity)."""
+        budget = StepBudget(*(getattr(settings, name) for name in ("prefill_chunk", "step_tokens"))) \
+            if hasattr(settings, "step_tokens") else StepBudget()
+        prefix_bytes = getattr(settings, "prefix_cache_bytes", 0)
+        prefixes = PrefixCache(prefix_bytes) if prefix_bytes else None
+        identity = family.lm.identity() if prefixes is not None else ""  # a digest of the LM's files
+        return cls(family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue, budget=budget,
+                   on_step=on_step, prefix_cache=prefixes, model_identity=identity, decode_thread=decode_thread)
+
     # --- capacity -----------------------------------------------------------------
     def submit(self, job) -> None:
         with self._wake:

@@ -55,3 +55,12 @@ def check_sample_rate(version, exported: int, declared: int, model: str) -> None
     if exported != declared:
         raise ValueError(f"the export in {version} is {exported} Hz but the {model} config declares "
                          f"sample_rate {declared}")
+
+
+def check_speakers(version, exported: tuple[str, ...], declared: str, model: str) -> None:
+    """The built-in voices a config declares (parameter `speakers`, comma-separated; clients read it) must be the
+    export's; "" declares none."""
+    names = tuple(name for name in declared.split(",") if name)
+    if declared and names != tuple(exported):
+        raise ValueError(f"the export in {version} has the speakers {list(exported)} but the {model} config "
+                         f"declares speakers {list(names)}")

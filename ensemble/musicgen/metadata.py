@@ -6,9 +6,9 @@ scheduler read it. Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+
+from tritone.ensemble.metadata_file import MetadataFile
 
 METADATA_FILE = "musicgen.json"
 LM_STEP_FILE = "lm_step.onnx"
@@ -18,7 +18,9 @@ CHECKPOINT_DIR = "checkpoint"  # a saved transformers directory, written for tin
 
 
 @dataclass(frozen=True)
-class MusicgenMetadata:
+class MusicgenMetadata(MetadataFile):
+    FILE = METADATA_FILE
+
     checkpoint: str  # hub id or directory the weights came from
     sample_rate: int  # Hz
     frame_rate: int  # code frames per second
@@ -36,12 +38,3 @@ class MusicgenMetadata:
     def kv_bytes_per_step(self, rows: int = 2, itemsize: int = 4) -> int:
         """Self-attention cache bytes one decode step adds for `rows` rows (2 with guidance)."""
         return 2 * rows * self.num_layers * self.num_heads * self.head_dim * itemsize
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / METADATA_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, directory: Path) -> "MusicgenMetadata":
-        return cls(**json.loads((Path(directory) / METADATA_FILE).read_text()))

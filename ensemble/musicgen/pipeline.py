@@ -78,8 +78,8 @@ class MusicgenPipeline:
         # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
         decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.MUSICGEN}-decode", self._language_model, version)
         self.family = MusicgenFamily(lm, self.model, settings.policy)
-        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             on_step=on_step, decode_thread=decode_thread)
+        self.engine = Engine.for_pipeline(self.family, decode_codes, settings, on_step=on_step,
+                                          decode_thread=decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

@@ -6,11 +6,10 @@ and the gateway read it. Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME, OrpheusFormat
+from tritone.ensemble.metadata_file import MetadataFile
 
 METADATA_FILE = "speech.json"
 LM_STEP_FILE = "lm_step.onnx"
@@ -20,7 +19,9 @@ CODEC_DIR = "codec"  # the SNAC config.json + pytorch_model.bin used (written fo
 
 
 @dataclass(frozen=True)
-class OrpheusMetadata:
+class OrpheusMetadata(MetadataFile):
+    FILE = METADATA_FILE
+
     checkpoint: str  # hub id or directory of the LM
     codec_checkpoint: str  # hub id or directory of the SNAC codec
     sample_rate: int  # 24000
@@ -53,14 +54,3 @@ class OrpheusMetadata:
 
     def kv_bytes_per_token(self, itemsize: int = 4) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * itemsize
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / METADATA_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, directory: Path) -> "OrpheusMetadata":
-        data = json.loads((Path(directory) / METADATA_FILE).read_text())
-        data["voices"] = tuple(data.get("voices", ()))
-        return cls(**data)

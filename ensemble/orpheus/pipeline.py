@@ -22,14 +22,12 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.clip_cache import ClipCache
 from tritone.ensemble.engine.onnx_runtime import OnnxAudioEncoder, OnnxCodecDecoder
-from tritone.ensemble.engine.prefix_cache import PrefixCache
 from tritone.ensemble.orpheus.onnx_lm import OnnxSpeechLanguageModel
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.scheduler import Engine, Stream
-from tritone.ensemble.engine.step_plan import StepBudget
-from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.engine.settings import check_sample_rate, check_speakers, from_parameters
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.orpheus.decoding import OrpheusFamily, OrpheusJob
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
@@ -84,10 +82,7 @@ class OrpheusPipeline:
         version = repository / T.ORPHEUS / "1"
         self.model = OrpheusMetadata.load(version)
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.ORPHEUS)
-        declared = tuple(name for name in settings.speakers.split(",") if name)
-        if settings.speakers and declared != self.model.voices:
-            raise ValueError(f"the export in {version} has the speakers {list(self.model.voices)} but the {T.ORPHEUS} "
-                             f"config declares speakers {list(declared)}")
+        check_speakers(version, self.model.voices, settings.speakers, T.ORPHEUS)
         self.settings = settings
         self.format = self.model.format
         self.tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
@@ -100,11 +95,8 @@ class OrpheusPipeline:
         # the LM is loaded on the thread that will step it (ensemble/engine/decode_thread.py)
         decode_thread, lm = load_on_decode_thread(decode_thread, f"{T.ORPHEUS}-decode", self._language_model, version)
         self.family = OrpheusFamily(lm, self.model, settings.policy)
-        prefixes = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes else None
-        identity = self.family.lm.identity() if prefixes is not None else ""  # a digest of the LM's files
-        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step,
-                             prefix_cache=prefixes, model_identity=identity, decode_thread=decode_thread)
+        self.engine = Engine.for_pipeline(self.family, decode_codes, settings, on_step=on_step,
+                                          decode_thread=decode_thread)
 
     def _language_model(self, version: Path):
         settings = self.settings

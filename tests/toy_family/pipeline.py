@@ -16,7 +16,6 @@ from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.engine.request_fields import InvalidRequest, finite, utf8_text
 from tritone.ensemble.engine.scheduler import Engine, Stream
 from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
-from tritone.ensemble.engine.step_plan import StepBudget
 
 from tests.toy_family.decoding import ToyFamily, ToyJob
 from tests.toy_family.export import METADATA_FILE
@@ -65,8 +64,7 @@ class ToyPipeline:
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, PIPELINE_NAME)
         self.settings = settings
         self.family = ToyFamily(settings.policy)
-        self.engine = Engine(self.family, decode_codes, max_slots=settings.max_slots, max_queue=settings.max_queue,
-                             budget=StepBudget(settings.prefill_chunk, settings.step_tokens), on_step=on_step)
+        self.engine = Engine.for_pipeline(self.family, decode_codes, settings, on_step=on_step)
 
     def validate(self, raw: dict) -> ToyParams:
         """Raises InvalidRequest naming the bad field."""

@@ -48,7 +48,7 @@ def shared_modules() -> list[Path]:
     folders = [ROOT / "ensemble" / "engine", ROOT / "ensemble" / "triton", ROOT / "serving", ROOT / "gateway"]
     files = [path for folder in folders for path in folder.rglob("*.py")]
     files += [path for stage in ("export", "benchmarks") for path in (ROOT / stage).glob("*.py")]
-    return sorted(files + [ROOT / "ensemble" / "tensors.py", ROOT / "ensemble" / "llama_step.py"])
+    return sorted(files + [ROOT / "ensemble" / name for name in ("tensors.py", "llama_step.py", "metadata_file.py")])
 
 
 def test_the_engine_the_triton_glue_export_common_code_serving_the_gateway_and_benchmarks_import_no_family():
