@@ -10,6 +10,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritone.ensemble.musicgen import spec as musicgen_spec
 from tritone.ensemble.triton import render
 from tritone.ensemble.orpheus import spec as speech_spec
+from tritone.ensemble.chatterbox import spec as chatterbox_spec
 from tritone.ensemble import tensors as T
 from tritone.ensemble.engine.chunker import ChunkPolicy
 from tritone.ensemble.musicgen.pipeline import PipelineSettings
@@ -23,7 +24,7 @@ STATELESS = (musicgen_spec.TOKENIZER, musicgen_spec.TEXT_ENCODER, musicgen_spec.
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("spec", musicgen_spec.MODELS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", musicgen_spec.MODELS + chatterbox_spec.MODELS, ids=lambda s: s.name)
 def test_a_rendered_config_parses_back_into_triton_model_config(spec, target):
     config = text_format.Parse(render_config(spec, target), pb.ModelConfig())
     assert config == to_proto(spec, target)
@@ -38,10 +39,10 @@ def test_the_committed_model_repository_configs_are_up_to_date():
 
 def test_every_model_has_a_config_per_target():
     files = render.rendered_files()
-    models = musicgen_spec.MODELS + speech_spec.MODELS
+    models = musicgen_spec.MODELS + speech_spec.MODELS + chatterbox_spec.MODELS
     expected = {Path(spec.name) / CONFIG_PATHS[t] for spec in models for t in TARGETS}
     assert set(files) == expected
-    assert len(files) == 16
+    assert len(files) == 26  # 13 models, 2 targets each
 
 
 def test_stale_lists_a_config_that_differs_from_its_spec(tmp_path):
