@@ -347,6 +347,21 @@ def throughput_plot(series: list[dict], title: str, path: Path) -> Path:
     return finish_plot(fig, ax, series, xs, path)
 
 
+VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}  # a speech suite's voice modes
+
+
+def voice_plots(run: dict, family: str, ttfa_path: Path, throughput_path: Path,
+                baseline_name: str = "transformers") -> list[Path]:
+    """A speech family's TTFA and throughput plots: one series per voice mode of `run["voices"]`."""
+    title = f"{family}: {plot_title(run)}"
+    series = [plot_series(voice["tritone"]["levels"], voice.get("baseline"), f"{VOICE_TITLES.get(mode, mode)} ",
+                          baseline_name=baseline_name)
+              for mode, voice in (run.get("voices") or {}).items()]
+    if not series:
+        return []
+    return [ttfa_plot(series, title, ttfa_path), throughput_plot(series, title, throughput_path)]
+
+
 def plot_title(results: dict) -> str:
     return f"{results['model']} on {results['machine'].get('cores', '?')} CPU cores"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from tritone.benchmarks.chatterbox import LABEL
 from tritone.benchmarks.report import (
     MARKDOWN_FILE, TARGET_CONCURRENCY, by_concurrency, compare_levels, levels_table, machine_line, make_target,
-    millis, num, perf_analyzer_section, plot_series, plot_title, ratio, target_table, throughput_plot, ttfa_plot,
+    millis, num, perf_analyzer_section, ratio, target_table, voice_plots, VOICE_TITLES,
 )
 
 SECTION = LABEL  # results.json keeps its run under "chatterbox"
@@ -24,7 +24,6 @@ PLOTS = {
     "chatterbox_ttfa": "chatterbox_ttfa_vs_concurrency.png",
     "chatterbox_throughput": "chatterbox_throughput_vs_concurrency.png",
 }
-VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}
 PREFIXES = {"builtin": "", "cloned": "cloned_"}
 REFERENCE = "chatterbox-tts"
 
@@ -135,14 +134,8 @@ def markdown(run: dict) -> list[str]:
 
 
 def plots(run: dict, out_dir: Path) -> list[Path]:
-    title = f"chatterbox: {plot_title(run)}"
-    series = [plot_series(voice["tritone"]["levels"], voice.get("baseline"), f"{VOICE_TITLES.get(mode, mode)} ",
-                          baseline_name=REFERENCE)
-              for mode, voice in (run.get("voices") or {}).items()]
-    if not series:
-        return []
-    return [ttfa_plot(series, title, out_dir / PLOTS["chatterbox_ttfa"]),
-            throughput_plot(series, title, out_dir / PLOTS["chatterbox_throughput"])]
+    return voice_plots(run, "chatterbox", out_dir / PLOTS["chatterbox_ttfa"], out_dir / PLOTS["chatterbox_throughput"],
+                       baseline_name=REFERENCE)
 
 
 def readme(run: dict, rel) -> list[str]:

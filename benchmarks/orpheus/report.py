@@ -9,8 +9,8 @@ from pathlib import Path
 from tritone.benchmarks.orpheus import LABEL
 from tritone.benchmarks.report import (
     MARKDOWN_FILE, by_concurrency, compare_levels, compare_table, levels_table, machine_line, make_target, millis, num,
-    perf_analyzer_section, plot_series, plot_title, ratio, served_share_targets, served_vs_decode_only,
-    step_rows_table, streaming_targets, target_table, throughput_plot, ttfa_plot,
+    perf_analyzer_section, ratio, served_share_targets, served_vs_decode_only, step_rows_table, streaming_targets,
+    target_table, voice_plots, VOICE_TITLES,
 )
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
@@ -99,7 +99,6 @@ def step_lines(speech: dict) -> list[str]:
             "ceiling."]
 
 
-VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}
 
 
 def _prompt_tokens(voice: dict) -> str:
@@ -199,13 +198,7 @@ def markdown(speech: dict) -> list[str]:
 
 
 def plots(speech: dict, out_dir: Path) -> list[Path]:
-    title = f"speech: {plot_title(speech)}"
-    series = [plot_series(voice["tritone"]["levels"], voice.get("baseline"), f"{VOICE_TITLES.get(mode, mode)} ")
-              for mode, voice in (speech.get("voices") or {}).items()]
-    if not series:
-        return []
-    return [ttfa_plot(series, title, out_dir / PLOTS["speech_ttfa"]),
-            throughput_plot(series, title, out_dir / PLOTS["speech_throughput"])]
+    return voice_plots(speech, "speech", out_dir / PLOTS["speech_ttfa"], out_dir / PLOTS["speech_throughput"])
 
 
 def readme(speech: dict, rel) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -88,13 +89,29 @@ def _pad(arrays: list[np.ndarray], axis: int) -> np.ndarray:
     return np.stack(padded)
 
 
+@dataclass
+class _Stream:
+    """What a stream's windows share: its prompt's starting noise (the same for every window), and the vocoder
+    phase its latest window reached at each of its frames (its first mel frame, [9, frames + 1])."""
+
+    prompt_noise: np.ndarray
+    phase_start: int = 0
+    phases: np.ndarray | None = None
+
+    def phase_at(self, frame: int) -> np.ndarray | None:
+        """Each harmonic's phase before mel frame `frame`, where the latest window reached it."""
+        if self.phases is None or not self.phase_start <= frame < self.phase_start + self.phases.shape[1]:
+            return None
+        return self.phases[:, frame - self.phase_start]
+
+
 class ChatterboxCodec:
     """The engine's decode_codes for Chatterbox: [(tokens [1, W], *CodecInputs), ...] -> [audio [960 W], ...]."""
 
     def __init__(self, decode: Decode, max_batch: int = 8, streams_kept: int = 1024):
         self._decode = decode
         self._max_batch = max_batch  # windows per call (the codec models' max_batch_size)
-        self._phases: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()  # stream -> (first frame, [9, F])
+        self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self._kept = streams_kept  # streams cancelled mid-way never send their final window: the oldest go
         self._lock = threading.Lock()
         self._fade = fade_in()
@@ -116,58 +133,54 @@ class ChatterboxCodec:
                 pending = later
         return audio
 
+    def _stream(self, stream_id: int, seed: int, first_frame: int, prompt_frames: int) -> _Stream:
+        """The stream's state; a stream's first window starts it, any later one finds it."""
+        if first_frame == 0:
+            self._streams[stream_id] = _Stream(noise.prompt_noise(seed, prompt_frames))
+            while len(self._streams) > self._kept:
+                self._streams.popitem(last=False)
+        state = self._streams.get(stream_id)
+        if state is None or (first_frame > 0 and state.phase_at(first_frame) is None):
+            raise RuntimeError(f"stream {stream_id}: no vocoder phase for mel frame {first_frame} (its previous window "
+                               "was not decoded before this one)")
+        self._streams.move_to_end(stream_id)
+        return state
+
     def _round(self, items) -> list[np.ndarray]:
-        rows = []
-        for tokens, prompt_tokens, prompt_mel, xvector, window in items:
-            stream_id, seed = int(window[0]), int(window[1])
-            first, frames = MEL_PER_TOKEN * int(window[2]), MEL_PER_TOKEN * tokens.shape[1]
-            rows.append({
-                T.SPEECH_TOKENS: tokens[0], T.PROMPT_TOKENS: prompt_tokens, T.PROMPT_MEL: prompt_mel,
-                T.XVECTOR: xvector, T.PROMPT_NOISE: noise.prompt_noise(seed, MEL_PER_TOKEN * len(prompt_tokens)),
-                T.FLOW_NOISE: noise.flow_noise(seed, first, frames),
-                T.SOURCE_PHASE: self._phase(stream_id, seed, first),
-                T.SOURCE_NOISE: noise.source_noise(seed, first, frames),
-            })
+        states, firsts = [], []
+        for tokens, prompt_tokens, _, _, window in items:
+            first = MEL_PER_TOKEN * int(window[2])
+            states.append(self._stream(int(window[0]), int(window[1]), first, MEL_PER_TOKEN * len(prompt_tokens)))
+            firsts.append(first)
+        seeds = [int(window[1]) for *_, window in items]
+        frames = [MEL_PER_TOKEN * tokens.shape[1] for tokens, *_ in items]
         batch = {
-            T.SPEECH_TOKENS: _pad([r[T.SPEECH_TOKENS] for r in rows], 0),
-            T.SPEECH_TOKEN_LENGTHS: np.array([len(r[T.SPEECH_TOKENS]) for r in rows], np.int64),
-            T.PROMPT_TOKENS: _pad([r[T.PROMPT_TOKENS] for r in rows], 0),
-            T.PROMPT_TOKEN_LENGTHS: np.array([len(r[T.PROMPT_TOKENS]) for r in rows], np.int64),
-            T.PROMPT_MEL: _pad([r[T.PROMPT_MEL] for r in rows], 0),
-            T.XVECTOR: np.stack([r[T.XVECTOR] for r in rows]),
-            T.PROMPT_NOISE: _pad([r[T.PROMPT_NOISE] for r in rows], 1),
-            T.FLOW_NOISE: _pad([r[T.FLOW_NOISE] for r in rows], 1),
-            T.MEL_LENGTHS: np.array([MEL_PER_TOKEN * len(r[T.SPEECH_TOKENS]) for r in rows], np.int64),
-            T.SOURCE_PHASE: np.stack([r[T.SOURCE_PHASE] for r in rows]),
-            T.SOURCE_NOISE: _pad([r[T.SOURCE_NOISE] for r in rows], 0),
+            T.SPEECH_TOKENS: _pad([tokens[0] for tokens, *_ in items], 0),
+            T.SPEECH_TOKEN_LENGTHS: np.array([tokens.shape[1] for tokens, *_ in items], np.int64),
+            T.PROMPT_TOKENS: _pad([item[1] for item in items], 0),
+            T.PROMPT_TOKEN_LENGTHS: np.array([len(item[1]) for item in items], np.int64),
+            T.PROMPT_MEL: _pad([item[2] for item in items], 0),
+            T.XVECTOR: np.stack([item[3] for item in items]),
+            T.PROMPT_NOISE: _pad([state.prompt_noise for state in states], 1),
+            T.FLOW_NOISE: _pad([noise.flow_noise(*args) for args in zip(seeds, firsts, frames)], 1),
+            T.MEL_LENGTHS: np.array(frames, np.int64),
+            T.SOURCE_PHASE: np.stack([noise.source_phase(seed) if first == 0 else state.phase_at(first)
+                                      for seed, first, state in zip(seeds, firsts, states)]),
+            T.SOURCE_NOISE: _pad([noise.source_noise(*args) for args in zip(seeds, firsts, frames)], 0),
         }
         audio, frame_phase = self._decode(batch)
         out = []
-        for row, (tokens, *_, window) in enumerate(items):
-            frames = MEL_PER_TOKEN * tokens.shape[1]
-            stream_id, first_token, final = int(window[0]), int(window[2]), bool(window[3])
-            if final:
-                self._phases.pop(stream_id, None)
+        for row, (state, first, count, (*_, window)) in enumerate(zip(states, firsts, frames, items)):
+            if bool(window[3]):  # its final window
+                self._streams.pop(int(window[0]), None)
             else:
-                self._phases[stream_id] = (MEL_PER_TOKEN * first_token, frame_phase[row, :, : frames + 1])
-                self._phases.move_to_end(stream_id)
-                while len(self._phases) > self._kept:
-                    self._phases.popitem(last=False)
-            samples = audio[row, : frames * noise.FRAME_SAMPLES].astype(np.float32)
-            if first_token == 0:
+                state.phase_start, state.phases = first, frame_phase[row, :, : count + 1]
+            samples = audio[row, : count * noise.FRAME_SAMPLES].astype(np.float32)
+            if first == 0:
                 fade = min(FADE_SAMPLES, samples.size)
                 samples[:fade] *= self._fade[:fade]
             out.append(samples)
         return out
-
-    def _phase(self, stream: int, seed: int, first_frame: int) -> np.ndarray:
-        if first_frame == 0:
-            return noise.source_phase(seed)
-        start, phases = self._phases.get(stream, (None, None))
-        if start is None or not start <= first_frame < start + phases.shape[1]:
-            raise RuntimeError(f"stream {stream}: no vocoder phase for mel frame {first_frame} (its previous window "
-                               "was not decoded before this one)")
-        return phases[:, first_frame - start]
 
 
 class OnnxCodec:

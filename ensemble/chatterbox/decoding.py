@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,24 +80,31 @@ class ChatterboxJob:
     submitted: float = field(default_factory=time.monotonic)
 
 
-def conditioning_prefix(voice: Voice, exaggeration: float, length: int) -> np.ndarray:
-    """The prefix cache's ids for a prompt's conditioning embeddings (its first `length` inputs, the same for
-    every request in this voice and exaggeration): a digest of both as int64s, then positions to its length."""
-    digest = hashlib.sha256(voice.digest + np.float32(exaggeration).tobytes()).digest()
-    ids = np.frombuffer(digest, np.int64)
+def conditioning_key(voice: Voice, exaggeration: float) -> bytes:
+    """What a prompt's conditioning embeddings depend on: the voice and the exaggeration."""
+    return hashlib.sha256(voice.digest + np.float32(exaggeration).tobytes()).digest()
+
+
+def conditioning_prefix(key: bytes, length: int) -> np.ndarray:
+    """The prefix cache's ids for a prompt's conditioning (its first `length` inputs, the same for every request
+    with this conditioning_key): the key as int64s, then positions to its length."""
+    ids = np.frombuffer(key, np.int64)
     return np.concatenate([ids, np.arange(length - ids.size, dtype=np.int64)])
+
+
+CONDITIONINGS_KEPT = 256  # voices x exaggerations whose conditioning embeddings the family keeps (~140 KB each)
 
 
 class ChatterboxSlot(Slot):
     def __init__(self, job: ChatterboxJob, model: ChatterboxMetadata, policy: ChunkPolicy,
-                 prompt_embeds: np.ndarray, conditioning_length: int, codec_inputs: CodecInputs):
+                 prompt_embeds: np.ndarray, prefix: np.ndarray, codec_inputs: CodecInputs):
         params = job.params
         self.prompt_embeds = prompt_embeds  # [rows, P, hidden]
         self.token_limit = job.token_limit
         rows, length = prompt_embeds.shape[:2]
         super().__init__(job, rows, length + job.token_limit, Chunker(policy, job.token_limit), params.return_codes,
                          prompt_length=length,
-                         prefix=conditioning_prefix(job.voice, params.exaggeration, conditioning_length))
+                         prefix=prefix)
         self.tokens_in = len(job.text_ids)
         self.voice = job.voice
         self.codes = np.zeros((1, job.token_limit), np.int64)
@@ -127,6 +135,9 @@ class ChatterboxFamily:
         self.codec_inputs = codec_inputs
         self.frame_samples = model.frame_samples
         self.kv_layout = (model.num_layers, model.num_kv_heads, model.head_dim)
+        # conditioning embeddings by conditioning_key: admission runs on the decode thread, so a voice's repeat
+        # requests skip the conditioning graph (the perceiver over its speech prompt)
+        self._conditionings: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def zeros(self, shape):
         return self.lm.zeros(shape)
@@ -134,18 +145,29 @@ class ChatterboxFamily:
     def idle(self) -> None:
         pass
 
-    def prompt_embeds(self, job: ChatterboxJob) -> tuple[np.ndarray, int]:
-        """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text;
-        and how many inputs the conditioning takes."""
-        params, voice, tables = job.params, job.voice, self.tables
+    def _conditioning(self, key: bytes, voice: Voice, exaggeration: float) -> np.ndarray:
+        if (cached := self._conditionings.get(key)) is not None:
+            self._conditionings.move_to_end(key)
+            return cached
         conditioning = self.conditioning(voice.speaker_emb[None], voice.prompt_speech_tokens[None],
-                                         np.array([[params.exaggeration]], np.float32))[0]
+                                         np.array([[exaggeration]], np.float32))[0]
+        self._conditionings[key] = conditioning
+        while len(self._conditionings) > CONDITIONINGS_KEPT:
+            self._conditionings.popitem(last=False)
+        return conditioning
+
+    def prompt_embeds(self, job: ChatterboxJob) -> tuple[np.ndarray, np.ndarray]:
+        """[rows, P, hidden]: conditioning, text, start-of-speech twice; the unconditioned row without the text;
+        and the conditioning's prefix ids (the prefix cache's key for its inputs)."""
+        params, voice, tables = job.params, job.voice, self.tables
+        key = conditioning_key(voice, params.exaggeration)
+        conditioning = self._conditioning(key, voice, params.exaggeration)
         positions = tables.text_positions[: len(job.text_ids)]
         start = tables.speech[self.model.start_speech] + tables.speech_positions[0]
         rows = [np.concatenate([conditioning, tables.text[job.text_ids] + positions, start[None], start[None]])]
         if params.cfg_weight > 0:
             rows.append(np.concatenate([conditioning, positions, start[None], start[None]]))
-        return np.stack(rows).astype(np.float32), len(conditioning)
+        return np.stack(rows).astype(np.float32), conditioning_prefix(key, len(conditioning))
 
     def admit(self, job: ChatterboxJob) -> ChatterboxSlot:
         return ChatterboxSlot(job, self.model, self.policy, *self.prompt_embeds(job), self.codec_inputs)

@@ -80,7 +80,6 @@ class ChatterboxPipeline:
         check_sample_rate(version, self.model.sample_rate, settings.sample_rate, T.CHATTERBOX)
         check_speakers(version, self.model.voices, settings.speakers, T.CHATTERBOX)
         self.settings = settings
-        self.version = version
         self.tokenizer = TextTokenizer(version / TOKENIZER_FILE)
         self.voices = {name: Voice.load(version / VOICES_DIR / f"{name}.npz") for name in self.model.voices}
         voice_model = voice_model or OnnxVoiceModel(repository / T.CHATTERBOX_VOICE / "1" / T.ONNX_FILE)
