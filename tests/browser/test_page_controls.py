@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from tritone.ensemble import tensors as T
 from tritone.gateway.settings import Settings
-from tests.integration.stack import read_metrics, run_gateway
+from tests.integration.stack import PausedModel, read_metrics, run_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +56,31 @@ def test_the_api_key_field_makes_the_page_work_on_a_keyed_server_and_is_kept(bro
 
 
 def test_stop_cancels_the_stream_and_the_server_frees_it(page, triton_stack):
+    # The tiny model makes 30 s of music in about a second, faster than a click lands: the engine is paused
+    # (SIGSTOP of its stub) the moment the page starts streaming, so Stop meets a stream that is still open.
     before = read_metrics(triton_stack)["tritone_streams_cancelled_total"]
     page.goto("/")
     assert page.get_by_role("button", name="Stop").first.is_hidden()
-    generate(page, "30")
-    page.wait_for_selector('#stream-status[data-state="streaming"]', timeout=60_000)
-    page.locator("#stop").click()
-    page.wait_for_selector('#stream-status[data-state="stopped"]', timeout=10_000)
-    assert page.locator("#stop").is_hidden() and page.locator("#error").is_hidden()
-    assert page.evaluate("liveSources.length") == 0  # nothing scheduled plays on
-    deadline = time.monotonic() + 15
+    with PausedModel(triton_stack, T.MUSICGEN) as engine:
+        page.expose_function("pauseEngine", engine.pause)
+        page.evaluate("""() => {
+            const status = document.getElementById("stream-status");
+            new MutationObserver((_, observer) => {
+                if (status.dataset.state !== "streaming") return;
+                observer.disconnect();
+                window.pauseEngine();
+            }).observe(status, { attributes: true });
+        }""")
+        generate(page, "30")
+        page.wait_for_selector('#stream-status[data-state="streaming"]', timeout=60_000)
+        assert engine.paused.wait(10), "the page never asked for the engine to pause"
+        assert page.locator("#stream-status").get_attribute("data-state") == "streaming", \
+            "the stream ended before the engine was paused"
+        page.locator("#stop").click()
+        page.wait_for_selector('#stream-status[data-state="stopped"]', timeout=10_000)
+        assert page.locator("#stop").is_hidden() and page.locator("#error").is_hidden()
+        assert page.evaluate("liveSources.length") == 0  # nothing scheduled plays on
+    deadline = time.monotonic() + 15  # continued: its next step finds the stream cancelled
     while read_metrics(triton_stack)["tritone_streams_cancelled_total"] == before:
         assert time.monotonic() < deadline, "the engine never saw the stream cancelled"
         time.sleep(0.1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -94,6 +96,53 @@ def own_stack(repository: Path, tmp_path: Path, models: tuple[str, ...] = ("*",)
             yield server, url
     finally:
         server.stop()
+
+
+class PausedModel:
+    """One python-backend model's stub process(es) of a running server, stopped and continued with SIGSTOP /
+    SIGCONT: its engine freezes between two steps while Triton and the gateway go on (a stream stays open with
+    nothing more to send). Continued on leaving the `with` block, whatever happened inside."""
+
+    def __init__(self, server, model: str):
+        self.pids = [pid for pid in _children(server.pid) if _is_stub_of(pid, model)]
+        assert self.pids, f"no python backend stub of model {model!r} under tritonserver {server.pid}"
+        self.paused = threading.Event()
+
+    def pause(self) -> None:
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.paused.set()
+
+    def resume(self) -> None:
+        for pid in self.pids:
+            os.kill(pid, signal.SIGCONT)
+        self.paused.clear()
+
+    def __enter__(self) -> "PausedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.resume()
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return children
+
+
+def _is_stub_of(pid: int, model: str) -> bool:
+    try:
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1 and \
+        f"/{model}/".encode() in argv[1]
 
 
 def family_models(name: str) -> tuple[str, ...]:
