@@ -4,6 +4,7 @@ python -m tritone.benchmarks readme
 python -m tritone.benchmarks faults [--soak-minutes 10] [--cycles 100]   (benchmarks/faults.py)
 python -m tritone.benchmarks bf16 --repository DIR [--family FAMILY] [--streams 1,8,16]   (benchmarks/bf16.py)
 python -m tritone.benchmarks decode-thread --repository DIR [--family FAMILY]   (benchmarks/decode_thread.py)
+python -m tritone.benchmarks first-chunk --model small-random [--family FAMILY]   (benchmarks/first_chunk.py)
 
 FAMILY is a registered family (ensemble/families.py) or its label: musicgen or music (the
 default), orpheus or speech. `run` exports the family's model into a work directory if needed
@@ -19,11 +20,13 @@ results.json, results.md and PNG plots under OUT/<model>/, keeping the other fam
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+RECIPES = {"faults": "faults", "bf16": "bf16", "decode-thread": "decode_thread", "first-chunk": "first_chunk"}
 
 
 def _defaults(suites: dict, name: str) -> str:
@@ -36,18 +39,8 @@ def _defaults(suites: dict, name: str) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["faults"]:
-        from tritone.benchmarks.faults import main as faults
-
-        return faults(argv[1:])
-    if argv[:1] == ["bf16"]:
-        from tritone.benchmarks.bf16 import main as bf16
-
-        return bf16(argv[1:])
-    if argv[:1] == ["decode-thread"]:
-        from tritone.benchmarks.decode_thread import main as decode_thread
-
-        return decode_thread(argv[1:])
+    if argv[:1] and argv[0] in RECIPES:  # a recipe of its own, with its own options
+        return importlib.import_module(f"tritone.benchmarks.{RECIPES[argv[0]]}").main(argv[1:])
     from tritone.benchmarks import registry
     from tritone.benchmarks.runner import level_list
     from tritone.ensemble.families import FAMILIES

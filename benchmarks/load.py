@@ -86,6 +86,16 @@ def underruns(arrivals: list[tuple[float, float]]) -> tuple[int, float]:
 StreamFunction = Callable[[str, object, float], AsyncIterator]
 
 
+@dataclass(frozen=True)
+class Workload:
+    """A family's streams as its suite measures them: `make_requests(count, duration)`, `stream` (one request
+    over gRPC), and `engine`, the model whose engine metrics are read (for recipes that serve variants)."""
+
+    make_requests: Callable[[int, float], list]
+    stream: StreamFunction
+    engine: str
+
+
 async def stream_one(url: str, index: int, request, timeout: float, stream: StreamFunction) -> StreamRecord:
     record = StreamRecord(index, time.perf_counter())
     try:

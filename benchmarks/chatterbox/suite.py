@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritone.benchmarks.load import SEED, run_levels
+from tritone.benchmarks.load import SEED, Workload, run_levels
 from tritone.benchmarks.runner import Configurable, SuiteRun, cores
 from tritone.client import SpeechRequest, stream_speech
 from tritone.ensemble import tensors as T
@@ -137,6 +137,12 @@ def describe_voice(mode: str, meta: ChatterboxMetadata, reference_s: float) -> s
 
 def _stream(url: str, request: SpeechRequest, timeout: float):
     return stream_speech(url, request, model=T.CHATTERBOX, max_chars=None, timeout=timeout)  # one request per stream
+
+
+def workload_for(config: Config, repository: Path) -> Workload:
+    """The built-in voice's streams as `run` measures them, for recipes that serve variants."""
+    meta = ChatterboxMetadata.load(Path(repository) / T.CHATTERBOX / "1")
+    return Workload(workload(meta, VOICE_MODES[0], config.reference_s), _stream, T.CHATTERBOX)
 
 
 # --- the suite -------------------------------------------------------------------------------

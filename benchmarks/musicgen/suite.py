@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tritone.benchmarks.load import SEED
-from tritone.benchmarks.musicgen.load import PROMPTS, Sampling, run_load
+from tritone.benchmarks.load import SEED, Workload
+from tritone.benchmarks.musicgen.load import PROMPTS, Sampling, requests_for, run_load, stream
 from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.ensemble import tensors as T
 from tritone.ensemble.musicgen.metadata import MusicgenMetadata
@@ -62,6 +62,13 @@ class Config(Configurable):
         data["static_levels"] = self.static_levels if self.static_levels is not None else self.concurrency
         data["step_streams"] = self.step_streams or self.concurrency
         return data
+
+
+def workload_for(config: Config, repository: Path) -> Workload:
+    """The streams `run` measures (its prompts, seeds and sampling), for recipes that serve variants."""
+    codebook_size = MusicgenMetadata.load(Path(repository) / T.MUSICGEN / "1").codebook_size
+    return Workload(lambda count, seconds: requests_for(count, seconds, config.sampling, codebook_size), stream,
+                    T.MUSICGEN)
 
 
 def run(

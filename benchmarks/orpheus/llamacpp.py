@@ -27,8 +27,9 @@ big GPU, serving the very weights tritone serves, driven with the same prompts, 
   much audio as the tokens paid for; `grammar_valid` says how many were valid codes. What is
   measured is the cost, not the speech;
 - the audio: SNAC (the export's codec, in torch, as the transformers baseline decodes) in this
-  process while the streams run. A stream's first chunk is tritone's first chunk (`first_frames`
-  plus `lookahead` frames of codes, ORPHEUS_POLICY), decoded as soon as its tokens have arrived:
+  process while the streams run. A stream's first chunk is tritone's at that level (its frames plus
+  `lookahead` frames of codes, as the CPU target's config cuts it: `served_policy`), decoded as soon
+  as its tokens have arrived:
   time to first audio = send -> those tokens + that decode (both measured, the decode competing
   for the cores with the server as a client's would). The rest is decoded in one window (with
   `left_context` frames before it) when the stream ends; the level's wall time runs from the
@@ -263,10 +264,20 @@ def grammar_free_codes(fmt: OrpheusFormat, tokens: list[int]) -> tuple[np.ndarra
     return np.mod(codes, fmt.codebook_size), valid
 
 
-def first_window(policy: ChunkPolicy, frame_limit: int) -> int:
-    """Frames of codes tritone's first chunk needs (its frames and their lookahead)."""
-    window = Chunker(policy, frame_limit).next_chunk(frame_limit)
+def first_window(policy: ChunkPolicy, frame_limit: int, streams: int = 1) -> int:
+    """Frames of codes tritone's first chunk needs (its frames and their lookahead) with `streams` decoding."""
+    chunker = Chunker(policy, frame_limit)
+    chunker.streams = streams
+    window = chunker.next_chunk(frame_limit)
     return window.window_end if window is not None else 0
+
+
+def served_policy() -> ChunkPolicy:
+    """The chunk policy tritone's CPU target serves Orpheus with (its config's parameters)."""
+    from tritone.ensemble.families import FAMILIES
+    from tritone.ensemble.orpheus.pipeline import OrpheusSettings
+
+    return OrpheusSettings.from_parameters(FAMILIES["orpheus"].models()[-1].targets["cpu"].parameters).policy
 
 
 @dataclass
@@ -280,11 +291,11 @@ class Speaker:
 
 
 async def stream_completion(client, url: str, index: int, body: dict, frame_limit: int, speaker: Speaker,
-                            timeout: float) -> CompletionRecord:
-    """Stream one completion; decode its first chunk as soon as its frames are there (TTFA), and
-    the rest when it ends."""
+                            timeout: float, streams: int = 1) -> CompletionRecord:
+    """Stream one completion; decode its first chunk (tritone's with `streams` decoding) as soon as its frames
+    are there (TTFA), and the rest when it ends."""
     fmt, policy = speaker.fmt, speaker.policy
-    needed = first_window(policy, frame_limit) * TOKENS_PER_FRAME
+    needed = first_window(policy, frame_limit, streams) * TOKENS_PER_FRAME
     record = CompletionRecord(index, time.perf_counter(), end_token=fmt.end_of_speech)
     first_task = None
 
@@ -376,7 +387,8 @@ async def run_level(url: str, concurrency: int, requests: list[tuple[dict, int]]
         async def worker():
             while pending:
                 index, (body, frame_limit) = pending.pop(0)
-                records.append(await stream_completion(client, url, index, body, frame_limit, speaker, timeout))
+                records.append(await stream_completion(client, url, index, body, frame_limit, speaker, timeout,
+                                                       streams=concurrency))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -397,7 +409,6 @@ def run_llamacpp(repository: Path, work_dir: Path, workloads: dict, levels: dict
     from tritone.benchmarks.orpheus.baseline import CODEC_DIR, _source, decode_audio, prompt_ids
     from tritone.ensemble import tensors as T
     from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, TOKENIZER_DIR, OrpheusMetadata
-    from tritone.ensemble.orpheus.pipeline import ORPHEUS_POLICY
     from tritone.serving.triton import free_port
 
     version = Path(repository) / T.ORPHEUS / "1"
@@ -421,7 +432,8 @@ def run_llamacpp(repository: Path, work_dir: Path, workloads: dict, levels: dict
         fmt = meta.format
         tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
         codec = SNAC.from_pretrained(_source(version, CODEC_DIR, meta.codec_checkpoint)).eval()
-        speaker = Speaker(fmt, lambda codes: decode_audio(codec, [codes])[0], ORPHEUS_POLICY,
+        policy = served_policy()
+        speaker = Speaker(fmt, lambda codes: decode_audio(codec, [codes])[0], policy,
                           meta.frame_samples / meta.sample_rate)
         result["frame_s"] = speaker.frame_seconds
 
@@ -447,7 +459,8 @@ def run_llamacpp(repository: Path, work_dir: Path, workloads: dict, levels: dict
                            end_of_speech=fmt.end_of_speech)
         result["server"] = {"args": args[1:], "parallel": parallel, "ctx_per_slot": ctx_per_slot, "threads": threads,
                             "penalty_window": penalty_window, "samplers": list(SAMPLERS), "cache_prompt": True,
-                            "first_chunk_frames": first_window(ORPHEUS_POLICY, 10**6)}
+                            "first_chunk_frames": {str(n): first_window(policy, 10**6, n) for n in
+                                                   sorted({n for mode_levels in levels.values() for n in mode_levels})}}
         log_file = Path(work_dir) / "llamacpp" / "llama-server.log"
         log(f"  llama-server: {gguf.name}, --parallel {parallel}, {ctx_per_slot} tokens per slot, {threads} threads "
             f"(log {log_file})")

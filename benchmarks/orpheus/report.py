@@ -230,6 +230,15 @@ def readme(speech: dict, rel) -> list[str]:
     return lines
 
 
+def first_chunk_text(frames) -> str:
+    """tritone's first chunk as the llama.cpp client cut it: one size, or the size at each level where they differ."""
+    if not isinstance(frames, dict):
+        return str(frames)
+    if len(set(frames.values())) == 1:
+        return str(next(iter(frames.values())))
+    return ", ".join(f"{value} at {level} stream{'' if level == '1' else 's'}" for level, value in frames.items())
+
+
 def llamacpp_lines(speech: dict, full: bool) -> list[str]:
     """llama.cpp's llama-server beside tritone per voice and level (`full`: with how it was run and
     what differs; else the README's table)."""
@@ -246,7 +255,7 @@ def llamacpp_lines(speech: dict, full: bool) -> list[str]:
            f"with continuous batching, {server.get('threads')} threads, the same prompts as token ids, greedy "
            f"(samplers {' then '.join(server.get('samplers') or [])} 1) with the same repetition penalty over the "
            f"whole prompt and answer, `cache_prompt` on; SNAC decode in the client, time to first audio = first "
-           f"{server.get('first_chunk_frames')} frames' tokens + their decode")
+           f"{first_chunk_text(server.get('first_chunk_frames'))} frames' tokens + their decode")
     lines = [f"{how}." if full else f"Beside llama.cpp: {how}."]
     if full:
         lines += ["", "What differs: llama.cpp samples without the Orpheus grammar (its GBNF names single token ids, "

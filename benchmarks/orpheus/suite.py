@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritone.benchmarks.load import SEED, StreamRecord, run_levels
+from tritone.benchmarks.load import SEED, StreamRecord, Workload, run_levels
 from tritone.benchmarks.orpheus.llamacpp import GGUF_TYPES
 from tritone.benchmarks.runner import Configurable, SuiteRun, cores, level_list
 from tritone.client import SpeechRequest, stream_speech
@@ -348,6 +348,12 @@ def _s(value) -> str:
 
 
 # --- the suite -------------------------------------------------------------------------------
+
+
+def workload_for(config: Config, repository: Path) -> Workload:
+    """The built-in voice's streams as `run` measures them, for recipes that serve variants."""
+    meta = OrpheusMetadata.load(Path(repository) / T.ORPHEUS / "1")
+    return Workload(workload(meta, VOICE_MODES[0], config.reference_s, config.repetition_penalty), _stream, T.ORPHEUS)
 
 
 def run(

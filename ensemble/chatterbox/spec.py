@@ -23,8 +23,7 @@ GPU_PIPELINE = {"max_slots": "64", "max_queue": "256", "prefill_chunk": "128", "
 # so 256 MiB keeps 16 of them on a CPU.
 PREFIX_CACHE = {"cpu": {"prefix_cache_bytes": str(256 << 20)}, "gpu": {"prefix_cache_bytes": str(1 << 30)}}
 # codec_batch: the windows the pipeline sends chatterbox_codec at once, its max_batch_size on each target (below)
-STREAMING = {name: str(getattr(CHATTERBOX_POLICY, name))
-             for name in ("first_frames", "growth", "max_chunk_frames", "left_context", "lookahead", "min_window")}
+STREAMING = CHATTERBOX_POLICY.parameters()
 # speakers: the built-in voice every export has (the checkpoint's conds.pt; the random ones make one), for clients
 LIMITS = {"sample_rate": "24000", "speakers": BUILTIN_VOICE,
           **{f.name: str(getattr(ChatterboxLimits(), f.name)) for f in fields(ChatterboxLimits)}}

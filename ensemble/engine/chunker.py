@@ -7,11 +7,15 @@ Each chunk is therefore decoded inside a window that adds up to `left_context` f
 it and `lookahead` frames after it, and only the chunk's own samples are kept. The lookahead
 delays a chunk by `lookahead` frames; the left context costs decoder time, not latency.
 Concatenated chunks have exactly frames * hop samples.
+
+A busy batch steps more slowly, so each frame of the first chunk costs a waiting listener more:
+while a stream waits for its first chunk and `busy_streams` or more streams are decoding, its first
+chunk is `busy_first_frames` long (0: never shortened); later chunks keep their sizes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -22,15 +26,27 @@ class ChunkPolicy:
     left_context: int = 25  # frames of history decoded with each chunk (seam quality)
     lookahead: int = 5  # frames of future decoded with each chunk (seam quality, adds latency)
     min_window: int = 5  # the codec decoder's shortest input; short windows reach further back
+    busy_first_frames: int = 0  # the first chunk while the batch is busy (0: first_frames always)
+    busy_streams: int = 8  # streams decoding from which the batch is busy
 
     def __post_init__(self):
         if self.first_frames < 1 or self.max_chunk_frames < self.first_frames or self.growth < 1.0:
             raise ValueError(f"invalid chunk policy {self}")
         if self.left_context < 0 or self.lookahead < 0 or self.min_window < 1:
             raise ValueError(f"invalid chunk policy {self}")
+        if not 0 <= self.busy_first_frames <= self.first_frames or self.busy_streams < 1:
+            raise ValueError(f"invalid chunk policy {self}: busy_first_frames must be in [0, first_frames] "
+                             "and busy_streams at least 1")
 
-    def size(self, index: int) -> int:
+    def size(self, index: int, streams: int = 1) -> int:
+        """Chunk `index`'s frames when `streams` streams are decoding."""
+        if index == 0 and self.busy_first_frames and streams >= self.busy_streams:
+            return self.busy_first_frames
         return int(min(self.max_chunk_frames, self.first_frames * self.growth**index))
+
+    def parameters(self) -> dict[str, str]:
+        """Every knob as a Triton config parameter (a family's spec renders its policy with them)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Chunker:
         self.emitted = start
         self.index = 0
         self.done = False  # the final chunk has been cut
+        self.streams = 1  # streams decoding in the latest step (the engine sets it): a busy batch cuts sooner
 
     def finish(self, frames: int) -> None:
         self.total = min(self.total, frames)
@@ -75,7 +92,7 @@ class Chunker:
                 return None
             self.done = True
             return ChunkWindow(self.index, self.emitted, self.emitted, self.emitted, self.emitted, final=True)
-        end = min(self.emitted + self.policy.size(self.index), self.total)
+        end = min(self.emitted + self.policy.size(self.index, self.streams), self.total)
         window_end = min(end + self.policy.lookahead, self.total)
         if frames_complete < window_end:
             return None

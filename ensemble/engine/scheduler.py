@@ -406,6 +406,7 @@ class Engine:
         self.stats.prefill_tokens += plan.prefill_tokens
         for feed in plan.feeds:
             slot = feed.slot
+            slot.chunker.streams = len(slots)
             self._cache.write(slot, new_keys, new_values, feed.count)
             slot.cached += feed.count
             if slot.prefix_store is not None and slot.cached >= slot.prefix.size:

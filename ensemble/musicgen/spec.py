@@ -14,7 +14,13 @@ from tritone.ensemble.triton.spec import (ModelSpec, Runtime, Step, Tensor, ense
 CPU_PIPELINE = {"max_slots": "8", "max_queue": "32", "lm_runtime": "auto", "device": "cpu", "dtype": "auto"}
 GPU_PIPELINE = {"max_slots": "32", "max_queue": "128", "lm_runtime": "torch", "device": "cuda", "dtype": "float16"}
 STREAMING = {"first_frames": "10", "growth": "2.0", "max_chunk_frames": "100", "left_context": "25", "lookahead": "5",
-             "min_window": "5"}
+             "min_window": "5", "busy_first_frames": "0", "busy_streams": "8"}
+# The first chunk's size while the batch is busy (ensemble/engine/chunker.py), chosen with `python -m tritone.benchmarks
+# first-chunk` (benchmarks/results/first_chunk/): on a CPU a step costs more than the audio it makes at every batch
+# size, so a shorter first chunk brings first audio forward (small-random, 2 cores, 8 streams: p50 3.0 -> 2.2 s at
+# 5 frames) at no cost in throughput, from one stream on; 5 frames (0.1 s) is the shortest measured that holds more
+# than a click. GPU: off (not measured).
+FIRST_CHUNK = {"cpu": {"busy_first_frames": "5", "busy_streams": "1"}, "gpu": {}}
 LIMITS = {"sample_rate": "32000", "min_duration_s": "0.1", "max_duration_s": "30", "max_text_chars": "2000", "max_text_tokens": "256"}
 
 
@@ -97,8 +103,8 @@ PIPELINE = ModelSpec(
     outputs=stream_outputs(),
     decoupled=True,
     targets={
-        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **LIMITS}),
-        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **STREAMING, **LIMITS}),
+        "cpu": Runtime("KIND_CPU", parameters={**CPU_PIPELINE, **STREAMING, **FIRST_CHUNK["cpu"], **LIMITS}),
+        "gpu": Runtime("KIND_GPU", parameters={**GPU_PIPELINE, **STREAMING, **FIRST_CHUNK["gpu"], **LIMITS}),
     },
 )
 

@@ -9,7 +9,8 @@ step to step; see `ensemble_targets`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from google.protobuf import text_format
@@ -158,6 +159,16 @@ def render(spec: ModelSpec, target: Target) -> str:
     if spec.description:
         header += "".join(f"# {line}\n" for line in spec.description.splitlines())
     return header + text_format.MessageToString(to_proto(spec, target))
+
+
+def write_config(repository: Path, spec: ModelSpec, target: Target, parameters: dict[str, str]) -> Path:
+    """Write `spec`'s `target` config into `repository` with `parameters` over its own (a test's capacity, a
+    benchmark's variant); the committed config comes back with `sync_skeleton`."""
+    runtime = spec.targets[target]
+    runtime = replace(runtime, parameters={**runtime.parameters, **parameters})
+    path = Path(repository) / spec.name / CONFIG_PATHS[target]
+    path.write_text(render(replace(spec, targets={**spec.targets, target: runtime}), target))
+    return path
 
 
 def stateless_targets(profiles) -> dict[str, Runtime]:

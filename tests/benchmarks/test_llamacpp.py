@@ -73,6 +73,17 @@ def test_the_first_chunk_needs_tritones_first_frames_and_their_lookahead():
     assert first_window(policy, 100) == 6
     assert first_window(policy, 4) == 4  # a stream allowed fewer frames: all of them
     assert first_window(policy, 2) == 2
+    busy = ChunkPolicy(first_frames=3, growth=2.0, max_chunk_frames=24, left_context=3, lookahead=3, min_window=1,
+                       busy_first_frames=1, busy_streams=4)
+    assert [first_window(busy, 100, streams) for streams in (1, 3, 4, 8)] == [6, 6, 4, 4]  # as tritone cuts it
+
+
+def test_the_report_names_the_first_chunk_at_each_level_where_it_differs():
+    from tritone.benchmarks.orpheus.report import first_chunk_text
+
+    assert first_chunk_text(6) == "6"  # results written before the busy knob
+    assert first_chunk_text({"1": 6, "4": 6, "8": 6}) == "6"
+    assert first_chunk_text({"1": 6, "4": 4, "8": 4}) == "6 at 1 stream, 4 at 4 streams, 4 at 8 streams"
 
 
 def test_the_request_is_greedy_with_the_penalty_over_the_window_and_the_prompt_cache():

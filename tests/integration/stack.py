@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
 from tritone.ensemble.families import FAMILIES
-from tritone.ensemble.triton.spec import CONFIG_PATHS, render
+from tritone.ensemble.triton.spec import write_config
 from tritone.serving.container import sync_skeleton
 from tritone.gateway.settings import Settings
 from tritone.serving.triton import TritonServer, free_port
@@ -30,13 +29,6 @@ ORPHEUS = {**CAPACITY, "max_chunk_frames": "4", "prefill_chunk": "16"}
 CHATTERBOX = {**CAPACITY, "max_chunk_frames": "8", "first_frames": "4"}
 
 
-def _override_cpu_parameters(repository: Path, spec, parameters: dict[str, str]) -> None:
-    cpu = spec.targets["cpu"]
-    cpu = dataclasses.replace(cpu, parameters={**cpu.parameters, **parameters})
-    spec = dataclasses.replace(spec, targets={**spec.targets, "cpu": cpu})
-    (repository / spec.name / CONFIG_PATHS["cpu"]).write_text(render(spec, "cpu"))
-
-
 def tiny_repository(root: Path, **parameters: dict[str, str]) -> Path:
     """Copy the committed repository (configs, model.py) and export every registered family's tiny-random
     checkpoint into it. A keyword named for a family overrides parameters of its pipeline's CPU config
@@ -48,7 +40,7 @@ def tiny_repository(root: Path, **parameters: dict[str, str]) -> Path:
     for family in FAMILIES.values():
         family.export("tiny-random", repository, force=True)
         if family.name in parameters:
-            _override_cpu_parameters(repository, family.models()[-1], parameters[family.name])  # the pipeline
+            write_config(repository, family.models()[-1], "cpu", parameters[family.name])  # the pipeline
     return repository
 
 

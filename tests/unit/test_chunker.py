@@ -86,6 +86,9 @@ def test_trim_keeps_only_the_chunks_own_samples():
         {"growth": 0.5},
         {"left_context": -1},
         {"lookahead": -1},
+        {"first_frames": 10, "busy_first_frames": 11},
+        {"busy_first_frames": -1},
+        {"busy_streams": 0},
     ],
 )
 def test_chunk_policy_rejects_invalid_values(kwargs):
@@ -102,3 +105,34 @@ def test_a_window_shorter_than_the_codec_accepts_reaches_further_back():
         chunker.next_chunk(complete)
     window = chunker.next_chunk(8)
     assert (window.start, window.end, window.window_start, window.window_end) == (6, 8, 3, 8)
+
+
+def test_a_busy_batch_cuts_the_first_chunk_sooner_and_leaves_later_chunks_alone():
+    policy = ChunkPolicy(first_frames=10, growth=2.0, max_chunk_frames=100, left_context=25, lookahead=5,
+                         busy_first_frames=4, busy_streams=3)
+    assert [policy.size(0, streams) for streams in (1, 2, 3, 8)] == [10, 10, 4, 4]
+    assert [policy.size(1, 8), policy.size(2, 8)] == [20, 40]
+    quiet, busy = Chunker(policy, 100), Chunker(policy, 100)
+    busy.streams = 3
+    assert quiet.next_chunk(9) is None
+    first = busy.next_chunk(9)  # 4 frames + 5 of lookahead
+    assert (first.start, first.end, first.window_start, first.window_end) == (0, 4, 0, 9)
+    assert (busy.next_chunk(29).start, busy.next_chunk(29)) == (4, None)  # then 20 frames, as the policy says
+
+
+def test_a_stream_that_waits_for_its_first_chunk_follows_the_batch_as_it_fills():
+    policy = ChunkPolicy(first_frames=10, lookahead=5, busy_first_frames=4, busy_streams=2)
+    chunker = Chunker(policy, 100)
+    assert chunker.next_chunk(12) is None  # alone: 10 frames + 5
+    chunker.streams = 2  # another stream joined
+    assert chunker.next_chunk(12).end == 4
+    chunker.streams = 1
+    assert chunker.next_chunk(29).end == 24  # the first chunk alone depends on the batch
+
+
+def test_the_policy_renders_every_knob_as_a_config_parameter():
+    policy = ChunkPolicy(first_frames=3, growth=2.0, max_chunk_frames=24, left_context=3, lookahead=3, min_window=1,
+                         busy_first_frames=2, busy_streams=4)
+    assert policy.parameters() == {"first_frames": "3", "growth": "2.0", "max_chunk_frames": "24",
+                                   "left_context": "3", "lookahead": "3", "min_window": "1",
+                                   "busy_first_frames": "2", "busy_streams": "4"}

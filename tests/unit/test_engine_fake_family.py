@@ -45,11 +45,12 @@ class ToyJob:
     rows: int = 1  # a second row mirrors the first (like a guided request's row pair)
     fail_at: int | None = None  # consuming its logits raises once it has this many tokens
     prefix: int = 0  # its prompt's first `prefix` tokens are a cacheable prefix
+    policy: ChunkPolicy = POLICY
 
 
 class ToySlot(Slot):
     def __init__(self, job: ToyJob):
-        super().__init__(job, job.rows, len(job.prompt) + job.tokens, Chunker(POLICY, job.tokens), True,
+        super().__init__(job, job.rows, len(job.prompt) + job.tokens, Chunker(job.policy, job.tokens), True,
                          prompt_length=len(job.prompt), prefix=job.prompt[: job.prefix])
         self.prompt = np.array(job.prompt, np.int64)
         self.codes = np.zeros((1, job.tokens), np.int64)
@@ -575,3 +576,18 @@ def test_a_streams_first_chunk_is_decoded_and_sent_ahead_of_a_backlog_of_later_c
     calls.clear()
     engine._emit_all([(a, "chunk", (window(5, 5), code(15), True, None))])  # no first chunk: one call
     assert calls == [[15]]
+
+
+def test_streams_decoding_in_a_busy_batch_get_a_shorter_first_chunk_and_a_stream_alone_does_not():
+    busy = ChunkPolicy(first_frames=4, growth=2.0, max_chunk_frames=8, left_context=1, lookahead=1, min_window=1,
+                       busy_first_frames=1, busy_streams=2)
+    engine, _ = make_engine(max_slots=4)
+    alone = submit(engine, "alone", [1, 2, 3], 9, policy=busy)
+    run_until_ended(engine, alone)
+    a, b = submit(engine, "a", [4, 5], 9, policy=busy), submit(engine, "b", [6, 7, 8], 9, policy=busy)
+    run_until_ended(engine, a, b)
+
+    for job in (alone, a, b):
+        assert_served(job)
+    frames = {job.name: [len(chunk.audio) // FRAME for chunk in job.stream.chunks] for job in (alone, a, b)}
+    assert frames == {"alone": [4, 5], "a": [1, 8], "b": [1, 8]}  # later chunks keep the policy's sizes
