@@ -64,7 +64,8 @@ def measure(args, log=print) -> dict:
     suite = registry.suite(family)
     config = suite.Config.create(args.model)
     duration = args.duration or config.duration
-    repository = prepare_repository(args.model, args.work_dir, log=log, family=family)
+    work_dir = Path(args.work_dir) / args.model  # as `run`'s: the export is shared
+    repository = prepare_repository(args.model, work_dir, log=log, family=family)
     workload = suite.workload_for(config, repository)
     machine, started = machine_info(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     runs = []
@@ -73,7 +74,7 @@ def measure(args, log=print) -> dict:
             for size in sizes if repeat % 2 == 0 else sizes[::-1]:
                 write_config(repository, pipeline_spec(family), "cpu", variant_parameters(size, first))
                 log(f"{family}, first chunk {size} frames (repeat {repeat + 1} of {args.repeats}):")
-                log_file = Path(args.work_dir) / f"first_chunk_{family}_{size}.log"
+                log_file = work_dir / f"first_chunk_{family}_{size}.log"
                 records = {}
                 with triton_server(repository, log_file, log=log, models=registry.models(family)) as server:
                     levels = asyncio.run(run_levels(
@@ -179,7 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-requests", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="each repeat runs the sizes in the other order")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / ".tritone" / "bench")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".tritone" / "bench",
+                        help="the export goes to WORK_DIR/<model>/model_repository, as `run`'s")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     args.family = registry.family_named(args.family)

@@ -42,5 +42,5 @@ def test_each_size_is_served_and_its_first_chunks_hold_that_many_frames(tmp_path
     assert [(row["concurrency"], row["size"]) for row in rows] == [(1, 10), (1, 2), (2, 10), (2, 2)]
     assert [row["ttfa_p95_vs_off"] for row in rows if row["size"] == 10] == [1.0, 1.0]
     assert "| 2 | 2 (40) |" in (out / "results.md").read_text()
-    served = work / "model_repository" / "musicgen" / "configs" / "cpu.pbtxt"
+    served = work / "tiny-random" / "model_repository" / "musicgen" / "configs" / "cpu.pbtxt"
     assert served.read_text() == COMMITTED.read_text()  # the variants' parameters are gone

@@ -17,6 +17,7 @@ from tritone.gateway.schemas import MAX_SPEECH_JOB_CHARS
 
 from tritone.client.metrics import read_engine_metrics
 from tritone.ensemble import tensors as T
+from .stack import PausedModel
 from .test_gateway_jobs import error_of, gateway, has_status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,8 +104,14 @@ def test_a_speech_job_cancelled_mid_way_stops_its_streams(triton_stack, tmp_path
     async def scenario():
         async with gateway(triton_stack, tmp_path, speech_max_sentence_s=2.0) as client:
             job = await speech_job(client, input=long_text(3000))
-            await wait_for(client, job["id"], lambda j: j["status"] == "running" and j["progress"] > 0, timeout=120)
-            cancel = await client.post(f"/v1/jobs/{job['id']}/cancel")
+            # the tiny model speaks a sentence faster than a cancel travels: its engine is paused (SIGSTOP of the
+            # stub) while the job is cancelled, so the cancel finds sentences mid-way; continued, it drops them
+            with PausedModel(triton_stack, T.ORPHEUS) as engine:
+                await wait_for(client, job["id"], lambda j: j["status"] == "running" and j["progress"] > 0,
+                               timeout=120)
+                engine.pause()
+                cancel = await client.post(f"/v1/jobs/{job['id']}/cancel")
+                await asyncio.sleep(0.5)  # the job's streams are closed meanwhile
             deadline = time.monotonic() + 30
             while orpheus_metrics(triton_stack)["tritone_decode_slots_active"] > 0:
                 assert time.monotonic() < deadline, "decode slots still held after the job was cancelled"

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 from tritone.client import GenerationError, MusicRequest, stream_music
 from tritone.ensemble import tensors as T
 from tritone.ensemble.musicgen.pipeline import MusicgenPipeline, PipelineSettings
+from tritone.ensemble.musicgen.spec import FIRST_CHUNK
 from tests.list_stream import ListStream, run_until_ended
 
 from .stack import read_metrics
@@ -97,7 +98,7 @@ def test_streamed_chunks_arrive_in_order_once_and_match_the_one_shot_waveform(tr
     assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
     assert [chunk.final for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
     assert {chunk.sample_rate for chunk in chunks} == {SAMPLE_RATE}
-    assert len(chunks[0].audio) == 10 * HOP  # the small first chunk: 0.2 s
+    assert len(chunks[0].audio) == int(FIRST_CHUNK["cpu"]["busy_first_frames"]) * HOP  # the CPU target's: 0.1 s
     audio = np.concatenate([chunk.audio for chunk in chunks])
     assert audio.shape == (6 * SAMPLE_RATE,)
     _, expected_audio = reference_generate(tiny_model_repository, request.text, 6 * FRAME_RATE)

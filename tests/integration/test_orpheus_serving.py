@@ -91,8 +91,8 @@ def test_streamed_audio_equals_the_one_shot_decode_at_every_chunk_boundary(trito
     assert audio.shape == whole.shape == (29 * FRAME,)
     boundaries = np.cumsum([chunk.audio.size for chunk in chunks])[:-1]
     assert len(boundaries) >= 6
-    worst = max(float(np.max(np.abs(audio[b - 2 * FRAME : b + 2 * FRAME] - whole[b - 2 * FRAME : b + 2 * FRAME])))
-                for b in boundaries)
+    near = [slice(max(0, b - 2 * FRAME), b + 2 * FRAME) for b in boundaries]  # the first chunk may be one frame
+    worst = max(float(np.max(np.abs(audio[edge] - whole[edge]))) for edge in near)
     print(f"largest difference within two frames of a chunk boundary: {worst:.2e}")
     assert worst < STREAMING_TOLERANCE
     assert float(np.max(np.abs(audio - whole))) < STREAMING_TOLERANCE
