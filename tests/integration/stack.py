@@ -92,7 +92,7 @@ def own_stack(repository: Path, tmp_path: Path, models: tuple[str, ...] = ("*",)
 
 class PausedModel:
     """One python-backend model's stub process(es) of a running server, stopped and continued with SIGSTOP /
-    SIGCONT: its engine freezes between two steps while Triton and the gateway go on (a stream stays open with
+    SIGCONT: its engine freezes wherever it is while Triton and the gateway go on (a stream stays open with
     nothing more to send). Continued on leaving the `with` block, whatever happened inside."""
 
     def __init__(self, server, model: str):
