@@ -350,6 +350,25 @@ def throughput_plot(series: list[dict], title: str, path: Path) -> Path:
 VOICE_TITLES = {"builtin": "built-in voice", "cloned": "cloned voice"}  # a speech suite's voice modes
 
 
+def voice_readme(run: dict, title: str, decoding: str, rel, describe, baseline_name: str, plots: dict[str, str],
+                 extra: list[str] = ()) -> list[str]:
+    """A speech family's README block: its title and machine, its targets, each voice's levels (`describe(voice)`
+    says what the voice was) with `baseline_name` one request at a time, `extra` lines, and its two plots
+    (`plots`: alt text -> file)."""
+    lines = [f"**{title}, {run['model']}**" + (" (smoke run: not a speed measurement)" if run.get("smoke") else "")
+             + f", up to {run['config']['duration_s']:g} s per request ({decoding}), measured on {machine_line(run)}. "
+               f"Full tables and plots: [{rel}/{MARKDOWN_FILE}]({rel}/{MARKDOWN_FILE}).",
+             "", *target_table(run["targets"])]
+    for mode, voice in (run.get("voices") or {}).items():
+        seq = (voice.get("baseline") or {}).get("sequential")
+        lines += ["", f"{VOICE_TITLES.get(mode, mode).capitalize()} ({describe(voice)}):", "",
+                  *levels_table(voice["tritone"]["levels"], True)]
+        if seq:
+            lines += ["", f"{baseline_name} one request at a time: {num(seq['audio_s_per_wall_s'])} audio s per wall s."]
+    lines += [*extra, "", " ".join(f"![{alt}]({rel}/{name})" for alt, name in plots.items()), ""]
+    return lines
+
+
 def voice_plots(run: dict, family: str, ttfa_path: Path, throughput_path: Path,
                 baseline_name: str = "transformers") -> list[Path]:
     """A speech family's TTFA and throughput plots: one series per voice mode of `run["voices"]`."""

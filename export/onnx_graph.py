@@ -95,6 +95,32 @@ def export_lm_graph(module, inputs, output_names, dynamic_axes, path: Path) -> f
     return diff
 
 
+STEP_ROWS, STEP_WIDTH, STEP_PAST = 3, 4, 6  # the traced example of an LM step: three rows, four inputs wide
+
+
+def export_llm_step(module, first: str, sample: torch.Tensor, cache_shape: tuple[int, int, int], path: Path,
+                    gen: torch.Generator) -> float:
+    """export_lm_graph for a decoder step with per-row positions and keys/values in and out
+    (ensemble/llama_step.py): `first` names its input, `sample` a traced example of it [STEP_ROWS, STEP_WIDTH, ...]
+    (token ids or embeddings); `cache_shape` is (layers, KV heads, head dim). The example's rows stand at different
+    positions and feed fewer than STEP_WIDTH inputs, so the graph keeps both dynamic."""
+    from tritone.ensemble import tensors as T
+
+    layers, kv_heads, head_dim = cache_shape
+    cache = (layers, STEP_ROWS, kv_heads, STEP_PAST, head_dim)
+    kv_axes = {1: "rows", 3: "past"}
+    return export_lm_graph(
+        module,
+        {first: sample, T.POSITIONS: torch.tensor([6, 2, 0]), T.LOGIT_INDEX: torch.tensor([3, 1, 0]),
+         T.PAST_KEYS: torch.randn(cache, generator=gen), T.PAST_VALUES: torch.randn(cache, generator=gen)},
+        [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
+        {first: {0: "rows", 1: "width"}, T.POSITIONS: {0: "rows"}, T.LOGIT_INDEX: {0: "rows"},
+         T.PAST_KEYS: kv_axes, T.PAST_VALUES: kv_axes,
+         T.LOGITS: {0: "rows"}, T.NEW_KEYS: {1: "rows", 3: "width"}, T.NEW_VALUES: {1: "rows", 3: "width"}},
+        path,
+    )
+
+
 def gather_external_data(source: Path, target: Path) -> Path:
     """Re-save an ONNX graph whose tensors sit in external files as `target` + one `target.data`.
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tritone.benchmarks.chatterbox import LABEL
 from tritone.benchmarks.report import (
-    MARKDOWN_FILE, TARGET_CONCURRENCY, by_concurrency, compare_levels, levels_table, machine_line, make_target,
-    millis, num, perf_analyzer_section, ratio, target_table, voice_plots, VOICE_TITLES,
+    TARGET_CONCURRENCY, by_concurrency, compare_levels, levels_table, machine_line, make_target,
+    millis, num, perf_analyzer_section, ratio, target_table, voice_plots, voice_readme, VOICE_TITLES,
 )
 
 SECTION = LABEL  # results.json keeps its run under "chatterbox"
@@ -139,22 +139,6 @@ def plots(run: dict, out_dir: Path) -> list[Path]:
 
 
 def readme(run: dict, rel) -> list[str]:
-    cfg = run["config"]
-    lines = [
-        f"**Chatterbox (`chatterbox`), {run['model']}**" + (" (smoke run: not a speed measurement)"
-                                                            if run.get("smoke") else "")
-        + f", up to {cfg['duration_s']:g} s per request (sampled), measured on {machine_line(run)}. "
-          f"Full tables and plots: [{rel}/{MARKDOWN_FILE}]({rel}/{MARKDOWN_FILE}).",
-        "",
-        *target_table(run["targets"]),
-    ]
-    for mode, voice in (run.get("voices") or {}).items():
-        seq = (voice.get("baseline") or {}).get("sequential")
-        lines += ["", f"{VOICE_TITLES.get(mode, mode).capitalize()} ({voice['description']}):", "",
-                  *levels_table(voice["tritone"]["levels"], True)]
-        if seq:
-            lines += ["", f"{REFERENCE} generate() one request at a time: {num(seq['audio_s_per_wall_s'])} audio s "
-                          f"per wall s."]
-    lines += ["", f"![chatterbox throughput]({rel}/{PLOTS['chatterbox_throughput']}) "
-                  f"![chatterbox ttfa]({rel}/{PLOTS['chatterbox_ttfa']})", ""]
-    return lines
+    return voice_readme(run, "Chatterbox (`chatterbox`)", "sampled", rel, lambda voice: voice["description"],
+                        f"{REFERENCE} generate()", {"chatterbox throughput": PLOTS["chatterbox_throughput"],
+                                                    "chatterbox ttfa": PLOTS["chatterbox_ttfa"]})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tritone.benchmarks.orpheus import LABEL
 from tritone.benchmarks.report import (
-    MARKDOWN_FILE, by_concurrency, compare_levels, compare_table, levels_table, machine_line, make_target, millis, num,
+    by_concurrency, compare_levels, compare_table, levels_table, machine_line, make_target, millis, num,
     perf_analyzer_section, ratio, served_share_targets, served_vs_decode_only, step_rows_table, streaming_targets,
-    target_table, voice_plots, VOICE_TITLES,
+    target_table, voice_plots, voice_readme, VOICE_TITLES,
 )
 from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 
@@ -202,32 +202,17 @@ def plots(speech: dict, out_dir: Path) -> list[Path]:
 
 
 def readme(speech: dict, rel) -> list[str]:
-    cfg = speech["config"]
-    lines = [
-        f"**Speech (`orpheus`), {speech['model']}**" + (" (smoke run: not a speed measurement)"
-                                                        if speech.get("smoke") else "")
-        + f", up to {cfg['duration_s']:g} s per request (greedy), measured on {machine_line(speech)}. "
-          f"Full tables and plots: [{rel}/{MARKDOWN_FILE}]({rel}/{MARKDOWN_FILE}).",
-        "",
-        *target_table(speech["targets"]),
-    ]
-    for mode, voice in (speech.get("voices") or {}).items():
-        seq = (voice.get("baseline") or {}).get("sequential")
-        lines += ["", f"{VOICE_TITLES.get(mode, mode).capitalize()} ({voice['description']}, prompts of "
-                      f"{_prompt_tokens(voice)} tokens):", "", *levels_table(voice["tritone"]["levels"], True)]
-        if seq:
-            lines += ["", f"transformers one request at a time: {num(seq['audio_s_per_wall_s'])} audio s per wall s."]
-    if speech.get("llamacpp"):
-        lines += ["", *llamacpp_lines(speech, full=False)]
+    extra = ["", *llamacpp_lines(speech, full=False)] if speech.get("llamacpp") else []
     stall = speech.get("prefill_stall") or {}
     if stall and not stall.get("error"):
-        lines += ["", f"Prefill of a {num(stall['reference_s'])} s voice prompt ({stall['prefill_tokens']} tokens, "
+        extra += ["", f"Prefill of a {num(stall['reference_s'])} s voice prompt ({stall['prefill_tokens']} tokens, "
                       f"first audio after {num(stall['long_prompt_ttfa_s'])} s) beside {stall['streams']} running "
                       f"streams: their largest inter-chunk gap {num(stall['gap_during_s']['max'])} s, against "
                       f"{num(stall['gap_before_s']['max'])} s before."]
-    lines += ["", f"![speech throughput]({rel}/{PLOTS['speech_throughput']}) "
-                  f"![speech ttfa]({rel}/{PLOTS['speech_ttfa']})", ""]
-    return lines
+    return voice_readme(speech, "Speech (`orpheus`)", "greedy", rel,
+                        lambda voice: f"{voice['description']}, prompts of {_prompt_tokens(voice)} tokens",
+                        "transformers", {"speech throughput": PLOTS["speech_throughput"],
+                                         "speech ttfa": PLOTS["speech_ttfa"]}, extra)
 
 
 def first_chunk_text(frames) -> str:

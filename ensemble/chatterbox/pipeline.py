@@ -33,18 +33,18 @@ from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_t
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.scheduler import Engine, Stream
-from tritone.ensemble.engine.settings import check_sample_rate, check_speakers, from_parameters
+from tritone.ensemble.engine.settings import EngineSettings, check_sample_rate, check_speakers
 
 VoiceModel = Callable[[np.ndarray], dict]  # a clip [S] at 24 kHz -> the voice's arrays by name
 CodecDecoder = Callable[[list[tuple[np.ndarray, ...]]], list[np.ndarray]]  # [(tokens [1, W], *inputs)] -> audio
 
 
 @dataclass(frozen=True)
-class ChatterboxSettings:
-    """Serving knobs; the Triton config's `parameters` set them by field name."""
+class ChatterboxSettings(EngineSettings):
+    """Chatterbox's serving knobs beside the engine's (EngineSettings)."""
 
-    max_slots: int = 8
-    max_queue: int = 32
+    model = T.CHATTERBOX
+
     sample_rate: int = 24000  # declared in the config so clients can read it; must match the export
     speakers: str = ""  # the export's built-in voices, comma-separated, declared for clients; "": not declared
     prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
@@ -52,15 +52,8 @@ class ChatterboxSettings:
     reference_cache: int = 64  # voices of reference clips kept, by content hash
     prefix_cache_bytes: int = 0  # voices' prefilled conditioning kept (keys/values), LRU; 0: off (spec: per target)
     codec_batch: int = 8  # codec windows per call (chatterbox_codec's max_batch_size on the target)
-    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device), or "auto"
-    device: str = "cpu"
-    dtype: str = "float32"
     policy: ChunkPolicy = field(default_factory=lambda: CHATTERBOX_POLICY)
     limits: ChatterboxLimits = field(default_factory=ChatterboxLimits)
-
-    @classmethod
-    def from_parameters(cls, parameters: dict[str, str]) -> "ChatterboxSettings":
-        return from_parameters(cls, parameters, T.CHATTERBOX)
 
 
 class ChatterboxPipeline:

@@ -7,7 +7,8 @@ default's type; an unknown parameter is an error that lists the known ones.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from typing import ClassVar
 
 from tritone.ensemble.engine.lm_choice import check_knobs
 
@@ -48,6 +49,23 @@ def from_parameters(cls, parameters: dict[str, str], model: str):
         raise ValueError(f"unknown {model} parameters {unknown}; known: {sorted(known)}")
     check_knobs(kwargs.get("lm_runtime", "auto"), kwargs.get("dtype", "auto"))
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Serving knobs every family's pipeline has; its settings dataclass adds its own (sample rate, chunk
+    policy, limits, ...). The Triton config's `parameters` set them by field name (`from_parameters`)."""
+
+    model: ClassVar[str] = ""  # the Triton model the settings are for, named in errors
+    max_slots: int = 8  # requests decoding at once (a slot holds one request's KV cache)
+    max_queue: int = 32  # requests waiting for a slot beyond them
+    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device), or "auto"
+    device: str = "cpu"  # torch device for lm_runtime=torch
+    dtype: str = "float32"  # float32, float16, bfloat16 (torch), or "auto" (ensemble/engine/lm_choice.py)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]):
+        return from_parameters(cls, parameters, cls.model)
 
 
 def check_sample_rate(version, exported: int, declared: int, model: str) -> None:

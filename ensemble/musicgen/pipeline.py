@@ -28,7 +28,7 @@ from tritone.ensemble.musicgen.onnx_lm import OnnxLanguageModel, OnnxTextEncoder
 from tritone.ensemble.musicgen.decoding import Job, MusicgenFamily
 from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.scheduler import Engine, Stream
-from tritone.ensemble.engine.settings import check_sample_rate, from_parameters
+from tritone.ensemble.engine.settings import EngineSettings, check_sample_rate
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.musicgen.text_conditioning import PromptTokenizer, TextConditioning, tokenizer_dir
 
@@ -37,21 +37,14 @@ CodecDecoder = Callable[[list[np.ndarray]], list[np.ndarray]]  # [codes [K, T], 
 
 
 @dataclass(frozen=True)
-class PipelineSettings:
-    """Serving knobs; the Triton config's `parameters` set them by field name."""
+class PipelineSettings(EngineSettings):
+    """MusicGen's serving knobs beside the engine's (EngineSettings)."""
 
-    max_slots: int = 8
-    max_queue: int = 32
+    model = T.MUSICGEN
+
     sample_rate: int = 32000  # declared in the config so clients can read it; must match the export
-    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
-    device: str = "cpu"  # torch device for lm_runtime=torch
-    dtype: str = "float32"  # torch dtype for lm_runtime=torch: float32, float16, bfloat16
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     limits: Limits = field(default_factory=Limits)
-
-    @classmethod
-    def from_parameters(cls, parameters: dict[str, str]) -> "PipelineSettings":
-        return from_parameters(cls, parameters, "musicgen")
 
 
 class MusicgenPipeline:

@@ -27,7 +27,7 @@ from tritone.ensemble.orpheus.format import TOKENS_PER_FRAME
 from tritone.ensemble.engine.request_fields import InvalidRequest
 from tritone.ensemble.engine.decode_thread import DecodeThread, load_on_decode_thread
 from tritone.ensemble.engine.scheduler import Engine, Stream
-from tritone.ensemble.engine.settings import check_sample_rate, check_speakers, from_parameters
+from tritone.ensemble.engine.settings import EngineSettings, check_sample_rate, check_speakers
 from tritone.ensemble.engine.lm_choice import resolve_lm
 from tritone.ensemble.orpheus.decoding import OrpheusFamily, OrpheusJob
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
@@ -43,26 +43,19 @@ ORPHEUS_POLICY = ChunkPolicy(first_frames=3, growth=2.0, max_chunk_frames=24, le
 
 
 @dataclass(frozen=True)
-class OrpheusSettings:
-    """Serving knobs; the Triton config's `parameters` set them by field name."""
+class OrpheusSettings(EngineSettings):
+    """Orpheus's serving knobs beside the engine's (EngineSettings)."""
 
-    max_slots: int = 8
-    max_queue: int = 32
+    model = T.ORPHEUS
+
     sample_rate: int = 24000  # declared in the config so clients can read it; must match the export
     speakers: str = ""  # the export's built-in speakers, comma-separated, declared for clients; "": not declared
     prefill_chunk: int = 32  # most prompt tokens a request feeds per step while others decode
     step_tokens: int = 4096  # most tokens (rows x width, padding included) in one step while someone prefills
     reference_cache: int = 64  # encoded reference clips kept, by content hash
     prefix_cache_bytes: int = 0  # cloned voices' prefilled turns kept (keys/values), LRU; 0: off (spec: per target)
-    lm_runtime: str = "onnxruntime"  # or "torch" (the GPU target: KV cache kept on the device)
-    device: str = "cpu"
-    dtype: str = "float32"
     policy: ChunkPolicy = field(default_factory=lambda: ORPHEUS_POLICY)
     limits: OrpheusLimits = field(default_factory=OrpheusLimits)
-
-    @classmethod
-    def from_parameters(cls, parameters: dict[str, str]) -> "OrpheusSettings":
-        return from_parameters(cls, parameters, T.ORPHEUS)
 
 
 class OrpheusPipeline:

@@ -33,7 +33,7 @@ from tritone.ensemble.chatterbox.onnx_lm import (
     load_tables,
     table_file,
 )
-from tritone.export.onnx_graph import ParityError, export_graph, export_lm_graph
+from tritone.export.onnx_graph import STEP_ROWS, STEP_WIDTH, ParityError, export_graph, export_llm_step
 
 __all__ = ["export_lm", "reference_parity"]
 
@@ -51,23 +51,9 @@ def export_lm(models, out_dir: Path, *, cfg_weight: float = 0.5, steps: int = 4,
     gen = torch.Generator().manual_seed(0)
 
     print("exporting the T3 LM step ...")
-    rows, width, past = 3, 4, 6
-    cache = (layers, rows, kv_heads, past, head_dim)
-    step_diff = export_lm_graph(
-        T3LmStep.of(t3),
-        {
-            T.INPUTS_EMBEDS: torch.randn(rows, width, config.hidden_size, generator=gen),
-            T.POSITIONS: torch.tensor([6, 2, 0]),  # rows at different positions share the step
-            T.LOGIT_INDEX: torch.tensor([3, 1, 0]),  # rows feeding fewer than `width` inputs
-            T.PAST_KEYS: torch.randn(cache, generator=gen),
-            T.PAST_VALUES: torch.randn(cache, generator=gen),
-        },
-        [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
-        {T.INPUTS_EMBEDS: {0: "rows", 1: "width"}, T.POSITIONS: {0: "rows"}, T.LOGIT_INDEX: {0: "rows"},
-         T.PAST_KEYS: {1: "rows", 3: "past"}, T.PAST_VALUES: {1: "rows", 3: "past"},
-         T.LOGITS: {0: "rows"}, T.NEW_KEYS: {1: "rows", 3: "width"}, T.NEW_VALUES: {1: "rows", 3: "width"}},
-        out / LM_STEP_FILE,
-    )
+    step_diff = export_llm_step(
+        T3LmStep.of(t3), T.INPUTS_EMBEDS, torch.randn(STEP_ROWS, STEP_WIDTH, config.hidden_size, generator=gen),
+        (layers, kv_heads, head_dim), out / LM_STEP_FILE, gen)
     print("exporting the T3 conditioning ...")
     prompt = hp.speech_cond_prompt_len
     cond_diff = export_graph(

@@ -25,7 +25,8 @@ from tritone.ensemble import tensors as T
 from tritone.ensemble.orpheus.format import LEVEL_CODES, TOKENS_PER_FRAME
 from tritone.ensemble.orpheus.metadata import CHECKPOINT_DIR, CODEC_DIR, LM_STEP_FILE, TOKENIZER_DIR, OrpheusMetadata
 from tritone.export.checkpoints import CheckpointUnavailable, ensure_available, load_checkpoint
-from tritone.export.onnx_graph import export_graph, export_lm_graph, gather_external_data  # noqa: F401
+from tritone.export.onnx_graph import (STEP_ROWS, STEP_WIDTH, export_graph, export_llm_step,  # noqa: F401
+                                       gather_external_data)
 from tritone.ensemble.orpheus.graphs import SnacDecoder, SnacEncoder, OrpheusLmStep, frame_samples
 from tritone.ensemble.orpheus.spec import SPEAKERS
 from tritone.export.orpheus.tiny import (
@@ -162,23 +163,9 @@ def export_orpheus(checkpoint: str = DEFAULT_CHECKPOINT, out: Path = Path("model
 
     gen = torch.Generator().manual_seed(0)
     print("exporting speech LM step ...")
-    rows, width, past = 3, 4, 6
-    cache = (spec.num_layers, rows, spec.num_kv_heads, past, spec.head_dim)
-    export_lm_graph(
-        OrpheusLmStep(model),
-        {
-            T.INPUT_IDS: torch.randint(0, spec.vocab_size, (rows, width), generator=gen),
-            T.POSITIONS: torch.tensor([6, 2, 0]),  # rows at different positions share the step
-            T.LOGIT_INDEX: torch.tensor([3, 1, 0]),  # rows feeding fewer than `width` tokens
-            T.PAST_KEYS: torch.randn(cache, generator=gen),
-            T.PAST_VALUES: torch.randn(cache, generator=gen),
-        },
-        [T.LOGITS, T.NEW_KEYS, T.NEW_VALUES],
-        {T.INPUT_IDS: {0: "rows", 1: "width"}, T.POSITIONS: {0: "rows"}, T.LOGIT_INDEX: {0: "rows"},
-         T.PAST_KEYS: {1: "rows", 3: "past"}, T.PAST_VALUES: {1: "rows", 3: "past"},
-         T.LOGITS: {0: "rows"}, T.NEW_KEYS: {1: "rows", 3: "width"}, T.NEW_VALUES: {1: "rows", 3: "width"}},
-        version / LM_STEP_FILE,
-    )
+    export_llm_step(OrpheusLmStep(model), T.INPUT_IDS,
+                    torch.randint(0, spec.vocab_size, (STEP_ROWS, STEP_WIDTH), generator=gen),
+                    (spec.num_layers, spec.num_kv_heads, spec.head_dim), version / LM_STEP_FILE, gen)
 
     encoder_path, decoder_path = graph_paths(out)[1:]
     print("exporting SNAC encoder ...")
